@@ -1,0 +1,66 @@
+"""Embedders: models that turn files into vectors, found by name through a registry.
+
+>>> from embedders import get_embedder
+>>> vec = get_embedder("midi-stats").embed_clip("song.mid")      # doctest: +SKIP
+
+Adding a model is one new module in this package holding an :class:`Embedder` subclass decorated
+with :func:`register`; modules are discovered on first lookup, so nothing is listed by hand.
+Importing a module must stay cheap: heavy imports (torch) and weights belong in ``_load``.
+"""
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from typing import Any
+
+from .base import (AUDIO, SYMBOLIC, ConfigurationError, Embedder, EmbedderError, Embedding,
+                   InputError, WeightsError)
+
+__all__ = ["AUDIO", "SYMBOLIC", "ConfigurationError", "Embedder", "EmbedderError", "Embedding",
+           "InputError", "WeightsError", "available_embedders", "get_embedder",
+           "get_embedder_class", "register"]
+
+_REGISTRY: dict[str, type[Embedder]] = {}
+_discovered = False
+
+
+def register(cls: type[Embedder]) -> type[Embedder]:
+    """Class decorator adding an embedder to the registry under ``cls.name``."""
+    if not cls.name or cls.modality not in (AUDIO, SYMBOLIC):
+        raise TypeError(f"{cls.__name__} needs a name and a modality ('audio' or 'symbolic')")
+    other = _REGISTRY.get(cls.name)
+    if other is not None and other.__qualname__ != cls.__qualname__:
+        raise TypeError(f"embedder name {cls.name!r} already used by {other.__qualname__}")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def _discover() -> None:
+    global _discovered
+    if _discovered:
+        return
+    for info in pkgutil.iter_modules(__path__):
+        if not info.name.startswith("_"):
+            importlib.import_module(f"{__name__}.{info.name}")
+    _discovered = True
+
+
+def available_embedders() -> dict[str, type[Embedder]]:
+    """All registered embedders, by name (sorted)."""
+    _discover()
+    return dict(sorted(_REGISTRY.items()))
+
+
+def get_embedder_class(name: str) -> type[Embedder]:
+    """The class registered under ``name``; :class:`ConfigurationError` if there is none."""
+    registry = available_embedders()
+    try:
+        return registry[name]
+    except KeyError:
+        raise ConfigurationError(
+            f"unknown embedder {name!r}; available: {', '.join(registry)}") from None
+
+
+def get_embedder(name: str, **options: Any) -> Embedder:
+    """Construct the embedder ``name`` with ``options`` (cheap: nothing is loaded yet)."""
+    return get_embedder_class(name)(**options)

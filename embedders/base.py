@@ -1,0 +1,241 @@
+"""The one contract every embedder follows.
+
+An embedder turns one file into vectors. Construction only validates and stores options; the
+heavy work (weights, models) happens in :meth:`Embedder.load`, which ``embed`` calls on first use.
+
+Subclasses set the class attributes ``name``, ``modality``, ``version``, ``extensions`` and
+``option_defaults``, and implement :meth:`Embedder._embed_file` (and, if they batch across files,
+:meth:`Embedder.embed_many`). Registering is one decorator, :func:`embedders.register`.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Iterable, Iterator
+
+import numpy as np
+
+AUDIO = "audio"
+SYMBOLIC = "symbolic"
+MODALITIES = (AUDIO, SYMBOLIC)
+
+#: Options that change how fast, not what, an embedder computes: never part of a cache key.
+RUNTIME_OPTIONS = frozenset({"device", "batch_size", "workers", "weights", "verbose"})
+
+
+class EmbedderError(Exception):
+    """Base class of every error raised by an embedder."""
+
+
+class ConfigurationError(EmbedderError, ValueError):
+    """An option or setting is wrong (bad value, unknown name). The run cannot start."""
+
+
+class WeightsError(EmbedderError):
+    """Weights cannot be found, downloaded or read. The run cannot start."""
+
+
+class InputError(EmbedderError):
+    """One input file cannot be embedded (corrupt, empty, unsupported). The run skips it.
+
+    Parameters
+    ----------
+    path : str
+        The file that failed.
+    reason : str
+        One line saying why, for the manifest and the report.
+    """
+
+    def __init__(self, path: str | os.PathLike, reason: str):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+@dataclass
+class Embedding:
+    """What an embedder returns for one file.
+
+    Attributes
+    ----------
+    frames : np.ndarray [shape=(n_frames, dim), dtype=float32]
+        Frame- (or segment-) level vectors.
+    clip : np.ndarray [shape=(dim,), dtype=float32]
+        One vector for the whole file (the model's own pooling, or the mean of ``frames``).
+    timestamps : np.ndarray [shape=(n_frames,), dtype=float64] or None
+        Time of each frame in seconds, where the model defines one.
+    info : dict
+        Small JSON-serialisable facts about this computation (e.g. resampler used, n_patches).
+    """
+
+    frames: np.ndarray
+    clip: np.ndarray
+    timestamps: np.ndarray | None = None
+    info: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.frames = np.ascontiguousarray(self.frames, dtype=np.float32)
+        self.clip = np.ascontiguousarray(self.clip, dtype=np.float32)
+        if self.frames.ndim != 2:
+            raise ValueError(f"frames must be 2-D (n_frames, dim), got shape {self.frames.shape}")
+        if self.clip.shape != (self.frames.shape[1],):
+            raise ValueError(f"clip shape {self.clip.shape} does not match frames {self.frames.shape}")
+        if self.timestamps is not None:
+            self.timestamps = np.asarray(self.timestamps, dtype=np.float64)
+            if self.timestamps.shape != (self.frames.shape[0],):
+                raise ValueError("timestamps must have one entry per frame")
+
+
+def resolve_device(device: str | None) -> str:
+    """Turn ``None``/``'auto'`` into the best available torch device name; check the others."""
+    import torch
+
+    if device in (None, "", "auto"):
+        if torch.cuda.is_available():
+            return "cuda"
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+    dev = str(device)
+    kind = dev.split(":")[0]
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ConfigurationError(f"device {dev!r} requested but CUDA is not available")
+    if kind == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ConfigurationError(f"device {dev!r} requested but MPS is not available")
+    if kind not in ("cpu", "cuda", "mps"):
+        raise ConfigurationError(f"unknown device {dev!r}: use cpu, cuda, cuda:N or mps")
+    return dev
+
+
+class Embedder:
+    """Base class: a named model that maps a file to vectors.
+
+    Parameters
+    ----------
+    **options
+        Model options; names and defaults in ``option_defaults``. Unknown names raise
+        :class:`ConfigurationError`. Nothing heavy happens here.
+    """
+
+    #: Registered name, e.g. ``"openl3"``.
+    name: ClassVar[str] = ""
+    #: ``"audio"`` or ``"symbolic"``.
+    modality: ClassVar[str] = ""
+    #: Bump whenever the numbers an embedder produces change: it is part of every cache key.
+    version: ClassVar[str] = "0"
+    #: Lower-case file extensions (with dot) this embedder reads.
+    extensions: ClassVar[tuple[str, ...]] = ()
+    #: Every option with its default. Runtime options (device, batch size, weights) included.
+    option_defaults: ClassVar[dict[str, Any]] = {}
+    #: One-line description for ``--help`` and the report.
+    description: ClassVar[str] = ""
+
+    def __init__(self, **options: Any):
+        unknown = sorted(set(options) - set(self.option_defaults))
+        if unknown:
+            raise ConfigurationError(
+                f"embedder {self.name!r} has no option(s) {', '.join(unknown)}; "
+                f"known: {', '.join(sorted(self.option_defaults)) or 'none'}")
+        self.options: dict[str, Any] = {**self.option_defaults, **options}
+        self._loaded = False
+        self.validate_options()
+
+    # -- to override -------------------------------------------------------------------------
+    def validate_options(self) -> None:
+        """Check ``self.options``; raise :class:`ConfigurationError` on a bad value."""
+
+    def _load(self) -> None:
+        """Load weights / build the model. Called once, lazily."""
+
+    def _embed_file(self, path: str) -> Embedding:
+        """Embed one file. Raise :class:`InputError` for a file that cannot be embedded."""
+        raise NotImplementedError
+
+    @property
+    def dim(self) -> int | None:
+        """Output dimension if known without loading, else ``None``."""
+        return None
+
+    def weights_identity(self) -> str | None:
+        """A short string naming the weights in use (file name, size, checksum), for cache keys.
+
+        Called after :meth:`load`. Embedders without weights return ``None``.
+        """
+        return None
+
+    # -- the public contract ------------------------------------------------------------------
+    def load(self) -> "Embedder":
+        """Load weights and build the model (once). Returns ``self`` for chaining."""
+        if not self._loaded:
+            self._load()
+            self._loaded = True
+        return self
+
+    def accepts(self, path: str | os.PathLike) -> bool:
+        """Whether this embedder reads files with this extension."""
+        return os.path.splitext(str(path))[1].lower() in self.extensions
+
+    def compute(self, path: str | os.PathLike) -> Embedding:
+        """Frames, clip vector and timestamps of one file."""
+        self.load()
+        return self._embed_file(str(path))
+
+    def embed(self, path: str | os.PathLike) -> np.ndarray:
+        """Frame-level vectors.
+
+        Returns
+        -------
+        np.ndarray [shape=(n_frames, dim), dtype=float32]
+        """
+        return self.compute(path).frames
+
+    def embed_clip(self, path: str | os.PathLike) -> np.ndarray:
+        """One vector for the whole file.
+
+        Returns
+        -------
+        np.ndarray [shape=(dim,), dtype=float32]
+        """
+        return self.compute(path).clip
+
+    def embed_many(self, paths: Iterable[str]) -> Iterator[tuple[str, Embedding | Exception]]:
+        """Embed many files, yielding ``(path, Embedding)`` or ``(path, exception)`` per file.
+
+        Order of the results may differ from the input order (batching embedders sort by
+        length). A failing file never stops the others. Override to batch across files.
+        """
+        self.load()
+        for path in paths:
+            try:
+                yield path, self._embed_file(str(path))
+            except Exception as exc:  # one bad file must not end the run
+                yield path, exc
+
+    def cache_options(self) -> dict[str, Any]:
+        """The options that change the numbers: what goes into a cache key."""
+        opts = {k: v for k, v in sorted(self.options.items()) if k not in RUNTIME_OPTIONS}
+        wid = self.weights_identity()
+        if wid is not None:
+            opts["weights_identity"] = wid
+        return opts
+
+    def __repr__(self) -> str:
+        opts = ", ".join(f"{k}={v!r}" for k, v in self.options.items())
+        return f"{type(self).__name__}({opts})"
+
+
+def mean_pool(frames: np.ndarray) -> np.ndarray:
+    """Mean of frame vectors.
+
+    Parameters
+    ----------
+    frames : np.ndarray [shape=(n_frames, dim)]
+
+    Returns
+    -------
+    np.ndarray [shape=(dim,), dtype=float32]
+    """
+    frames = np.asarray(frames)
+    if frames.shape[0] == 0:
+        raise ValueError("cannot pool zero frames")
+    return frames.astype(np.float64).mean(axis=0).astype(np.float32)

@@ -1,0 +1,131 @@
+"""Where weight files live, and how they are fetched: a user cache folder, verified downloads.
+
+Weights never go into the user's data folder. The cache folder is ``$EMBCOMPARE_CACHE_DIR`` if
+set, else ``$XDG_CACHE_HOME/embcompare``, else ``~/.cache/embcompare``.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from .base import WeightsError
+
+CACHE_ENV = "EMBCOMPARE_CACHE_DIR"
+OFFLINE_ENV = "EMBCOMPARE_OFFLINE"
+
+
+def cache_dir(subdir: str | None = None) -> Path:
+    """The user cache folder (not created here)."""
+    root = os.environ.get(CACHE_ENV)
+    if root:
+        base = Path(root).expanduser()
+    else:
+        xdg = os.environ.get("XDG_CACHE_HOME")
+        base = (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "embcompare"
+    return base / subdir if subdir else base
+
+
+def offline() -> bool:
+    """True when downloads are forbidden (``EMBCOMPARE_OFFLINE=1`` or ``HF_HUB_OFFLINE=1``)."""
+    return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")
+               for v in (OFFLINE_ENV, "HF_HUB_OFFLINE"))
+
+
+def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(chunk_size), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def download(url: str, dest: str | os.PathLike, *, sha256: str | None = None,
+             min_size: int = 1, decompress_gzip: bool = False, how_to_provide: str = "",
+             timeout: float = 60.0) -> Path:
+    """Download ``url`` to ``dest`` with a progress bar, verify it, and move it in atomically.
+
+    The file is written to a temporary name beside ``dest`` and renamed only after the size
+    (and, when given, the SHA-256 of the final file) checks out, so an interrupted or corrupt
+    download is never mistaken for a good file.
+
+    Raises
+    ------
+    WeightsError
+        Offline, network failure, or a failed check; the message names the file, the URL and
+        ``how_to_provide``.
+    """
+    dest = Path(dest)
+    hint = f" {how_to_provide}" if how_to_provide else ""
+    if offline():
+        raise WeightsError(f"{dest.name} is not cached and downloads are off ({OFFLINE_ENV} or "
+                           f"HF_HUB_OFFLINE is set). Get it from {url}{hint}")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    try:
+        from tqdm.auto import tqdm
+
+        with os.fdopen(fd, "wb") as out:
+            try:
+                with urllib.request.urlopen(url, timeout=timeout) as resp:
+                    total = int(resp.headers.get("Content-Length") or 0) or None
+                    with tqdm(total=total, unit="B", unit_scale=True,
+                              desc=f"downloading {dest.name}") as bar:
+                        src = resp
+                        if decompress_gzip:
+                            import gzip
+                            src = gzip.GzipFile(fileobj=_Counting(resp, bar))
+                        for block in iter(lambda: src.read(1 << 20), b""):
+                            out.write(block)
+                            if not decompress_gzip:
+                                bar.update(len(block))
+            except (urllib.error.URLError, OSError, EOFError) as exc:
+                raise WeightsError(f"could not download {dest.name} from {url}: {exc}.{hint}") from exc
+            out.flush()
+            os.fsync(out.fileno())
+        size = os.path.getsize(tmp_name)
+        if size < min_size:
+            raise WeightsError(f"download of {dest.name} from {url} is too small ({size} bytes); "
+                               f"expected at least {min_size}.{hint}")
+        if sha256 is not None:
+            got = sha256_file(tmp_name)
+            if got != sha256:
+                raise WeightsError(f"download of {dest.name} from {url} has SHA-256 {got}, "
+                                   f"expected {sha256}.{hint}")
+        os.replace(tmp_name, dest)
+    finally:
+        if os.path.exists(tmp_name):
+            os.unlink(tmp_name)
+    return dest
+
+
+class _Counting:
+    """File wrapper that advances a progress bar by the compressed bytes read."""
+
+    def __init__(self, raw, bar):
+        self.raw, self.bar = raw, bar
+
+    def read(self, n=-1):
+        block = self.raw.read(n)
+        self.bar.update(len(block))
+        return block
+
+
+def copy_atomic(src: str | os.PathLike, dest: str | os.PathLike) -> Path:
+    """Copy a file so that ``dest`` either does not exist or is complete."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    os.close(fd)
+    try:
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dest)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return dest
