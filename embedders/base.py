@@ -129,6 +129,9 @@ class Embedder:
     option_defaults: ClassVar[dict[str, Any]] = {}
     #: One-line description for ``--help`` and the report.
     description: ClassVar[str] = ""
+    #: True when files can be embedded in separate worker processes (``--workers``); models
+    #: that batch across files or hold large weights keep this False.
+    parallel_files: ClassVar[bool] = False
 
     def __init__(self, **options: Any):
         unknown = sorted(set(options) - set(self.option_defaults))

@@ -1,0 +1,289 @@
+"""Folder tree → manifest of items.
+
+Layout: ``ROOT/<label>/.../<file>``. The first folder level under ROOT is the class label;
+deeper folders are allowed. Hidden files and folders (name starting with ``.``) are ignored.
+Every other file found becomes an :class:`Item`: a usable one (audio or symbolic) or a skipped
+one with its reason, so nothing silently vanishes.
+
+An audio file and a symbolic file with the same stem in the same folder form a *pair* (the same
+piece in two modalities); both carry the pair id ``<folder>/<stem>`` relative to ROOT.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+import tempfile
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .audio_io import AUDIO_EXTENSIONS
+from .base import AUDIO, SYMBOLIC
+
+SYMBOLIC_EXTENSIONS = (".mid", ".midi", ".mtf")
+
+#: Manifest columns, in order.
+MANIFEST_FIELDS = ("path", "label", "modality", "pair_id", "content_hash", "embedder", "status",
+                   "cached", "reason")
+
+SKIPPED = "skipped"
+EMBEDDED = "embedded"
+
+
+@dataclass
+class Item:
+    """One file found under the dataset root.
+
+    Attributes
+    ----------
+    id : str
+        Path relative to the root, with ``/`` separators; unique within a dataset.
+    path : str
+        Absolute path.
+    label : str
+        Class label (first folder level), ``""`` for files directly under the root.
+    modality : str
+        ``"audio"``, ``"symbolic"`` or ``""`` for unsupported files.
+    pair_id : str
+        Shared id of an audio/symbolic pair, ``""`` if unpaired.
+    content_hash : str
+        SHA-256 of the bytes (filled by :func:`hash_items`), ``""`` until then or if unreadable.
+    skip_reason : str
+        Why the file cannot be used at all (empty string for usable files).
+    """
+
+    id: str
+    path: str
+    label: str
+    modality: str
+    pair_id: str = ""
+    content_hash: str = ""
+    skip_reason: str = ""
+    size: int = 0
+    mtime_ns: int = 0
+
+
+@dataclass
+class ScanResult:
+    """Items found under a root plus warnings about the tree (empty classes, loops, ...)."""
+
+    root: str
+    items: list[Item] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    empty_classes: list[str] = field(default_factory=list)
+
+    @property
+    def usable(self) -> list[Item]:
+        return [it for it in self.items if not it.skip_reason]
+
+    @property
+    def classes(self) -> list[str]:
+        """Labels with at least one usable file, sorted."""
+        return sorted({it.label for it in self.usable})
+
+    def summary(self) -> dict:
+        """Counts per class and modality, pairs, and skipped files — for the report."""
+        counts: dict[str, dict[str, int]] = defaultdict(lambda: {AUDIO: 0, SYMBOLIC: 0})
+        for it in self.usable:
+            counts[it.label][it.modality] += 1
+        pairs = {it.pair_id for it in self.usable if it.pair_id}
+        return {
+            "root": self.root,
+            "classes": self.classes,
+            "counts": {k: dict(v) for k, v in sorted(counts.items())},
+            "n_files": len(self.items),
+            "n_usable": len(self.usable),
+            "n_pairs": len(pairs),
+            "empty_classes": list(self.empty_classes),
+            "unusable": [(it.id, it.skip_reason) for it in self.items if it.skip_reason],
+            "warnings": list(self.warnings),
+        }
+
+
+def modality_of(path: str) -> str:
+    """``"audio"``, ``"symbolic"`` or ``""`` from the file extension."""
+    ext = os.path.splitext(path)[1].lower()
+    if ext in AUDIO_EXTENSIONS:
+        return AUDIO
+    if ext in SYMBOLIC_EXTENSIONS:
+        return SYMBOLIC
+    return ""
+
+
+def _hidden(name: str) -> bool:
+    return name.startswith(".")
+
+
+def scan_dataset(root: str | os.PathLike) -> ScanResult:
+    """Walk ``root`` and list every file as an :class:`Item`, with labels and pairs.
+
+    Symbolic links are followed, but a folder reached twice (a symlink loop, or two links to
+    the same place) is walked only once and reported in ``warnings``.
+
+    Raises
+    ------
+    FileNotFoundError
+        ``root`` does not exist.
+    NotADirectoryError
+        ``root`` is not a folder.
+    """
+    root_path = Path(root).expanduser()
+    if not root_path.exists():
+        raise FileNotFoundError(f"dataset folder {str(root)!r} does not exist")
+    if not root_path.is_dir():
+        raise NotADirectoryError(f"dataset path {str(root)!r} is not a folder")
+    root_abs = os.path.abspath(root_path)
+    result = ScanResult(root=root_abs)
+    seen_dirs: set[tuple[int, int]] = set()
+    class_file_counts: Counter = Counter()
+    class_dirs: list[str] = []
+
+    def walk(folder: str, rel: str) -> None:
+        try:
+            st = os.stat(folder)
+        except OSError as exc:
+            result.warnings.append(f"{rel or '.'}: cannot read folder ({exc.strerror})")
+            return
+        key = (st.st_dev, st.st_ino)
+        if key in seen_dirs:
+            result.warnings.append(f"{rel}: folder already visited (symlink loop or duplicate "
+                                   "link); not walked again")
+            return
+        seen_dirs.add(key)
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError as exc:
+            result.warnings.append(f"{rel or '.'}: cannot list folder ({exc.strerror})")
+            return
+        for entry in entries:
+            if _hidden(entry.name):
+                continue
+            child_rel = f"{rel}/{entry.name}" if rel else entry.name
+            label = child_rel.split("/", 1)[0]
+            try:
+                is_dir = entry.is_dir(follow_symlinks=True)
+            except OSError:
+                is_dir = False
+            if is_dir:
+                if not rel:
+                    class_dirs.append(entry.name)
+                walk(entry.path, child_rel)
+                continue
+            item = Item(id=child_rel, path=os.path.abspath(entry.path), label=label if rel else "",
+                        modality=modality_of(entry.name))
+            try:
+                st_file = os.stat(entry.path)
+                item.size, item.mtime_ns = st_file.st_size, st_file.st_mtime_ns
+                if not stat.S_ISREG(st_file.st_mode):
+                    item.skip_reason = "not a regular file"
+            except OSError as exc:  # a dangling symlink, or no permission
+                item.skip_reason = f"cannot read file ({exc.strerror})"
+            if not item.skip_reason:
+                if not rel:
+                    item.skip_reason = "file directly under the dataset root has no class folder"
+                elif not item.modality:
+                    item.skip_reason = (f"unsupported file type {os.path.splitext(entry.name)[1]!r}"
+                                        if os.path.splitext(entry.name)[1] else "file has no extension")
+            result.items.append(item)
+            if not item.skip_reason:
+                class_file_counts[label] += 1
+
+    walk(root_abs, "")
+    result.empty_classes = sorted(c for c in set(class_dirs) if class_file_counts[c] == 0)
+    for c in result.empty_classes:
+        result.warnings.append(f"class folder {c!r} has no audio or MIDI files")
+    _assign_pairs(result)
+    return result
+
+
+def _assign_pairs(result: ScanResult) -> None:
+    """Give an audio and a symbolic file with the same folder and stem a shared pair id."""
+    groups: dict[str, list[Item]] = defaultdict(list)
+    for it in result.usable:
+        groups[os.path.splitext(it.id)[0]].append(it)
+    for stem_id, members in groups.items():
+        by_mod = Counter(it.modality for it in members)
+        if by_mod[AUDIO] == 1 and by_mod[SYMBOLIC] == 1:
+            for it in members:
+                it.pair_id = stem_id
+        elif by_mod[AUDIO] >= 1 and by_mod[SYMBOLIC] >= 1:
+            names = ", ".join(sorted(it.id for it in members))
+            result.warnings.append(f"{stem_id}: several files of one modality share this stem "
+                                   f"({names}); not paired")
+
+
+# -- content hashes -------------------------------------------------------------------------------
+
+def sha256_of(path: str, chunk_size: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(chunk_size), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class HashIndex:
+    """Remembers content hashes by (path, size, mtime) so unchanged files are not re-read.
+
+    Only a shortcut: the cache key is always the content hash. Stored as JSON beside the
+    embedding cache and written atomically.
+    """
+
+    def __init__(self, path: str | os.PathLike | None):
+        self.path = Path(path) if path else None
+        self._entries: dict[str, list] = {}
+        self._dirty = False
+        if self.path and self.path.is_file():
+            try:
+                self._entries = json.loads(self.path.read_text("utf-8"))
+                if not isinstance(self._entries, dict):
+                    self._entries = {}
+            except (OSError, ValueError):
+                self._entries = {}  # a damaged index only costs re-hashing
+
+    def get(self, item: Item) -> str | None:
+        rec = self._entries.get(item.path)
+        if rec and rec[0] == item.size and rec[1] == item.mtime_ns:
+            return rec[2]
+        return None
+
+    def put(self, item: Item, digest: str) -> None:
+        self._entries[item.path] = [item.size, item.mtime_ns, digest]
+        self._dirty = True
+
+    def save(self) -> None:
+        if not (self.path and self._dirty):
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".hash_index.", suffix=".tmp", dir=self.path.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                json.dump(self._entries, fh)
+            os.replace(tmp, self.path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        self._dirty = False
+
+
+def hash_items(items: list[Item], *, index: HashIndex | None = None, progress: bool = False) -> None:
+    """Fill ``content_hash`` of every usable item; unreadable files get a ``skip_reason``."""
+    todo = [it for it in items if not it.skip_reason]
+    if progress:
+        from tqdm.auto import tqdm
+        todo = tqdm(todo, desc="hashing files", unit="file", leave=False)
+    for it in todo:
+        cached = index.get(it) if index else None
+        if cached:
+            it.content_hash = cached
+            continue
+        try:
+            it.content_hash = sha256_of(it.path)
+        except OSError as exc:
+            it.skip_reason = f"cannot read file ({exc.strerror or exc})"
+            continue
+        if index:
+            index.put(it, it.content_hash)

@@ -1,0 +1,48 @@
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+# Never touch the network or the user's real cache from a test.
+os.environ.setdefault("EMBCOMPARE_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("EMBCOMPARE_CACHE_DIR", str(tmp_path_factory.mktemp("user_cache")))
+
+
+def write_wav(path, *, seconds=0.5, sr=22050, freq=440.0, channels=1, subtype="PCM_16"):
+    import soundfile as sf
+    t = np.arange(int(seconds * sr)) / sr
+    sig = 0.5 * np.sin(2 * np.pi * freq * t)
+    data = np.stack([sig] * channels, axis=1) if channels > 1 else sig
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(str(path), data, sr, subtype=subtype)
+    return path
+
+
+def write_midi(path, *, pitches=(60, 64, 67), tempo_bpm=120.0, program=0, is_drum=False,
+               note_seconds=0.25):
+    import pretty_midi
+    pm = pretty_midi.PrettyMIDI(initial_tempo=tempo_bpm)
+    inst = pretty_midi.Instrument(program=program, is_drum=is_drum)
+    t = 0.0
+    for p in pitches:
+        inst.notes.append(pretty_midi.Note(velocity=90, pitch=int(p), start=t, end=t + note_seconds))
+        t += note_seconds
+    pm.instruments.append(inst)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pm.write(str(path))
+    return path
