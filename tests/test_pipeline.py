@@ -1,0 +1,161 @@
+"""Embedding a dataset through the store: caching, invalidation, resume after a kill."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import toy_embedders
+from conftest import ROOT, write_midi, write_wav
+from embedders import get_embedder
+from embedders.pipeline import embed_dataset
+from embedders.store import load_export
+
+
+def _data(root, n=3):
+    for genre in ("rock", "jazz"):
+        for i in range(n):
+            write_wav(root / genre / f"p{i}.wav", freq=200 + 50 * i + (genre == "jazz") * 13)
+            write_midi(root / genre / f"p{i}.mid", pitches=(60 + i, 64, 67 + (genre == "jazz")))
+    return root
+
+
+def _run(tmp_path, data, **opts):
+    embs = [get_embedder("toy-audio", **opts), get_embedder("toy-midi", **opts)]
+    return embed_dataset(data, embs, emb_dir=tmp_path / "emb", out_dir=tmp_path / "out",
+                         progress=False)
+
+
+def test_first_run_computes_second_run_reuses(tmp_path):
+    data = _data(tmp_path / "data")
+    first = _run(tmp_path, data)
+    assert {n: r.n_computed for n, r in first.runs.items()} == {"toy-audio": 6, "toy-midi": 6}
+    second = _run(tmp_path, data)
+    assert {n: (r.n_computed, r.n_cached) for n, r in second.runs.items()} == \
+        {"toy-audio": (0, 6), "toy-midi": (0, 6)}
+    for name in first.runs:
+        np.testing.assert_array_equal(first.sets[name].vectors, second.sets[name].vectors)
+    s = first.sets["toy-midi"]
+    assert s.labels.tolist().count("rock") == 3
+    assert all(p for p in s.pair_ids)  # every MIDI has its audio twin
+    # the clip vector is the known function of the file bytes
+    idx = s.ids.tolist().index("rock/p0.mid")
+    expected = toy_embedders.byte_histogram(str(data / "rock" / "p0.mid")) * 1.5
+    np.testing.assert_allclose(s.vectors[idx], expected, rtol=1e-6)
+
+
+def test_changed_file_or_option_recomputes_only_what_changed(tmp_path):
+    data = _data(tmp_path / "data")
+    _run(tmp_path, data)
+    write_midi(data / "jazz" / "p1.mid", pitches=(40, 41, 42, 43))
+    os.rename(data / "rock" / "p0.wav", data / "rock" / "renamed.wav")  # same bytes, new path
+    again = _run(tmp_path, data)
+    assert again.runs["toy-midi"].n_computed == 1 and again.runs["toy-midi"].n_cached == 5
+    assert again.runs["toy-audio"].n_computed == 0
+    other = _run(tmp_path, data, bins=4)
+    assert all(r.n_computed == 6 for r in other.runs.values())
+    assert other.sets["toy-audio"].dim == 4
+
+
+def test_counts_always_add_up_and_bad_files_are_listed(tmp_path):
+    data = _data(tmp_path / "data", n=2)
+    (data / "rock" / "broken.mid").write_bytes(b"BAD!")
+    (data / "rock" / "empty.wav").write_bytes(b"")
+    (data / "rock" / "cover.jpg").write_bytes(b"\xff\xd8")
+    res = _run(tmp_path, data)
+    for run in res.runs.values():
+        assert run.n_found == run.n_embedded + len(run.skipped)
+    rows = (tmp_path / "out" / "manifest.csv").read_text().splitlines()
+    joined = "\n".join(rows)
+    assert "rock/broken.mid" in joined and "marked bad for the test" in joined
+    assert "rock/empty.wav" in joined and "file is empty" in joined
+    assert "rock/cover.jpg" in joined and "unsupported file type" in joined
+    # every file appears at least once in the manifest
+    assert {r.split(",")[0] for r in rows[1:]} == {it.id for it in res.scan.items}
+
+
+def test_export_matches_run_and_is_numpy_readable(tmp_path):
+    data = _data(tmp_path / "data", n=2)
+    res = _run(tmp_path, data)
+    exported = load_export(res.runs["toy-audio"].export_path)
+    np.testing.assert_array_equal(exported.vectors, res.sets["toy-audio"].vectors)
+    assert exported.ids.tolist() == res.sets["toy-audio"].ids.tolist()
+
+
+def test_worker_processes_give_the_same_vectors(tmp_path):
+    data = _data(tmp_path / "data")
+    serial = _run(tmp_path / "a", data)
+    embs = [get_embedder("toy-audio"), get_embedder("toy-midi")]
+    pooled = embed_dataset(data, embs, emb_dir=tmp_path / "b" / "emb", out_dir=tmp_path / "b",
+                           workers=2, progress=False)
+    for name in serial.runs:
+        np.testing.assert_array_equal(serial.sets[name].vectors, pooled.sets[name].vectors)
+
+
+def test_file_changing_during_embedding_is_not_cached(tmp_path, monkeypatch):
+    data = _data(tmp_path / "data", n=1)
+    emb = get_embedder("toy-midi")
+    real = type(emb)._embed_file
+
+    def touch_then_embed(self, path):
+        out = real(self, path)
+        if path.endswith("rock/p0.mid"):
+            with open(path, "ab") as fh:
+                fh.write(b"\0")
+        return out
+
+    monkeypatch.setattr(type(emb), "_embed_file", touch_then_embed)
+    res = embed_dataset(data, [emb], emb_dir=tmp_path / "emb", out_dir=tmp_path / "out",
+                        progress=False)
+    reasons = {it.id: r for it, r in res.runs["toy-midi"].skipped}
+    assert "changed while it was being embedded" in reasons["rock/p0.mid"]
+
+
+KILL_SCRIPT = """
+import sys
+sys.path[:0] = [{root!r}, {tests!r}]
+import toy_embedders, main
+sys.exit(main.main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT])
+def test_killed_run_resumes_and_matches_uninterrupted(tmp_path, sig):
+    data = _data(tmp_path / "data", n=6)  # 24 files
+    script = tmp_path / "run.py"
+    script.write_text(KILL_SCRIPT.format(root=str(ROOT), tests=str(ROOT / "tests")))
+    emb_dir = tmp_path / "emb"
+    argv = [sys.executable, str(script), "--dataset", str(data), "--embedders", "toy-audio",
+            "toy-midi", "--emb-dir", str(emb_dir), "--out", str(tmp_path / "out"),
+            "--no-analysis", "--quiet"]
+    env = {**os.environ, toy_embedders.SLOW_ENV: "0.15"}
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 60
+    while time.time() < deadline:  # wait until some, not all, entries are written
+        done = list((emb_dir / "cache").rglob("*.npz")) if (emb_dir / "cache").exists() else []
+        if len(done) >= 5:
+            break
+        time.sleep(0.05)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode != 0
+    if sig != signal.SIGKILL:
+        assert proc.returncode == 130 and b"run the same command again" in err
+    n_done = len(list((emb_dir / "cache").rglob("*.npz")))
+    assert 5 <= n_done < 24
+    resumed = subprocess.run(argv, env={**os.environ}, capture_output=True, text=True, timeout=120)
+    assert resumed.returncode == 0, resumed.stderr
+    reference = _run(tmp_path / "ref", data)
+    for name in ("toy-audio", "toy-midi"):
+        got = load_export(emb_dir / f"{name}.npz")
+        want = reference.sets[name]
+        assert got.ids.tolist() == want.ids.tolist()
+        np.testing.assert_array_equal(got.vectors, want.vectors)
+    lines = resumed.stdout.splitlines()
+    row = next(line for line in lines if line.startswith("toy-audio"))
+    computed, cached = int(row.split()[3]), int(row.split()[4])
+    assert computed + cached == 12 and cached >= 1
