@@ -14,13 +14,13 @@ import hashlib
 import json
 import os
 import stat
-import tempfile
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .audio_io import AUDIO_EXTENSIONS
 from .base import AUDIO, SYMBOLIC
+from .fsutil import atomic_write_text
 
 SYMBOLIC_EXTENSIONS = (".mid", ".midi", ".mtf")
 
@@ -257,15 +257,7 @@ class HashIndex:
     def save(self) -> None:
         if not (self.path and self._dirty):
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".hash_index.", suffix=".tmp", dir=self.path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump(self._entries, fh)
-            os.replace(tmp, self.path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        atomic_write_text(self.path, json.dumps(self._entries))
         self._dirty = False
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import csv
 import io
 import os
-import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from .base import Embedder, Embedding, InputError
 from .dataset import (EMBEDDED, MANIFEST_FIELDS, SKIPPED, HashIndex, Item, ScanResult,
                       hash_items, scan_dataset)
 from .store import EmbeddingStore, StoreError, cache_key
+from .fsutil import atomic_write_text
 
 #: How many files are handed to ``embed_many`` at once (bounds memory; results stream back).
 CHUNK_FILES = 64
@@ -266,17 +266,7 @@ def write_csv_atomic(path: str | os.PathLike, rows: list[dict], fields: Iterable
     writer.writeheader()
     writer.writerows(rows)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-                fh.write(buf.getvalue())
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        atomic_write_text(path, buf.getvalue())
     except OSError as exc:
         raise StoreError(exc.errno, f"cannot write {path}: {exc.strerror or exc}") from exc
     return path

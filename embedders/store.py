@@ -29,7 +29,6 @@ import errno
 import hashlib
 import json
 import os
-import tempfile
 import time
 import zipfile
 from pathlib import Path
@@ -37,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from .base import Embedding
+from .fsutil import atomic_path
 
 #: Format version of cache entries; bump when the layout changes.
 STORE_FORMAT = 1
@@ -67,24 +67,11 @@ def atomic_save_npz(path: str | os.PathLike, **arrays) -> None:
     """
     path = Path(path)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, **arrays)
     except OSError as exc:
         raise _store_error(exc, path) from exc
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise _store_error(exc, path) from exc
-    finally:
-        if os.path.exists(tmp):
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
 
 
 def _store_error(exc: OSError, path: Path) -> StoreError:

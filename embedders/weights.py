@@ -8,12 +8,12 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 from .base import WeightsError
+from .fsutil import atomic_path
 
 CACHE_ENV = "EMBCOMPARE_CACHE_DIR"
 OFFLINE_ENV = "EMBCOMPARE_OFFLINE"
@@ -65,12 +65,10 @@ def download(url: str, dest: str | os.PathLike, *, sha256: str | None = None,
     if offline():
         raise WeightsError(f"{dest.name} is not cached and downloads are off ({OFFLINE_ENV} or "
                            f"HF_HUB_OFFLINE is set). Get it from {url}{hint}")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    try:
-        from tqdm.auto import tqdm
+    from tqdm.auto import tqdm
 
-        with os.fdopen(fd, "wb") as out:
+    with atomic_path(dest, suffix=".part") as tmp:
+        with open(tmp, "wb") as out:
             try:
                 with urllib.request.urlopen(url, timeout=timeout) as resp:
                     total = int(resp.headers.get("Content-Length") or 0) or None
@@ -86,21 +84,15 @@ def download(url: str, dest: str | os.PathLike, *, sha256: str | None = None,
                                 bar.update(len(block))
             except (urllib.error.URLError, OSError, EOFError) as exc:
                 raise WeightsError(f"could not download {dest.name} from {url}: {exc}.{hint}") from exc
-            out.flush()
-            os.fsync(out.fileno())
-        size = os.path.getsize(tmp_name)
+        size = os.path.getsize(tmp)
         if size < min_size:
             raise WeightsError(f"download of {dest.name} from {url} is too small ({size} bytes); "
                                f"expected at least {min_size}.{hint}")
         if sha256 is not None:
-            got = sha256_file(tmp_name)
+            got = sha256_file(tmp)
             if got != sha256:
                 raise WeightsError(f"download of {dest.name} from {url} has SHA-256 {got}, "
                                    f"expected {sha256}.{hint}")
-        os.replace(tmp_name, dest)
-    finally:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
     return dest
 
 
@@ -120,12 +112,6 @@ def copy_atomic(src: str | os.PathLike, dest: str | os.PathLike) -> Path:
     """Copy a file so that ``dest`` either does not exist or is complete."""
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    os.close(fd)
-    try:
+    with atomic_path(dest, suffix=".part") as tmp:
         shutil.copyfile(src, tmp)
-        os.replace(tmp, dest)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return dest
