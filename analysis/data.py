@@ -1,6 +1,6 @@
 """The vectors analysis consumes: one :class:`EmbeddingSet` per embedder.
 
-An embedding set is read from the store's per-run export (``embeddings_<name>.npz``, readable
+An embedding set is read from the store's per-run export (``<emb-dir>/<name>.npz``, readable
 with numpy alone) or built in memory. Every analysis function takes plain arrays; this class only
 keeps the arrays of one embedder together and checks they agree.
 """
