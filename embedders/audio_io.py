@@ -11,6 +11,7 @@ from typing import Iterator
 import numpy as np
 
 from .base import InputError
+from .fsutil import input_file_size
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".aifc",
                     ".au", ".snd", ".caf", ".w64", ".rf64")
@@ -19,14 +20,7 @@ AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".
 def _open(path: str):
     import soundfile as sf
 
-    if os.path.isdir(path):
-        raise InputError(path, "is a folder, not an audio file")
-    try:
-        size = os.path.getsize(path)
-    except OSError as exc:
-        raise InputError(path, f"cannot read file: {exc.strerror or exc}") from exc
-    if size == 0:
-        raise InputError(path, "file is empty (0 bytes)")
+    input_file_size(path)
     try:
         return sf.SoundFile(path)
     except PermissionError as exc:

@@ -13,13 +13,13 @@ notes start), the clip vector describes the whole piece at once (not the mean of
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import numpy as np
 
 from . import register
 from .base import SYMBOLIC, ConfigurationError, Embedder, Embedding, InputError
+from .fsutil import input_file_size
 
 MIDI_EXTENSIONS = (".mid", ".midi")
 MAX_FILE_BYTES = 64 * 2 ** 20
@@ -65,12 +65,7 @@ def read_notes(path: str) -> NoteList:
     """Parse a MIDI file into a :class:`NoteList`; :class:`InputError` with the reason if not."""
     import mido
 
-    try:
-        size = os.path.getsize(path)
-    except OSError as exc:
-        raise InputError(path, f"cannot read file: {exc.strerror or exc}") from exc
-    if size == 0:
-        raise InputError(path, "file is empty (0 bytes)")
+    size = input_file_size(path)
     if size > MAX_FILE_BYTES:
         raise InputError(path, f"MIDI file is {size / 2 ** 20:.0f} MB, over the "
                                f"{MAX_FILE_BYTES // 2 ** 20} MB limit")
