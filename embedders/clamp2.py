@@ -1,0 +1,607 @@
+"""``clamp2``: the CLaMP 2 symbolic (MIDI) encoder, an M3 patch encoder plus the music projection.
+
+Pipeline (identical numbers to the reference ``extract_clamp2.py --normalize``, see
+``embedders/mtf.py`` for the text side):
+
+MIDI → MTF text → patches of 64 character ids (BOS / EOS patches added) → segments of at most 512
+patches (the last segment is the *last* 512 patches, so it may overlap the previous one) → for
+each segment: patch embedding, BERT encoder (post-LN, exact GELU, LayerNorm eps 1e-12, positions
+restarting at 0, token-type row 0), masked mean over the real patches, ``music_proj`` → the
+per-segment vectors are ``Embedding.frames``; ``Embedding.clip`` is their mean weighted by
+512 per full chunk and ``n_patches % 512`` for the remainder. Nothing is L2-normalised.
+
+Only ``music_model.*`` and ``music_proj.*`` are read from the checkpoint; the model size (hidden
+size, layers, intermediate size, positions, patch size, output size) comes from tensor shapes, so
+the official checkpoint and small test checkpoints both load. The head count (12) is not visible
+in the shapes and is fixed, as in the official model.
+
+Speed without changing the maths: the patch embedding gathers weight columns instead of
+multiplying a one-hot matrix, segments of many files are batched together sorted by length and
+padded only to the longest one in the batch (padding is masked out of attention and pooling, so
+this equals the reference's padding to 512), attention uses ``scaled_dot_product_attention``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import register
+from .base import (
+    SYMBOLIC,
+    ConfigurationError,
+    Embedder,
+    Embedding,
+    InputError,
+    WeightsError,
+    resolve_device,
+)
+from .mtf import (
+    CHAR_VOCAB,
+    PATCH_LENGTH,
+    midi_to_mtf,
+    patchilize,
+    read_mtf,
+    segment_bounds,
+    segment_weights,
+)
+
+HF_REPO_ID = "sander-wood/clamp2"
+HF_FILENAME = ("weights_clamp2_h_size_768_lr_5e-05_batch_128_scale_1_t_length_128_t_model_"
+               "FacebookAI_xlm-roberta-base_t_dropout_True_m3_True.pth")
+HF_URL = f"https://huggingface.co/{HF_REPO_ID}/resolve/main/{HF_FILENAME}"
+#: Not recoverable from tensor shapes; 12 in the official model (and the test checkpoint).
+NUM_HEADS = 12
+LAYER_NORM_EPS = 1e-12
+#: Files parsed and batched together by :meth:`CLaMP2Embedder.embed_many`.
+FILES_PER_CHUNK = 128
+#: A batch only takes a shorter segment while real patches fill at least this share of the
+#: padded batch (segments are sorted by length, so batches hold segments of similar length).
+MIN_FILL = 0.875
+
+MIDI_EXTENSIONS = (".mid", ".midi")
+MTF_EXTENSIONS = (".mtf",)
+
+_HASH_MEMO: dict[tuple, str] = {}
+_HASH_LOCK = threading.Lock()
+
+
+# ---------------------------------------------------------------------------------------------
+# weights
+
+def hf_cache_dir() -> Path:
+    """The Hugging Face hub cache, read from the environment at call time."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    if os.environ.get("HUGGINGFACE_HUB_CACHE"):
+        return Path(os.environ["HUGGINGFACE_HUB_CACHE"]).expanduser()
+    if os.environ.get("HF_HOME"):
+        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "huggingface" / "hub"
+
+
+def _how_to_provide() -> str:
+    return (f"Download {HF_FILENAME} from {HF_URL} (e.g. `huggingface-cli download {HF_REPO_ID} "
+            f"{HF_FILENAME}`, which puts it in the Hugging Face cache {hf_cache_dir()}), or pass "
+            f"the file with --clamp2-weights PATH (option weights=PATH).")
+
+
+def resolve_weights(explicit: str | os.PathLike | None = None) -> Path:
+    """Path of the checkpoint: ``explicit``, else the Hugging Face cache (downloading if allowed).
+
+    Raises
+    ------
+    WeightsError
+        Missing explicit file; not cached while offline; download failure.
+    """
+    from .weights import offline
+
+    if explicit:
+        path = Path(explicit).expanduser()
+        if not path.is_file():
+            raise WeightsError(f"CLaMP 2 weights file {str(path)!r} does not exist. {_how_to_provide()}")
+        return path
+    cache = hf_cache_dir()
+    try:
+        import huggingface_hub
+    except ImportError as exc:  # pragma: no cover - listed in requirements
+        raise WeightsError(f"huggingface_hub is not installed. {_how_to_provide()}") from exc
+    try:
+        cached = huggingface_hub.try_to_load_from_cache(HF_REPO_ID, HF_FILENAME, cache_dir=str(cache))
+    except Exception:  # malformed cache folder: treat as not cached
+        cached = None
+    if isinstance(cached, str) and os.path.isfile(cached):
+        return Path(cached)
+    if offline():
+        raise WeightsError(
+            f"CLaMP 2 weights {HF_REPO_ID}/{HF_FILENAME} are not in the Hugging Face cache "
+            f"({cache}) and downloads are off (HF_HUB_OFFLINE or EMBCOMPARE_OFFLINE is set). "
+            f"{_how_to_provide()}")
+    try:
+        return Path(huggingface_hub.hf_hub_download(HF_REPO_ID, HF_FILENAME, cache_dir=str(cache)))
+    except Exception as exc:
+        raise WeightsError(f"could not download CLaMP 2 weights {HF_REPO_ID}/{HF_FILENAME}: "
+                           f"{str(exc).strip()[:300]}. {_how_to_provide()}") from exc
+
+
+def weights_fingerprint(path: str | os.PathLike) -> str:
+    """``name:size:sha256[:16]``; memoised per (real path, size, mtime) so repeats are free."""
+    path = Path(path)
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    with _HASH_LOCK:
+        if key in _HASH_MEMO:
+            return _HASH_MEMO[key]
+    memo_file = _persistent_memo_file()
+    stored = _read_memo(memo_file)
+    digest = stored.get(json.dumps(key))
+    if digest is None:
+        sha = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 22), b""):
+                sha.update(block)
+        digest = sha.hexdigest()
+        if memo_file is not None:
+            stored[json.dumps(key)] = digest
+            _write_memo(memo_file, stored)
+    ident = f"{path.name}:{st.st_size}:{digest[:16]}"
+    with _HASH_LOCK:
+        _HASH_MEMO[key] = ident
+    return ident
+
+
+def _persistent_memo_file() -> Path | None:
+    try:
+        from .weights import cache_dir
+        return cache_dir("clamp2") / "weights_sha256.json"
+    except Exception:  # pragma: no cover
+        return None
+
+
+def _read_memo(path: Path | None) -> dict:
+    if path is None:
+        return {}
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_memo(path: Path, data: dict) -> None:
+    try:
+        from .fsutil import atomic_path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path, suffix=".part") as tmp:
+            with open(tmp, "w", encoding="utf-8") as fh:
+                json.dump(data, fh)
+    except Exception:  # a read-only cache only costs a re-hash next time
+        pass
+
+
+def load_music_state(path: str | os.PathLike) -> dict:
+    """The ``music_model.*`` / ``music_proj.*`` tensors of a CLaMP 2 checkpoint (CPU, float32).
+
+    The file is memory-mapped (``mmap=True``, ``weights_only=True``); everything else in it (text
+    model, optimizer state) is dropped right away.
+    """
+    import torch
+
+    path = str(path)
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as exc:
+        msg = str(exc)
+        if "mmap" in msg or "zipfile" in msg.lower() or "legacy" in msg.lower():
+            try:  # old (non-zip) serialisation cannot be memory-mapped
+                ckpt = torch.load(path, map_location="cpu", weights_only=True)
+            except Exception as exc2:
+                raise WeightsError(f"cannot read CLaMP 2 checkpoint {path}: {str(exc2).strip()[:200]} "
+                                   f"(truncated or not a PyTorch file?). {_how_to_provide()}") from exc2
+        else:
+            raise WeightsError(f"cannot read CLaMP 2 checkpoint {path}: {msg.strip()[:200]} "
+                               f"(truncated or not a PyTorch file?). {_how_to_provide()}") from exc
+    state = ckpt
+    if isinstance(ckpt, dict):
+        for key in ("model", "state_dict", "model_state_dict"):
+            if isinstance(ckpt.get(key), dict):
+                state = ckpt[key]
+                break
+    if not isinstance(state, dict):
+        raise WeightsError(f"{path} is not a CLaMP 2 checkpoint (no state dict inside)")
+    out = {}
+    for key, value in state.items():
+        if not isinstance(key, str):
+            continue
+        k = key.removeprefix("module.")
+        if k.startswith("music_model.") or k.startswith("music_proj."):
+            if not torch.is_tensor(value):
+                raise WeightsError(f"{path}: entry {key} is not a tensor")
+            out[k] = value.detach().to(torch.float32).clone()
+    del state, ckpt
+    if not out:
+        raise WeightsError(f"{path} holds no music_model.* / music_proj.* tensors: not a CLaMP 2 "
+                           f"checkpoint (a CLaMP 3 file uses symbolic_model.*). {_how_to_provide()}")
+    return out
+
+
+def infer_config(state: dict) -> dict:
+    """Model sizes from tensor shapes (keys as in the checkpoint, ``music_model.`` prefix)."""
+    p = "music_model."
+    try:
+        hidden, in_features = state[p + "patch_embedding.weight"].shape
+        layers = sorted({int(k[len(p + "base.encoder.layer."):].split(".")[0])
+                         for k in state if k.startswith(p + "base.encoder.layer.")})
+        cfg = {
+            "hidden_size": int(hidden),
+            "patch_size": int(in_features) // CHAR_VOCAB,
+            "num_layers": len(layers),
+            "intermediate_size": int(state[p + "base.encoder.layer.0.intermediate.dense.weight"].shape[0]),
+            "max_positions": int(state[p + "base.embeddings.position_embeddings.weight"].shape[0]),
+            "type_vocab_size": int(state[p + "base.embeddings.token_type_embeddings.weight"].shape[0]),
+            "output_size": int(state["music_proj.weight"].shape[0]),
+            "num_heads": NUM_HEADS,
+        }
+    except (KeyError, ValueError, IndexError) as exc:
+        raise WeightsError(f"checkpoint lacks a music-side tensor ({exc}); not a CLaMP 2 checkpoint") from exc
+    if in_features % CHAR_VOCAB or layers != list(range(len(layers))) or not layers:
+        raise WeightsError(f"unexpected CLaMP 2 music model shapes (patch embedding input "
+                           f"{in_features}, layers {layers})")
+    if cfg["hidden_size"] % NUM_HEADS:
+        raise WeightsError(f"hidden size {cfg['hidden_size']} is not divisible by {NUM_HEADS} heads")
+    return cfg
+
+
+# ---------------------------------------------------------------------------------------------
+# model (plain torch, built lazily so importing this module does not import torch)
+
+def build_model(cfg: dict):
+    """An :class:`M3MusicEncoder` (random weights) of the given configuration."""
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    class Layer(nn.Module):
+        def __init__(self, h, inter, heads):
+            super().__init__()
+            self.heads = heads
+            self.qkv = nn.Linear(h, 3 * h)
+            self.attn_out = nn.Linear(h, h)
+            self.ln1 = nn.LayerNorm(h, eps=LAYER_NORM_EPS)
+            self.fc1 = nn.Linear(h, inter)
+            self.fc2 = nn.Linear(inter, h)
+            self.ln2 = nn.LayerNorm(h, eps=LAYER_NORM_EPS)
+
+        def forward(self, x, attn_mask):
+            b, n, h = x.shape
+            q, k, v = self.qkv(x).view(b, n, 3, self.heads, h // self.heads).permute(2, 0, 3, 1, 4)
+            a = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+            a = a.transpose(1, 2).reshape(b, n, h)
+            x = self.ln1(self.attn_out(a) + x)
+            return self.ln2(self.fc2(F.gelu(self.fc1(x))) + x)
+
+    class M3MusicEncoder(nn.Module):
+        """Patch embedding (as a gather table) + BERT encoder + masked mean + projection."""
+
+        def __init__(self, cfg):
+            super().__init__()
+            self.cfg = dict(cfg)
+            h, ps = cfg["hidden_size"], cfg["patch_size"]
+            # row p*128 + id holds column p*128 + id of the reference Linear(ps*128 -> h)
+            self.patch_table = nn.Parameter(torch.zeros(ps * CHAR_VOCAB, h))
+            self.patch_bias = nn.Parameter(torch.zeros(h))
+            self.pos = nn.Parameter(torch.zeros(cfg["max_positions"], h))
+            self.type0 = nn.Parameter(torch.zeros(h))
+            self.emb_ln = nn.LayerNorm(h, eps=LAYER_NORM_EPS)
+            self.layers = nn.ModuleList(Layer(h, cfg["intermediate_size"], cfg["num_heads"])
+                                        for _ in range(cfg["num_layers"]))
+            self.proj = nn.Linear(h, cfg["output_size"])
+            self.register_buffer("offsets", torch.arange(ps) * CHAR_VOCAB, persistent=False)
+
+        def patch_embed(self, ids):
+            """ids [B, L, ps] int64 → [B, L, h]; equals one_hot(ids, 128).flatten(-2) @ W.T + b."""
+            b, n, ps = ids.shape
+            flat = (ids + self.offsets).reshape(b * n, ps)
+            out = F.embedding_bag(flat, self.patch_table, mode="sum")
+            return (out + self.patch_bias).view(b, n, -1)
+
+        def hidden_states(self, ids, mask):
+            """Encoder output [B, L, h] for ids [B, L, ps] and a 0/1 mask [B, L]."""
+            n = ids.shape[1]
+            x = self.patch_embed(ids) + self.pos[:n] + self.type0
+            x = self.emb_ln(x)
+            attn = mask.bool()[:, None, None, :]
+            for layer in self.layers:
+                x = layer(x, attn)
+            return x
+
+        def forward(self, ids, mask):
+            """Segment vectors [B, output_size]: ``proj(masked mean of the encoder output)``."""
+            x = self.hidden_states(ids, mask)
+            m = mask.to(x.dtype).unsqueeze(-1)
+            pooled = (x * m).sum(1) / m.sum(1)
+            return self.proj(pooled)
+
+    return M3MusicEncoder(cfg)
+
+
+def convert_state(state: dict, cfg: dict) -> dict:
+    """Checkpoint tensors (official key names) → the parameter names of :func:`build_model`."""
+    import torch
+
+    p, b = "music_model.", "music_model.base."
+    try:
+        w = state[p + "patch_embedding.weight"]
+        out = {
+            "patch_table": w.t().contiguous(),
+            "patch_bias": state[p + "patch_embedding.bias"],
+            "pos": state[b + "embeddings.position_embeddings.weight"],
+            "type0": state[b + "embeddings.token_type_embeddings.weight"][0],
+            "emb_ln.weight": state[b + "embeddings.LayerNorm.weight"],
+            "emb_ln.bias": state[b + "embeddings.LayerNorm.bias"],
+            "proj.weight": state["music_proj.weight"],
+            "proj.bias": state["music_proj.bias"],
+        }
+        for i in range(cfg["num_layers"]):
+            L = f"{b}encoder.layer.{i}."
+            o = f"layers.{i}."
+            out[o + "qkv.weight"] = torch.cat([state[L + f"attention.self.{n}.weight"]
+                                               for n in ("query", "key", "value")], 0)
+            out[o + "qkv.bias"] = torch.cat([state[L + f"attention.self.{n}.bias"]
+                                             for n in ("query", "key", "value")], 0)
+            out[o + "attn_out.weight"] = state[L + "attention.output.dense.weight"]
+            out[o + "attn_out.bias"] = state[L + "attention.output.dense.bias"]
+            out[o + "ln1.weight"] = state[L + "attention.output.LayerNorm.weight"]
+            out[o + "ln1.bias"] = state[L + "attention.output.LayerNorm.bias"]
+            out[o + "fc1.weight"] = state[L + "intermediate.dense.weight"]
+            out[o + "fc1.bias"] = state[L + "intermediate.dense.bias"]
+            out[o + "fc2.weight"] = state[L + "output.dense.weight"]
+            out[o + "fc2.bias"] = state[L + "output.dense.bias"]
+            out[o + "ln2.weight"] = state[L + "output.LayerNorm.weight"]
+            out[o + "ln2.bias"] = state[L + "output.LayerNorm.bias"]
+    except KeyError as exc:
+        raise WeightsError(f"CLaMP 2 checkpoint lacks tensor {exc.args[0]}") from exc
+    return out
+
+
+def model_from_state(state: dict):
+    """Build the encoder from checkpoint tensors; shapes are checked."""
+    import torch
+
+    cfg = infer_config(state)
+    with torch.device("meta"):  # no random init, no memory: the tensors below are assigned
+        model = build_model(cfg)
+    params = convert_state(state, cfg)
+    own = model.state_dict()
+    for k, v in params.items():
+        if tuple(own[k].shape) != tuple(v.shape):
+            raise WeightsError(f"CLaMP 2 tensor for {k} has shape {tuple(v.shape)}, "
+                               f"expected {tuple(own[k].shape)}")
+    with torch.no_grad():
+        model.load_state_dict(params, strict=True, assign=True)
+    model.register_buffer("offsets", torch.arange(cfg["patch_size"]) * CHAR_VOCAB, persistent=False)
+    model.eval()
+    return model
+
+
+def weighted_clip(segments: np.ndarray, weights: list[int]) -> np.ndarray:
+    """``Σ w_k f_k / Σ w_k`` in float64, returned as float32."""
+    w = np.asarray(weights, dtype=np.float64)
+    return (w @ np.asarray(segments, dtype=np.float64) / w.sum()).astype(np.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# the embedder
+
+@register
+class CLaMP2Embedder(Embedder):
+    """CLaMP 2 music encoder: MIDI / MTF → one vector per ≤512-patch segment, weighted clip mean.
+
+    Options
+    -------
+    weights : str or None
+        Path of the official checkpoint (``--clamp2-weights``); default: the Hugging Face cache
+        (``sander-wood/clamp2``), downloaded there when downloads are allowed.
+    device : str or None
+        ``cpu``, ``cuda[:N]``, ``mps``; ``None`` picks the best available.
+    batch_size : int
+        Segments per forward pass for full 512-patch segments; shorter segments are packed up to
+        the same number of patches (``batch_size × 512``), grouped with segments of similar length
+        so that padding stays under 12.5 % of each batch.
+    """
+
+    name = "clamp2"
+    modality = SYMBOLIC
+    version = "1"
+    extensions = MIDI_EXTENSIONS + MTF_EXTENSIONS
+    option_defaults = {"weights": None, "device": None, "batch_size": 8}
+    description = ("CLaMP 2 symbolic encoder (M3 + music projection, sander-wood/clamp2): "
+                   "MIDI→MTF text patches, 768-d, weighted mean of 512-patch segments")
+    parallel_files = False
+
+    def validate_options(self) -> None:
+        bs = self.options["batch_size"]
+        if isinstance(bs, bool) or not isinstance(bs, int) or bs < 1:
+            raise ConfigurationError(f"clamp2 batch_size must be a positive integer, got {bs!r}")
+        w = self.options["weights"]
+        if w is not None and not isinstance(w, (str, os.PathLike)):
+            raise ConfigurationError(f"clamp2 weights must be a file path, got {w!r}")
+        dev = self.options["device"]
+        if dev is not None and not isinstance(dev, str):
+            raise ConfigurationError(f"clamp2 device must be a string, got {dev!r}")
+
+    @property
+    def dim(self) -> int | None:
+        if getattr(self, "_model", None) is not None:
+            return int(self._model.cfg["output_size"])
+        return None
+
+    @property
+    def config(self) -> dict:
+        """Model configuration inferred from the checkpoint (after :meth:`load`)."""
+        self.load()
+        return dict(self._model.cfg)
+
+    def _load(self) -> None:
+        import torch
+
+        self._device = resolve_device(self.options["device"])
+        self._weights_path = resolve_weights(self.options["weights"])
+        state = load_music_state(self._weights_path)
+        model = model_from_state(state)
+        del state
+        self._model = model.to(self._device)
+        self._segment_length = min(PATCH_LENGTH, int(model.cfg["max_positions"]))
+        self._torch = torch
+
+    @classmethod
+    def from_state_dict(cls, state: dict, *, name: str = "<in-memory>", **options: Any) -> CLaMP2Embedder:
+        """An embedder around checkpoint tensors already in memory (official key names).
+
+        For benchmarks and tests; ``weights_identity`` is then ``name`` (nothing is hashed).
+        """
+        import torch
+
+        self = cls(**options)
+        self._device = resolve_device(self.options["device"])
+        model = model_from_state(state)
+        self._model = model.to(self._device)
+        self._segment_length = min(PATCH_LENGTH, int(model.cfg["max_positions"]))
+        self._torch = torch
+        self._weights_path = None
+        self._identity = str(name)
+        self._loaded = True
+        return self
+
+    def weights_identity(self) -> str | None:
+        if getattr(self, "_identity", None) is not None:
+            return self._identity
+        path = getattr(self, "_weights_path", None)
+        if path is None:
+            self.load()
+            path = self._weights_path
+        return weights_fingerprint(path)
+
+    # -- input side ---------------------------------------------------------------------------
+    def patches(self, path: str) -> np.ndarray:
+        """Patch ids [n_patches, patch_size] of a MIDI or MTF file (InputError if unusable)."""
+        ext = os.path.splitext(path)[1].lower()
+        if ext in MTF_EXTENSIONS:
+            text = read_mtf(path)
+        else:
+            text = midi_to_mtf(path)
+        patch_size = self._model.cfg["patch_size"] if getattr(self, "_model", None) else 64
+        try:
+            return patchilize(text, patch_size, dtype=np.uint8)  # ids < 128: 8x less memory
+        except ValueError as exc:
+            raise InputError(path, str(exc)) from exc
+
+    # -- model side ---------------------------------------------------------------------------
+    def _run_segments(self, segs: list[np.ndarray]) -> list[np.ndarray]:
+        """Vectors of many segments (each [n_i, patch_size]); batched by length, in input order."""
+        torch = self._torch
+        out: list[np.ndarray | None] = [None] * len(segs)
+        order = sorted(range(len(segs)), key=lambda i: -len(segs[i]))
+        budget = self.options["batch_size"] * self._segment_length
+        ps = self._model.cfg["patch_size"]
+        i = 0
+        with torch.inference_mode():
+            while i < len(order):
+                longest = max(1, len(segs[order[i]]))
+                # grow the batch (longest first) within the patch budget while at least
+                # MIN_FILL of the padded rows stay real: padding is wasted compute
+                count, real = 1, longest
+                while i + count < len(order) and (count + 1) * longest <= budget:
+                    n = len(segs[order[i + count]])
+                    if real + n < MIN_FILL * (count + 1) * longest:
+                        break
+                    count += 1
+                    real += n
+                idx = order[i:i + count]
+                ids = np.zeros((count, longest, ps), dtype=np.int64)
+                mask = np.zeros((count, longest), dtype=np.float32)
+                for r, j in enumerate(idx):
+                    n = len(segs[j])
+                    ids[r, :n] = segs[j]
+                    mask[r, :n] = 1.0
+                vec = self._model(torch.from_numpy(ids).to(self._device),
+                                  torch.from_numpy(mask).to(self._device))
+                vec = vec.float().cpu().numpy()
+                for r, j in enumerate(idx):
+                    out[j] = vec[r]
+                i += count
+        return out  # type: ignore[return-value]
+
+    def _embed_patches(self, patches_by_file: list[np.ndarray]) -> list[Embedding]:
+        L = self._segment_length
+        segs, owners = [], []
+        for f, x in enumerate(patches_by_file):
+            for a, b in segment_bounds(len(x), L):
+                segs.append(x[a:b])
+                owners.append(f)
+        vecs = self._run_segments(segs)
+        per_file: list[list[np.ndarray]] = [[] for _ in patches_by_file]
+        for f, v in zip(owners, vecs):
+            per_file[f].append(v)
+        result = []
+        for x, vs in zip(patches_by_file, per_file):
+            frames = np.stack(vs).astype(np.float32)
+            w = segment_weights(len(x), L)
+            result.append(Embedding(frames=frames, clip=weighted_clip(frames, w), timestamps=None,
+                                    info={"n_patches": len(x), "n_segments": len(vs),
+                                          "segment_weights": w}))
+        return result
+
+    def _embed_file(self, path: str) -> Embedding:
+        return self._embed_patches([self.patches(path)])[0]
+
+    def embed_many(self, paths: Iterable[str]) -> Iterator[tuple[str, Embedding | Exception]]:
+        """Embed many files, batching the segments of up to ``FILES_PER_CHUNK`` files together.
+
+        Yields ``(path, Embedding)`` or ``(path, exception)``; a bad file never stops the others.
+        """
+        self.load()
+        chunk: list[str] = []
+        for path in paths:
+            chunk.append(path)
+            if len(chunk) >= FILES_PER_CHUNK:
+                yield from self._embed_chunk(chunk)
+                chunk = []
+        if chunk:
+            yield from self._embed_chunk(chunk)
+
+    def _embed_chunk(self, paths: list[str]) -> Iterator[tuple[str, Embedding | Exception]]:
+        good_paths, good = [], []
+        for path in paths:
+            try:
+                good.append(self.patches(str(path)))
+                good_paths.append(path)
+            except Exception as exc:  # one bad file must not end the run
+                yield path, exc
+        if not good:
+            return
+        try:
+            embs = self._embed_patches(good)
+        except Exception:
+            # a failure in a shared batch (e.g. out of memory): fall back to one file at a time
+            for path, x in zip(good_paths, good):
+                try:
+                    yield path, self._embed_patches([x])[0]
+                except Exception as exc:
+                    yield path, exc
+            return
+        yield from zip(good_paths, embs)
+
+    def describe_weights(self) -> dict[str, Any]:
+        """Where the weights came from and the inferred configuration (after :meth:`load`)."""
+        self.load()
+        return {"path": str(self._weights_path), "config": dict(self._model.cfg)}
