@@ -1,0 +1,114 @@
+"""Shared helpers of the analysis package: validation, cosine geometry, the undefined-metric error.
+
+Every metric module raises :class:`UndefinedMetricError` (a ``ValueError``) when its inputs are
+valid but the metric has no value for them (one class, too few items, ...); other
+``ValueError``\\ s mean the inputs themselves are malformed.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+class UndefinedMetricError(ValueError):
+    """The inputs are well-formed but the metric is undefined for them (e.g. a single class)."""
+
+
+def as_matrix(X, *, name: str = "X") -> np.ndarray:
+    """Return ``X`` as a finite float64 matrix [shape=(n, dim)] or raise ValueError."""
+    X = np.asarray(X)
+    if X.ndim != 2:
+        raise ValueError(f"{name} must be a 2-d array of shape (n, dim), got shape {X.shape}")
+    if X.dtype.kind not in "fiub":
+        raise ValueError(f"{name} must be numeric, got dtype {X.dtype}")
+    X = X.astype(np.float64, copy=False)
+    if X.size and not np.all(np.isfinite(X)):
+        bad = int(np.sum(~np.all(np.isfinite(X), axis=1)))
+        raise ValueError(f"{name} contains non-finite values in {bad} row(s)")
+    return X
+
+
+def as_labels(labels, n: int, *, name: str = "labels") -> np.ndarray:
+    """Return ``labels`` as a 1-d array of length ``n`` or raise ValueError."""
+    labels = np.asarray(labels)
+    if labels.ndim != 1:
+        raise ValueError(f"{name} must be 1-d, got shape {labels.shape}")
+    if len(labels) != n:
+        raise ValueError(f"{name} has {len(labels)} entries but X has {n} rows")
+    return labels
+
+
+def validate_xy(X, labels=None, groups=None):
+    """Validate a vectors/labels/groups triple; returns the converted arrays.
+
+    Parameters
+    ----------
+    X : np.ndarray [shape=(n, dim)]
+    labels : np.ndarray [shape=(n,)] or None
+    groups : np.ndarray [shape=(n,)] or None
+    """
+    X = as_matrix(X)
+    n = X.shape[0]
+    if labels is not None:
+        labels = as_labels(labels, n)
+    if groups is not None:
+        groups = as_labels(groups, n, name="groups")
+    return X, labels, groups
+
+
+def require_classes(labels, *, min_classes: int = 2, min_items: int = 1, what: str = "metric"):
+    """Raise UndefinedMetricError unless there are >= min_classes classes and >= min_items items."""
+    n = len(labels)
+    if n < min_items:
+        raise UndefinedMetricError(f"{what} needs at least {min_items} items, got {n}")
+    k = len(np.unique(labels))
+    if k < min_classes:
+        raise UndefinedMetricError(f"{what} needs at least {min_classes} classes, got {k}")
+    return k
+
+
+def l2_normalize(X: np.ndarray, *, eps: float = 1e-12) -> np.ndarray:
+    """Rows of ``X`` [shape=(n, dim)] scaled to unit L2 norm (zero rows stay zero)."""
+    X = np.asarray(X, dtype=np.float64)
+    norms = np.linalg.norm(X, axis=1, keepdims=True)
+    return X / np.maximum(norms, eps)
+
+
+def cosine_distance_matrix(X: np.ndarray) -> np.ndarray:
+    """Pairwise cosine distances [shape=(n, n)] of rows of ``X`` [shape=(n, dim)], in [0, 2]."""
+    Xn = l2_normalize(X)
+    D = 1.0 - Xn @ Xn.T
+    np.clip(D, 0.0, 2.0, out=D)
+    np.fill_diagonal(D, 0.0)
+    return D
+
+
+def cosine_neighbors(X: np.ndarray, k: int, *, chunk: int = 2048) -> np.ndarray:
+    """Indices [shape=(n, k)] of the k nearest neighbours (cosine) of each row, self excluded.
+
+    Ties are broken by index (stable sort), so the result is deterministic.
+    """
+    Xn = l2_normalize(X)
+    n = Xn.shape[0]
+    if not 1 <= k <= n - 1:
+        raise UndefinedMetricError(f"{k} neighbours need at least {k + 1} items, got {n}")
+    out = np.empty((n, k), dtype=np.int64)
+    for start in range(0, n, chunk):
+        stop = min(n, start + chunk)
+        S = Xn[start:stop] @ Xn.T
+        S[np.arange(stop - start), np.arange(start, stop)] = -np.inf
+        # round to kill float noise so exact ties break by index
+        S = np.round(S, 12)
+        order = np.argsort(-S, axis=1, kind="stable")[:, :k]
+        out[start:stop] = order
+    return out
+
+
+def finite_or_none(x):
+    """``float(x)`` or ``None`` for None/NaN/inf."""
+    if x is None:
+        return None
+    try:
+        x = float(x)
+    except (TypeError, ValueError):
+        return None
+    return x if np.isfinite(x) else None

@@ -1,0 +1,167 @@
+"""Figures (matplotlib, Agg). Every figure is written as PNG and SVG; functions return the list
+of written paths. Styles are shared so that figures of different embedders compare directly:
+same colours per class, same marker size, and heatmaps on one fixed colour scale."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+# Figures are only written to files; without a display matplotlib picks Agg by itself, and a
+# notebook keeps its own backend.
+import matplotlib.pyplot as plt
+
+from embedders.fsutil import atomic_path
+
+__all__ = ["class_colors", "save", "plot_map", "plot_maps_side_by_side", "plot_heatmap",
+           "plot_metric_bars", "plot_confusion", "HEATMAP_VMIN", "HEATMAP_VMAX", "HEATMAP_CMAP"]
+
+HEATMAP_VMIN, HEATMAP_VMAX, HEATMAP_CMAP = -1.0, 1.0, "RdBu_r"
+MARKER_SIZE = 18
+DPI = 110
+
+
+def class_colors(classes) -> dict:
+    """A fixed colour per class (tab10/tab20 by sorted position)."""
+    classes = sorted(classes)
+    cmap = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20")
+    return {c: cmap(i % cmap.N) for i, c in enumerate(classes)}
+
+
+def save(fig, base: Path) -> list[Path]:
+    """Write ``base``.png and ``base``.svg, close the figure, return both paths."""
+    base = Path(base)
+    base.parent.mkdir(parents=True, exist_ok=True)
+    out = []
+    for ext in ("png", "svg"):
+        p = Path(f"{base}.{ext}")
+        with atomic_path(p) as tmp:
+            fig.savefig(tmp, format=ext, dpi=DPI)
+        out.append(p)
+    plt.close(fig)
+    return out
+
+
+def _scatter(ax, Y, labels, colors, title):
+    labels = np.asarray(labels)
+    for c in sorted(colors):
+        m = labels == c
+        if m.any():
+            ax.scatter(Y[m, 0], Y[m, 1], s=MARKER_SIZE, color=colors[c], label=str(c),
+                       alpha=0.85, edgecolors="none")
+    ax.set_title(title, fontsize=10)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_aspect("equal", adjustable="datalim")
+
+
+def plot_map(Y, labels, base: Path, *, title: str, classes=None) -> list[Path]:
+    """Scatter map Y [shape=(n, 2)] coloured by class."""
+    colors = class_colors(classes if classes is not None else np.unique(labels).tolist())
+    fig, ax = plt.subplots(figsize=(6.5, 5), layout="constrained")
+    _scatter(ax, np.asarray(Y), labels, colors, title)
+    ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)
+    return save(fig, base)
+
+
+def plot_maps_side_by_side(maps: list, base: Path, *, title: str, classes) -> list[Path]:
+    """``maps`` = [(name, Y [shape=(n, 2)], labels)], one panel each, shared style and legend."""
+    colors = class_colors(classes)
+    k = max(1, len(maps))
+    fig, axes = plt.subplots(1, k, figsize=(4.2 * k + 1.5, 4.6), squeeze=False,
+                             layout="constrained")
+    for ax, (name, Y, labels) in zip(axes[0], maps):
+        _scatter(ax, np.asarray(Y), labels, colors, name)
+    handles = [plt.Line2D([], [], marker="o", ls="", color=colors[c], label=str(c))
+               for c in sorted(colors)]
+    fig.legend(handles=handles, loc="outside right center", fontsize=8, frameon=False)
+    fig.suptitle(title, fontsize=11)
+    return save(fig, base)
+
+
+def plot_heatmap(M, classes, base: Path, *, title: str, annotate: bool = True,
+                 vmin: float = HEATMAP_VMIN, vmax: float = HEATMAP_VMAX,
+                 cmap: str = HEATMAP_CMAP, cbar_label: str = "cosine similarity") -> list[Path]:
+    """Class × class heatmap on a FIXED colour scale (default -1..1) — never rescaled per model."""
+    M = np.asarray(M, dtype=float)
+    k = len(classes)
+    size = max(4.0, 0.55 * k + 2.5)
+    fig, ax = plt.subplots(figsize=(size + 1, size), layout="constrained")
+    im = ax.imshow(np.ma.masked_invalid(M), vmin=vmin, vmax=vmax, cmap=cmap)
+    ax.set_xticks(range(k))
+    ax.set_yticks(range(k))
+    ax.set_xticklabels(classes, rotation=45, ha="right", fontsize=8)
+    ax.set_yticklabels(classes, fontsize=8)
+    if annotate and k <= 25:
+        for i in range(k):
+            for j in range(k):
+                v = M[i, j]
+                txt = "–" if not np.isfinite(v) else f"{v:.2f}"
+                ax.text(j, i, txt, ha="center", va="center", fontsize=7,
+                        color="white" if np.isfinite(v) and abs(v) > 0.6 * max(abs(vmin), vmax)
+                        else "black")
+    fig.colorbar(im, ax=ax, label=cbar_label, fraction=0.046, pad=0.04)
+    ax.set_title(title, fontsize=10)
+    return save(fig, base)
+
+
+def plot_confusion(M, classes, base: Path, *, title: str) -> list[Path]:
+    """Confusion matrix (rows true, columns predicted), row-normalised colours 0..1, counts
+    annotated."""
+    M = np.asarray(M, dtype=float)
+    rs = M.sum(axis=1, keepdims=True)
+    R = np.divide(M, rs, out=np.zeros_like(M), where=rs > 0)
+    k = len(classes)
+    size = max(4.0, 0.55 * k + 2.5)
+    fig, ax = plt.subplots(figsize=(size + 1, size), layout="constrained")
+    im = ax.imshow(R, vmin=0, vmax=1, cmap="Blues")
+    ax.set_xticks(range(k))
+    ax.set_yticks(range(k))
+    ax.set_xticklabels(classes, rotation=45, ha="right", fontsize=8)
+    ax.set_yticklabels(classes, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    if k <= 25:
+        for i in range(k):
+            for j in range(k):
+                ax.text(j, i, str(int(M[i, j])), ha="center", va="center", fontsize=7,
+                        color="white" if R[i, j] > 0.6 else "black")
+    fig.colorbar(im, ax=ax, label="fraction of true class", fraction=0.046, pad=0.04)
+    ax.set_title(title, fontsize=10)
+    return save(fig, base)
+
+
+def plot_metric_bars(table: dict, metrics: list, base: Path, *, title: str) -> list[Path]:
+    """Grouped bars: ``table[embedder][metric] = (value|None, [lo, hi]|None)``, one group per
+    metric, one bar per embedder, 95% CI error bars. Missing values are drawn as 'n/a'."""
+    names = list(table)
+    m = len(metrics)
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * m + 2), 4.8), layout="constrained")
+    width = 0.8 / max(1, len(names))
+    cmap = plt.get_cmap("Set2")
+    for j, name in enumerate(names):
+        xs, vals, lo, hi = [], [], [], []
+        for i, met in enumerate(metrics):
+            v, ci = table[name].get(met, (None, None))
+            x = i - 0.4 + width * (j + 0.5)
+            if v is None:
+                ax.text(x, 0.02, "n/a", ha="center", va="bottom", fontsize=6, rotation=90)
+                continue
+            xs.append(x)
+            vals.append(v)
+            if ci:
+                lo.append(max(0.0, v - ci[0]))
+                hi.append(max(0.0, ci[1] - v))
+            else:
+                lo.append(0.0)
+                hi.append(0.0)
+        ax.bar(xs, vals, width=width, color=cmap(j % 8), label=name,
+               yerr=[lo, hi] if xs else None, capsize=2, error_kw={"lw": 0.8})
+    ax.set_xticks(range(m))
+    ax.set_xticklabels(metrics, rotation=30, ha="right", fontsize=8)
+    ax.axhline(0, color="black", lw=0.6)
+    ax.set_ylim(min(-0.1, ax.get_ylim()[0]), 1.05)
+    ax.set_ylabel("value (error bars: bootstrap 95% CI)")
+    ax.legend(fontsize=8, frameon=False)
+    ax.set_title(title, fontsize=10)
+    return save(fig, base)

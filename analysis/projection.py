@@ -1,0 +1,107 @@
+"""2-D maps of an embedding space: PCA and t-SNE (openTSNE), UMAP if installed.
+
+Each function returns ``(Y, params)``: Y [shape=(n, 2)] and the parameters actually used, for the
+record. Undefined cases raise :class:`UndefinedMetricError`.
+"""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from ._common import UndefinedMetricError, as_matrix, l2_normalize
+
+__all__ = ["pca_2d", "tsne_perplexity", "tsne_2d", "umap_2d", "project"]
+
+
+def pca_2d(X, *, seed: int = 0, exact_max_cells: int = 200_000):
+    """PCA to 2 dimensions [shape=(n, 2)] of the raw (centred) vectors X [shape=(n, dim)].
+
+    Exact SVD when n*dim <= exact_max_cells, randomized SVD (seeded) otherwise. With a single
+    informative dimension the second coordinate is 0.
+    """
+    from sklearn.decomposition import PCA
+    X = as_matrix(X)
+    n, d = X.shape
+    if n < 2:
+        raise UndefinedMetricError(f"PCA map needs at least 2 items, got {n}")
+    solver = "full" if n * d <= exact_max_cells else "randomized"
+    k = min(2, n, d)
+    pca = PCA(n_components=k, svd_solver=solver, random_state=seed)
+    Y = pca.fit_transform(X)
+    if k < 2:
+        Y = np.hstack([Y, np.zeros((n, 2 - k))])
+    ev = [float(v) for v in pca.explained_variance_ratio_] if np.isfinite(
+        pca.explained_variance_ratio_).all() else []
+    return Y, {"method": "pca", "svd_solver": solver, "n_components": 2, "centered": True,
+               "explained_variance_ratio": ev, "seed": seed}
+
+
+def tsne_perplexity(n: int, labels=None, *, base: float = 30.0) -> float:
+    """Perplexity adapted to the data: min(base, (n-1)/3), reduced towards the median class size
+    for small classes (never below 2)."""
+    p = min(base, (n - 1) / 3.0)
+    if labels is not None and len(labels):
+        _, counts = np.unique(labels, return_counts=True)
+        med = float(np.median(counts))
+        if med < p:
+            p = max(med, min(p, 5.0))
+    return float(max(2.0, p)) if n > 7 else float(max(1.0, (n - 1) / 3.0))
+
+
+def tsne_2d(X, labels=None, *, seed: int = 0, perplexity: float | None = None,
+            n_jobs: int = 1):
+    """t-SNE to 2 dimensions (openTSNE, cosine metric, PCA initialisation, FFT gradients for
+    large n), seeded. Falls back to scikit-learn if openTSNE is missing."""
+    X = as_matrix(X)
+    n = X.shape[0]
+    if n < 5:
+        raise UndefinedMetricError(f"t-SNE map needs at least 5 items, got {n}")
+    Xn = l2_normalize(X)
+    p = tsne_perplexity(n, labels) if perplexity is None else float(perplexity)
+    params = {"method": "tsne", "perplexity": p, "metric": "cosine", "seed": seed,
+              "initialization": "pca"}
+    try:
+        import openTSNE
+        grad = "fft" if n > 2000 else "bh"
+        nbrs = "exact" if n <= 1000 else "auto"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            emb = openTSNE.TSNE(n_components=2, perplexity=p, metric="cosine", random_state=seed,
+                                initialization="pca", negative_gradient_method=grad,
+                                neighbors=nbrs, n_jobs=n_jobs, verbose=False).fit(Xn)
+        Y = np.asarray(emb)
+        params.update({"implementation": f"openTSNE {openTSNE.__version__}",
+                       "negative_gradient_method": grad, "neighbors": nbrs})
+    except ImportError:
+        from sklearn.manifold import TSNE
+        Y = TSNE(n_components=2, perplexity=min(p, n - 1.0), metric="cosine", init="pca",
+                 random_state=seed).fit_transform(Xn)
+        params["implementation"] = "sklearn.manifold.TSNE"
+    if not np.all(np.isfinite(Y)):
+        raise UndefinedMetricError("t-SNE produced non-finite coordinates")
+    return Y, params
+
+
+def umap_2d(X, *, seed: int = 0, n_neighbors: int = 15):
+    """UMAP to 2 dimensions (cosine), only if ``umap`` is importable (ImportError otherwise)."""
+    import umap  # noqa: F401  (optional)
+    X = as_matrix(X)
+    n = X.shape[0]
+    if n < 5:
+        raise UndefinedMetricError(f"UMAP map needs at least 5 items, got {n}")
+    nn = int(min(n_neighbors, n - 1))
+    Y = umap.UMAP(n_components=2, n_neighbors=nn, metric="cosine",
+                  random_state=seed).fit_transform(X)
+    return Y, {"method": "umap", "n_neighbors": nn, "metric": "cosine", "seed": seed}
+
+
+def project(X, method: str, labels=None, *, seed: int = 0):
+    """Dispatch to :func:`pca_2d`, :func:`tsne_2d` or :func:`umap_2d`."""
+    if method == "pca":
+        return pca_2d(X, seed=seed)
+    if method == "tsne":
+        return tsne_2d(X, labels, seed=seed)
+    if method == "umap":
+        return umap_2d(X, seed=seed)
+    raise ValueError(f"unknown projection method {method!r} (pca, tsne, umap)")

@@ -1,0 +1,384 @@
+"""report.html (one self-contained page: images embedded as base64 PNG, inline CSS, no external
+resources) and report.md (a Markdown twin that links the PNG files by relative path)."""
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import html
+import json
+import os
+from pathlib import Path
+
+from .schema import EMBEDDER_METRICS, METRIC_HELP, PAIR_METRICS
+from embedders.fsutil import atomic_write_text
+
+__all__ = ["write_report", "render_html", "render_markdown"]
+
+CSS = """
+body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px auto;max-width:1200px;
+color:#222;line-height:1.4;padding:0 16px}
+h1{font-size:1.6em;border-bottom:2px solid #444}h2{margin-top:2em;border-bottom:1px solid #bbb}
+h3{margin-top:1.5em}table{border-collapse:collapse;margin:8px 0;font-size:0.85em}
+th,td{border:1px solid #ccc;padding:3px 7px;text-align:left;vertical-align:top}
+th{background:#f0f0f0}td.num{text-align:right;font-variant-numeric:tabular-nums}
+.note{background:#fff6e0;border-left:4px solid #e0a800;padding:6px 10px;margin:6px 0}
+.na{color:#999}img{max-width:100%;height:auto;border:1px solid #eee;margin:6px 0}
+pre{background:#f6f6f6;padding:8px;overflow-x:auto;font-size:0.8em}
+.help dt{font-weight:bold;margin-top:4px}.help dd{margin-left:18px}
+figure{margin:10px 0}.tw{overflow-x:auto;max-width:100%}figcaption{font-size:0.85em;color:#555}
+"""
+
+
+def _e(x) -> str:
+    return html.escape("" if x is None else str(x))
+
+
+def _fmt(v, digits=3):
+    if v is None:
+        return "n/a"
+    if isinstance(v, float):
+        return f"{v:.{digits}g}" if abs(v) < 1e-3 and v != 0 else f"{v:.{digits}f}"
+    return str(v)
+
+
+def _fmt_entry(e) -> tuple[str, str]:
+    """(value text, CI text) of a metric entry."""
+    if not isinstance(e, dict):
+        return "n/a", ""
+    v = e.get("value")
+    ci = e.get("ci95")
+    ci_txt = f"[{_fmt(ci[0])}, {_fmt(ci[1])}]" if ci and ci[0] is not None else ""
+    return _fmt(v), ci_txt
+
+
+def _img_tag(png: Path, alt: str) -> str:
+    try:
+        data = base64.b64encode(Path(png).read_bytes()).decode("ascii")
+    except OSError:
+        return f'<p class="na">(image {_e(Path(png).name)} missing)</p>'
+    return (f'<figure><img alt="{_e(alt)}" src="data:image/png;base64,{data}">'
+            f'<figcaption>{_e(alt)}</figcaption></figure>')
+
+
+def _pngs(images, key):
+    return [Path(p) for p in images.get(key, []) if str(p).endswith(".png")]
+
+
+def _table(header, rows, num_cols=()) -> str:
+    h = "".join(f"<th>{_e(c)}</th>" for c in header)
+    body = []
+    for r in rows:
+        cells = []
+        for i, c in enumerate(r):
+            cls = ' class="num"' if i in num_cols else ""
+            cells.append(f"<td{cls}>{c}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return (f"<div class='tw'><table><thead><tr>{h}</tr></thead>"
+            f"<tbody>{''.join(body)}</tbody></table></div>")
+
+
+def _md_table(header, rows) -> str:
+    def clean(x):
+        return str(x).replace("|", "\\|").replace("\n", " ")
+    lines = ["| " + " | ".join(clean(h) for h in header) + " |",
+             "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(clean(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _pairs_list(x):
+    out = []
+    for it in x or []:
+        if isinstance(it, (list, tuple)) and len(it) >= 2:
+            out.append((str(it[0]), str(it[1])))
+        elif isinstance(it, dict):
+            out.append((str(it.get("id", it.get("path", ""))), str(it.get("reason", ""))))
+        else:
+            out.append((str(it), ""))
+    return out
+
+
+def _dataset_blocks(ds: dict):
+    """Return list of (heading, header, rows, text) describing the dataset summary."""
+    blocks = []
+    kv = []
+    for k in ("root", "n_files", "n_usable", "n_pairs"):
+        if k in ds:
+            kv.append((k, ds[k]))
+    if ds.get("classes") is not None:
+        kv.append(("classes", ", ".join(map(str, ds["classes"]))))
+    if ds.get("empty_classes"):
+        kv.append(("empty classes", ", ".join(map(str, ds["empty_classes"]))))
+    blocks.append(("Overview", ["field", "value"], kv))
+    counts = ds.get("counts") or {}
+    if counts:
+        rows = []
+        for lab, c in counts.items():
+            if isinstance(c, dict):
+                rows.append((lab, c.get("audio", 0), c.get("symbolic", 0)))
+            else:
+                rows.append((lab, c, ""))
+        blocks.append(("Items per class", ["class", "audio", "symbolic"], rows))
+    emb = ds.get("embedders") or {}
+    if emb:
+        keys = ["found", "embedded", "computed", "cached", "skipped", "seconds"]
+        rows = [[name] + [(v or {}).get(k, "") if isinstance(v, dict) else "" for k in keys]
+                for name, v in emb.items()]
+        blocks.append(("Embedders", ["embedder"] + keys, rows))
+    for key, title in (("skipped", "Skipped files"), ("unusable", "Unusable files")):
+        lst = _pairs_list(ds.get(key))
+        blocks.append((title, ["file", "reason"], lst if lst else [("(none)", "")]))
+    if ds.get("damaged_cache_entries"):
+        blocks.append(("Damaged cache entries", ["entry"],
+                       [(str(x),) for x in ds["damaged_cache_entries"]]))
+    if ds.get("warnings"):
+        blocks.append(("Warnings", ["warning"], [(str(x),) for x in ds["warnings"]]))
+    return blocks
+
+
+def _embedder_summary_rows(metrics):
+    rows = []
+    for name, r in metrics.get("embedders", {}).items():
+        row = [name, r.get("modality", ""), r.get("n_items", ""), r.get("n_classes", ""),
+               r.get("dim", "")]
+        for m in EMBEDDER_METRICS:
+            v, ci = _fmt_entry(r.get(m))
+            row.append(f"{v} {ci}".strip())
+        rows.append(row)
+    return rows
+
+
+def _pair_summary_rows(metrics):
+    rows = []
+    for key, r in metrics.get("pairs", {}).items():
+        ch = r.get("retrieval_chance") or {}
+        row = [key, r.get("matched_by", ""), r.get("n_shared", "")]
+        for m in PAIR_METRICS:
+            v, ci = _fmt_entry(r.get(m))
+            row.append(f"{v} {ci}".strip())
+        row.append(f"R@1 {_fmt(ch.get('recall_at_1'))}, MRR {_fmt(ch.get('mrr'))}"
+                   if ch else "n/a")
+        rows.append(row)
+    return rows
+
+
+def _metric_detail_rows(r, names):
+    rows = []
+    for m in names:
+        e = r.get(m)
+        if not isinstance(e, dict):
+            continue
+        v, ci = _fmt_entry(e)
+        p = e.get("params") or {}
+        ptxt = "; ".join(f"{k}={v2}" for k, v2 in p.items() if not isinstance(v2, dict))
+        rows.append((m, v, ci, ptxt, e.get("note", "")))
+    return rows
+
+
+def render_html(metrics: dict, images: dict, *, title: str = "") -> str:
+    """The report page as one string (self-contained)."""
+    t = title or "Embedding comparison"
+    parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+             f"<title>{_e(t)}</title><style>{CSS}</style></head><body>",
+             f"<h1>{_e(t)}</h1>",
+             f"<p>Generated {_e(_dt.datetime.now().isoformat(timespec='seconds'))}. "
+             f"Intervals are percentile bootstrap 95% CIs "
+             f"({_e(metrics.get('parameters', {}).get('n_bootstrap'))} resamples, fixed seed "
+             f"{_e(metrics.get('parameters', {}).get('seed'))}).</p>"]
+    toc = ["Dataset", "Notes", "Summary", "Maps", "Per embedder", "Between embedders",
+           "How to read the metrics", "Run configuration", "Software"]
+    parts.append("<p>" + " · ".join(f"<a href='#{s.lower().replace(' ', '-')}'>{_e(s)}</a>"
+                                     for s in toc) + "</p>")
+    # dataset
+    parts.append("<h2 id='dataset'>Dataset</h2>")
+    ds = metrics.get("dataset") or {}
+    if not ds:
+        parts.append("<p class='na'>No dataset summary was given.</p>")
+    for heading, header, rows in _dataset_blocks(ds):
+        parts.append(f"<h3>{_e(heading)}</h3>")
+        parts.append(_table(header, [[_e(c) for c in r] for r in rows]))
+    # notes
+    parts.append("<h2 id='notes'>Notes</h2>")
+    notes = metrics.get("notes") or []
+    if notes:
+        parts += [f"<div class='note'>{_e(n)}</div>" for n in notes]
+    else:
+        parts.append("<p>No degenerate cases were met.</p>")
+    # summary
+    parts.append("<h2 id='summary'>Summary</h2><h3>Separability per embedder</h3>")
+    if metrics.get("embedders"):
+        parts.append(_table(["embedder", "modality", "n", "classes", "dim"]
+                            + list(EMBEDDER_METRICS),
+                            [[_e(c) for c in r] for r in _embedder_summary_rows(metrics)]))
+    else:
+        parts.append("<p class='na'>No embedders.</p>")
+    for png in _pngs(images, "metric_bars"):
+        parts.append(_img_tag(png, "Separability metrics per embedder (95% CI error bars)"))
+    parts.append("<h3>Between embedders</h3>")
+    if metrics.get("pairs"):
+        parts.append(_table(["pair", "matched by", "shared"] + list(PAIR_METRICS)
+                            + ["retrieval chance"],
+                            [[_e(c) for c in r] for r in _pair_summary_rows(metrics)]))
+    else:
+        parts.append("<p class='na'>No embedder pairs (fewer than two embedders).</p>")
+    # maps
+    parts.append("<h2 id='maps'>Maps</h2>")
+    any_map = False
+    for key in images:
+        if key.startswith("all_"):
+            for png in _pngs(images, key):
+                parts.append(_img_tag(png, f"All embedders — {key[4:].upper()}"))
+                any_map = True
+    if not any_map:
+        parts.append("<p class='na'>No maps were drawn (see notes).</p>")
+    # per embedder
+    parts.append("<h2 id='per-embedder'>Per embedder</h2>")
+    for name, r in metrics.get("embedders", {}).items():
+        parts.append(f"<h3>{_e(name)} ({_e(r.get('modality', ''))}, n={_e(r.get('n_items'))}, "
+                     f"dim={_e(r.get('dim'))})</h3>")
+        for n in r.get("notes", []):
+            parts.append(f"<div class='note'>{_e(n)}</div>")
+        parts.append(_table(["metric", "value", "95% CI", "parameters", "note"],
+                            [[_e(c) for c in row]
+                             for row in _metric_detail_rows(r, EMBEDDER_METRICS)],
+                            num_cols=(1,)))
+        for key, cap in ((f"{name}_pca", "PCA map"), (f"{name}_tsne", "t-SNE map"),
+                         (f"{name}_umap", "UMAP map"),
+                         (f"{name}_centroid_cosine", "Centroid cosine similarity (fixed -1..1)"),
+                         (f"{name}_confusion", "Nearest-centroid confusion (leave-one-out)")):
+            for png in _pngs(images, key):
+                parts.append(_img_tag(png, f"{name}: {cap}"))
+        cv = r.get("class_variance") or []
+        if cv:
+            parts.append("<h4>Within-class spread</h4>")
+            parts.append(_table(["class", "n", "raw variance (mean/dim)", "normalised raw var.",
+                                 "mean cosine distance to centroid"],
+                                [[_e(d["class"]), _e(d["n"]), _e(_fmt(d["raw_variance"])),
+                                  _e(_fmt(d["normalized_variance"])),
+                                  _e(_fmt(d["mean_cosine_distance"]))] for d in cv],
+                                num_cols=(1, 2, 3, 4)))
+        nbs = r.get("nearest_neighbours") or []
+        if nbs:
+            parts.append("<h4>Nearest neighbours (cosine)</h4>")
+            rows = []
+            for q in nbs:
+                nb_txt = "<br>".join(
+                    f"{_e(os.path.basename(d['id']))} <span class='na'>[{_e(d['label'])}, "
+                    f"{d['cosine_distance']:.3f}]</span>" for d in q["neighbours"])
+                rows.append([_e(os.path.basename(q["id"])), _e(q["label"]),
+                             _e(_fmt(q["same_label"])), nb_txt])
+            parts.append(_table(["item", "class", "same-class fraction", "5 nearest"], rows))
+    # pairs
+    parts.append("<h2 id='between-embedders'>Between embedders</h2>")
+    for key, r in metrics.get("pairs", {}).items():
+        parts.append(f"<h3>{_e(key)} (matched by {_e(r.get('matched_by'))}, "
+                     f"{_e(r.get('n_shared'))} shared items)</h3>")
+        for n in r.get("notes", []):
+            parts.append(f"<div class='note'>{_e(n)}</div>")
+        parts.append(_table(["metric", "value", "95% CI", "parameters", "note"],
+                            [[_e(c) for c in row] for row in _metric_detail_rows(r, PAIR_METRICS)],
+                            num_cols=(1,)))
+        ch = r.get("retrieval_chance")
+        if ch:
+            parts.append(f"<p>Retrieval chance levels with {_e(r.get('retrieval_n_test'))} "
+                         f"held-out pairs: " + ", ".join(f"{_e(k)} = {_fmt(v)}"
+                                                         for k, v in ch.items()) + ".</p>")
+    # help
+    parts.append("<h2 id='how-to-read-the-metrics'>How to read the metrics</h2><dl class='help'>")
+    for m in list(EMBEDDER_METRICS) + list(PAIR_METRICS):
+        parts.append(f"<dt>{_e(m)}</dt><dd>{_e(METRIC_HELP.get(m, ''))}</dd>")
+    parts.append("</dl>")
+    params = dict(metrics.get("parameters") or {})
+    run_config = params.pop("run_config", {})
+    parts.append("<h2 id='run-configuration'>Run configuration</h2>")
+    parts.append(f"<pre>{_e(json.dumps(run_config, indent=2, default=str))}</pre>")
+    parts.append("<h3>Analysis parameters</h3>")
+    parts.append(f"<pre>{_e(json.dumps(params, indent=2, default=str))}</pre>")
+    parts.append("<h2 id='software'>Software</h2>")
+    parts.append(_table(["package", "version"],
+                        [[_e(k), _e(v)] for k, v in (metrics.get("software") or {}).items()]))
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def render_markdown(metrics: dict, images: dict, out: Path, *, title: str = "") -> str:
+    """The Markdown twin; images are linked by path relative to ``out``."""
+    out = Path(out)
+    t = title or "Embedding comparison"
+
+    def link(key, cap):
+        return [f"![{cap}]({Path(os.path.relpath(p, out)).as_posix()})"
+                for p in _pngs(images, key)]
+    L = [f"# {t}", "", f"Generated {_dt.datetime.now().isoformat(timespec='seconds')}. "
+         f"Intervals: percentile bootstrap 95% CI "
+         f"({metrics.get('parameters', {}).get('n_bootstrap')} resamples).", ""]
+    L += ["## Dataset", ""]
+    for heading, header, rows in _dataset_blocks(metrics.get("dataset") or {}):
+        L += [f"### {heading}", "", _md_table(header, rows), ""]
+    L += ["## Notes", ""]
+    L += [f"- {n}" for n in metrics.get("notes") or []] or ["No degenerate cases were met."]
+    L += ["", "## Summary", "", "### Separability per embedder", ""]
+    if metrics.get("embedders"):
+        L += [_md_table(["embedder", "modality", "n", "classes", "dim"] + list(EMBEDDER_METRICS),
+                        _embedder_summary_rows(metrics)), ""]
+    L += link("metric_bars", "separability metrics") + [""]
+    L += ["### Between embedders", ""]
+    if metrics.get("pairs"):
+        L += [_md_table(["pair", "matched by", "shared"] + list(PAIR_METRICS)
+                        + ["retrieval chance"], _pair_summary_rows(metrics)), ""]
+    else:
+        L += ["No embedder pairs.", ""]
+    L += ["## Maps", ""]
+    for key in images:
+        if key.startswith("all_"):
+            L += link(key, f"all embedders {key[4:]}") + [""]
+    L += ["## Per embedder", ""]
+    for name, r in metrics.get("embedders", {}).items():
+        L += [f"### {name}", ""]
+        L += [f"> {n}" for n in r.get("notes", [])]
+        L += ["", _md_table(["metric", "value", "95% CI", "parameters", "note"],
+                            _metric_detail_rows(r, EMBEDDER_METRICS)), ""]
+        for key in (f"{name}_pca", f"{name}_tsne", f"{name}_umap", f"{name}_centroid_cosine",
+                    f"{name}_confusion"):
+            L += link(key, key)
+        nbs = r.get("nearest_neighbours") or []
+        if nbs:
+            L += ["", "Nearest neighbours:", "",
+                  _md_table(["item", "class", "same-class", "neighbours"],
+                            [(os.path.basename(q["id"]), q["label"], _fmt(q["same_label"]),
+                              "; ".join(f"{os.path.basename(d['id'])} [{d['label']}]"
+                                        for d in q["neighbours"])) for q in nbs])]
+        L += [""]
+    L += ["## Between embedders", ""]
+    for key, r in metrics.get("pairs", {}).items():
+        L += [f"### {key}", ""] + [f"> {n}" for n in r.get("notes", [])]
+        L += ["", _md_table(["metric", "value", "95% CI", "parameters", "note"],
+                            _metric_detail_rows(r, PAIR_METRICS)), ""]
+    L += ["## How to read the metrics", ""]
+    L += [f"- **{m}**: {METRIC_HELP.get(m, '')}" for m in list(EMBEDDER_METRICS)
+          + list(PAIR_METRICS)]
+    params = dict(metrics.get("parameters") or {})
+    run_config = params.pop("run_config", {})
+    L += ["", "## Run configuration", "", "```json", json.dumps(run_config, indent=2,
+                                                                default=str), "```", ""]
+    L += ["## Analysis parameters", "", "```json", json.dumps(params, indent=2, default=str),
+          "```", ""]
+    L += ["## Software", "", _md_table(["package", "version"],
+                                       list((metrics.get("software") or {}).items())), ""]
+    return "\n".join(L)
+
+
+def _write_atomic(path: Path, text: str):
+    atomic_write_text(path, text)
+
+
+def write_report(metrics: dict, images: dict, out: Path, *, title: str = "") -> tuple:
+    """Write ``out``/report.html and ``out``/report.md; return their paths."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    from .compare import _jsonable
+    m = _jsonable(metrics)
+    h, md = out / "report.html", out / "report.md"
+    _write_atomic(h, render_html(m, images, title=title))
+    _write_atomic(md, render_markdown(m, images, out, title=title))
+    return h, md

@@ -1,0 +1,241 @@
+"""How well the classes separate in one embedding space.
+
+All functions take plain arrays: ``X`` [shape=(n, dim)] vectors, ``labels`` [shape=(n,)] class
+labels and, where relevant, ``groups`` [shape=(n,)] (items sharing a group, e.g. the audio and
+MIDI rendering of one piece, never sit on both sides of a train/test split). Cosine geometry is
+used throughout, so every score here is invariant to positive scaling of individual vectors
+(except the linear probe, which standardises features).
+
+Undefined cases (one class, too few items) raise :class:`UndefinedMetricError`; malformed inputs
+raise ``ValueError``.
+"""
+from __future__ import annotations
+
+import warnings
+from collections import Counter
+
+import numpy as np
+
+from ._common import (UndefinedMetricError, cosine_distance_matrix, cosine_neighbors, l2_normalize,
+                      require_classes, validate_xy)
+
+__all__ = ["validate", "silhouette_cosine", "silhouette_samples_cosine", "knn_predictions",
+           "knn_accuracy", "knn_correct", "effective_n_splits", "probe_folds", "linear_probe",
+           "kmeans_clusters", "cluster_agreement", "groups_or_self"]
+
+
+def validate(X, labels, groups=None):
+    """Check ``X`` [shape=(n, dim)], ``labels`` [shape=(n,)], ``groups`` [shape=(n,)] agree.
+
+    Raises
+    ------
+    ValueError
+        If ``X`` is not a finite 2-d numeric array or labels/groups have the wrong length.
+    """
+    return validate_xy(X, labels, groups)
+
+
+def groups_or_self(groups, n: int) -> np.ndarray:
+    """Group ids [shape=(n,)]: items with an empty/None group become their own group."""
+    if groups is None:
+        return np.array([f"__item{i}" for i in range(n)], dtype=object)
+    g = np.asarray(groups, dtype=object).copy()
+    for i, v in enumerate(g):
+        if v is None or str(v) == "":
+            g[i] = f"__item{i}"
+        else:
+            g[i] = "g:" + str(v)
+    return g
+
+
+# ----------------------------------------------------------------------------- silhouette
+def silhouette_samples_cosine(X, labels) -> np.ndarray:
+    """Per-item silhouette values [shape=(n,)] with cosine distance.
+
+    Items in singleton classes get 0 (the sklearn convention).
+    """
+    X, labels, _ = validate(X, labels)
+    require_classes(labels, min_classes=2, what="silhouette")
+    k = len(np.unique(labels))
+    if k > len(labels) - 1:
+        raise UndefinedMetricError(f"silhouette needs 2 <= n_classes <= n-1 (n={len(labels)}, "
+                                   f"n_classes={k})")
+    from sklearn.metrics import silhouette_samples
+    D = cosine_distance_matrix(X)
+    return silhouette_samples(D, labels, metric="precomputed")
+
+
+def silhouette_cosine(X, labels) -> float:
+    """Mean silhouette coefficient with cosine distance, in [-1, 1] (1 = tight, separated classes).
+
+    Parameters
+    ----------
+    X : np.ndarray [shape=(n, dim)]
+    labels : np.ndarray [shape=(n,)]
+    """
+    return float(np.mean(silhouette_samples_cosine(X, labels)))
+
+
+# ----------------------------------------------------------------------------- kNN
+def knn_predictions(X, labels, *, k: int = 1) -> np.ndarray:
+    """Leave-one-out k-nearest-neighbour (cosine) predicted labels [shape=(n,)].
+
+    Majority vote among the k nearest other items; a tied vote goes to the tied class whose
+    member is nearest.
+    """
+    X, labels, _ = validate(X, labels)
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    n = len(labels)
+    if n < k + 1:
+        raise UndefinedMetricError(f"leave-one-out {k}-NN needs at least {k + 1} items, got {n}")
+    nb = cosine_neighbors(X, k)
+    pred = np.empty(n, dtype=labels.dtype)
+    for i in range(n):
+        votes = labels[nb[i]]
+        counts = Counter(votes.tolist())
+        best = max(counts.values())
+        tied = {c for c, v in counts.items() if v == best}
+        for lab in votes:  # nearest first
+            if lab in tied:
+                pred[i] = lab
+                break
+    return pred
+
+
+def knn_correct(X, labels, *, k: int = 1) -> np.ndarray:
+    """Per-item 0/1 correctness [shape=(n,)] of leave-one-out k-NN (cosine)."""
+    X, labels, _ = validate(X, labels)
+    require_classes(labels, min_classes=2, what="kNN accuracy")
+    return (knn_predictions(X, labels, k=k) == labels).astype(np.float64)
+
+
+def knn_accuracy(X, labels, *, k: int = 1) -> float:
+    """Leave-one-out k-NN accuracy (cosine distance), in [0, 1].
+
+    Parameters
+    ----------
+    X : np.ndarray [shape=(n, dim)]
+    labels : np.ndarray [shape=(n,)]
+    k : int
+        Number of neighbours.
+    """
+    return float(np.mean(knn_correct(X, labels, k=k)))
+
+
+# ----------------------------------------------------------------------------- linear probe
+def effective_n_splits(labels, groups=None, *, n_splits: int = 5) -> int:
+    """The number of grouped stratified folds the data allows (<= n_splits; < 2 = impossible).
+
+    Each class must contribute at least one group to every fold, so the number of folds is
+    bounded by the smallest number of distinct groups in any class.
+    """
+    labels = np.asarray(labels)
+    g = groups_or_self(groups, len(labels))
+    per_class = [len(set(g[labels == c].tolist())) for c in np.unique(labels)]
+    if not per_class:
+        return 0
+    return int(min(n_splits, min(per_class), len(set(g.tolist()))))
+
+
+def probe_folds(labels, groups=None, *, n_splits: int = 5, seed: int = 0) -> np.ndarray:
+    """Test-fold index [shape=(n,)] of each item under StratifiedGroupKFold.
+
+    Items with an empty group are their own group. Raises UndefinedMetricError if fewer than 2
+    folds are possible.
+    """
+    from sklearn.model_selection import StratifiedGroupKFold
+    labels = np.asarray(labels)
+    n = len(labels)
+    g = groups_or_self(groups, n)
+    ns = effective_n_splits(labels, g, n_splits=n_splits)
+    if ns < 2:
+        raise UndefinedMetricError(
+            "linear probe impossible: the smallest class has fewer than 2 distinct groups "
+            "(pieces), so no grouped split keeps every class on both sides")
+    cv = StratifiedGroupKFold(n_splits=ns, shuffle=True, random_state=seed)
+    fold = np.full(n, -1, dtype=np.int64)
+    _, g_codes = np.unique(g.astype(str), return_inverse=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for f, (_, te) in enumerate(cv.split(np.zeros((n, 1)), labels, g_codes)):
+            fold[te] = f
+    return fold
+
+
+def linear_probe(X, labels, groups=None, *, n_splits: int = 5, seed: int = 0, C: float = 1.0,
+                 max_iter: int = 2000) -> dict:
+    """Cross-validated linear probe (StandardScaler + LogisticRegression), grouped by pair id.
+
+    Parameters
+    ----------
+    X : np.ndarray [shape=(n, dim)]
+    labels : np.ndarray [shape=(n,)]
+    groups : np.ndarray [shape=(n,)] or None
+        Group (pair) id per item; ``""`` = own group. A group never spans train and test.
+    n_splits : int
+        Requested folds; reduced to what the smallest class allows.
+
+    Returns
+    -------
+    dict with ``accuracy``, ``macro_f1`` (pooled out-of-fold predictions), ``n_splits``,
+    ``y_true``, ``y_pred``, ``fold`` [shape=(n,)].
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import accuracy_score, f1_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    X, labels, groups = validate(X, labels, groups)
+    require_classes(labels, min_classes=2, min_items=4, what="linear probe")
+    fold = probe_folds(labels, groups, n_splits=n_splits, seed=seed)
+    pred = np.empty(len(labels), dtype=labels.dtype)
+    for f in np.unique(fold):
+        te = fold == f
+        tr = ~te
+        if len(np.unique(labels[tr])) < 2:
+            raise UndefinedMetricError("a training fold holds a single class")
+        model = make_pipeline(StandardScaler(),
+                              LogisticRegression(C=C, max_iter=max_iter, random_state=seed))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model.fit(X[tr], labels[tr])
+        pred[te] = model.predict(X[te])
+    return {"accuracy": float(accuracy_score(labels, pred)),
+            "macro_f1": float(f1_score(labels, pred, average="macro", zero_division=0)),
+            "n_splits": int(len(np.unique(fold))), "y_true": labels, "y_pred": pred,
+            "fold": fold}
+
+
+# ----------------------------------------------------------------------------- clustering
+def kmeans_clusters(X, labels, *, seed: int = 0, n_init: int = 10) -> np.ndarray:
+    """k-means cluster ids [shape=(n,)] with k = number of classes, on L2-normalised vectors.
+
+    Clustering unit vectors makes the result cosine-consistent and scale-free.
+    """
+    from sklearn.cluster import KMeans
+    X, labels, _ = validate(X, labels)
+    k = require_classes(labels, min_classes=2, what="k-means")
+    if len(labels) <= k:
+        raise UndefinedMetricError(f"k-means with {k} clusters needs more than {k} items, "
+                                   f"got {len(labels)}")
+    Xn = l2_normalize(X)
+    n_distinct = len(np.unique(np.round(Xn, 10), axis=0))
+    if n_distinct < k:
+        raise UndefinedMetricError(f"only {n_distinct} distinct vectors for {k} clusters")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        km = KMeans(n_clusters=k, n_init=n_init, random_state=seed).fit(Xn)
+    return km.labels_
+
+
+def cluster_agreement(labels, clusters) -> dict:
+    """V-measure and adjusted Rand index between ``labels`` [shape=(n,)] and ``clusters``."""
+    from sklearn.metrics import adjusted_rand_score, v_measure_score
+    labels = np.asarray(labels)
+    clusters = np.asarray(clusters)
+    if len(labels) != len(clusters):
+        raise ValueError(f"labels ({len(labels)}) and clusters ({len(clusters)}) differ in length")
+    if len(labels) < 2:
+        raise UndefinedMetricError("cluster agreement needs at least 2 items")
+    return {"v_measure": float(v_measure_score(labels, clusters)),
+            "adjusted_rand": float(adjusted_rand_score(labels, clusters))}
