@@ -445,7 +445,9 @@ def run(args: argparse.Namespace) -> int:
     if not args.no_analysis:
         from analysis.compare import run_analysis
         t0 = time.perf_counter()
-        kwargs = {} if args.bootstrap is None else {"n_bootstrap": args.bootstrap}
+        kwargs = {"progress": not args.quiet}
+        if args.bootstrap is not None:
+            kwargs["n_bootstrap"] = args.bootstrap
         run_analysis(list(result.sets.values()), plan.out, plot_dir=plan.plot_dir,
                      cos_dir=plan.cos_dir, var_dir=plan.var_dir, title=plan.plot_title,
                      methods=plan.plot_methods, seed=args.seed,

@@ -479,7 +479,7 @@ def _pair_alignment(a, b):
 def run_analysis(sets, out, *, plot_dir, cos_dir, var_dir, title: str = "",
                  methods=("pca", "tsne"), seed: int = 0, dataset_summary: dict | None = None,
                  run_config: dict | None = None, n_bootstrap: int = DEFAULT_N_BOOTSTRAP,
-                 n_permutations: int = DEFAULT_N_PERMUTATIONS) -> dict:
+                 n_permutations: int = DEFAULT_N_PERMUTATIONS, progress: bool = False) -> dict:
     """Analyse every embedding set and every pair; write metrics, tables, plots and the report.
 
     Parameters
@@ -491,6 +491,8 @@ def run_analysis(sets, out, *, plot_dir, cos_dir, var_dir, title: str = "",
         Maps and bar chart; centroid cosine CSV + heatmaps; within-class variance CSVs.
     methods : tuple of str
         Subset of ("pca", "tsne", "umap").
+    progress : bool
+        Show a progress bar (one step per embedder, per pair and per map).
 
     Returns
     -------
@@ -528,8 +530,14 @@ def run_analysis(sets, out, *, plot_dir, cos_dir, var_dir, title: str = "",
     all_classes = sorted({c for s in sets for c in s.labels.tolist()}
                          | set(dataset_summary.get("classes", []) or []))
 
+    from tqdm.auto import tqdm
+    n_steps = len(sets) + len(sets) * (len(sets) - 1) // 2 + len(methods) * len(sets)
+    bar = tqdm(total=n_steps, desc="analysis", unit="step", disable=not progress, leave=False)
+
     # ---- per embedder metrics
     for s in sets:
+        bar.set_postfix_str(s.name)
+        bar.update()
         try:
             r = evaluate_embedder(s.vectors, s.labels, s.pair_ids, ids=s.ids, seed=seed,
                                   n_bootstrap=n_bootstrap)
@@ -547,6 +555,8 @@ def run_analysis(sets, out, *, plot_dir, cos_dir, var_dir, title: str = "",
         for j in range(i + 1, len(sets)):
             a, b = sets[i], sets[j]
             key = f"{a.name}__vs__{b.name}"
+            bar.set_postfix_str(key)
+            bar.update()
             ia, ib, how = _pair_alignment(a, b)
             try:
                 lab_a, lab_b = a.labels[ia], b.labels[ib]
@@ -587,6 +597,7 @@ def run_analysis(sets, out, *, plot_dir, cos_dir, var_dir, title: str = "",
     except Exception as exc:
         notes.append(f"plotting failed: {type(exc).__name__}: {exc}")
         traceback.print_exc()
+    bar.close()
     files["images"] = {k: [str(p) for p in v] for k, v in images.items()}
     params["seconds_total"] = round(time.perf_counter() - t_start, 3)
     write_json_atomic(metrics, out / "metrics.json")
@@ -678,6 +689,8 @@ def _make_plots(metrics, sets, plot_dir, cos_dir, out, title, methods, seed, all
     for method in methods:
         panels = []
         for s in sets:
+            bar.set_postfix_str(f"{method} {s.name}")
+            bar.update()
             safe = _safe_name(s.name)
             try:
                 Y, p = projection.project(s.vectors, method, s.labels, seed=seed)
