@@ -593,7 +593,7 @@ def run_analysis(sets, out, *, plot_dir, cos_dir, var_dir, title: str = "",
     images = OrderedDict()
     try:
         _make_plots(metrics, sets, plot_dir, cos_dir, out, title, methods, seed, all_classes,
-                    images, notes, params)
+                    images, notes, params, bar)
     except Exception as exc:
         notes.append(f"plotting failed: {type(exc).__name__}: {exc}")
         traceback.print_exc()
@@ -683,7 +683,7 @@ def _write_tables(metrics, sets, out, cos_dir, var_dir, files):
 
 
 def _make_plots(metrics, sets, plot_dir, cos_dir, out, title, methods, seed, all_classes,
-                images, notes, params):
+                images, notes, params, bar):
     from . import plots, projection
     prefix = f"{title}: " if title else ""
     for method in methods:
