@@ -234,14 +234,8 @@ def render_html(metrics: dict, images: dict, *, title: str = "") -> str:
     # per embedder
     parts.append("<h2 id='per-embedder'>Per embedder</h2>")
     for name, r in metrics.get("embedders", {}).items():
-        parts.append(f"<h3>{_e(name)} ({_e(r.get('modality', ''))}, n={_e(r.get('n_items'))}, "
-                     f"dim={_e(r.get('dim'))})</h3>")
-        for n in r.get("notes", []):
-            parts.append(f"<div class='note'>{_e(n)}</div>")
-        parts.append(_table(["metric", "value", "95% CI", "parameters", "note"],
-                            [[_e(c) for c in row]
-                             for row in _metric_detail_rows(r, EMBEDDER_METRICS)],
-                            num_cols=(1,)))
+        _metric_section(parts, f"{name} ({r.get('modality', '')}, n={r.get('n_items')}, "
+                               f"dim={r.get('dim')})", r, EMBEDDER_METRICS)
         for key, cap in ((f"{name}_pca", "PCA map"), (f"{name}_tsne", "t-SNE map"),
                          (f"{name}_umap", "UMAP map"),
                          (f"{name}_centroid_cosine", "Centroid cosine similarity (fixed -1..1)"),
@@ -271,13 +265,8 @@ def render_html(metrics: dict, images: dict, *, title: str = "") -> str:
     # pairs
     parts.append("<h2 id='between-embedders'>Between embedders</h2>")
     for key, r in metrics.get("pairs", {}).items():
-        parts.append(f"<h3>{_e(key)} (matched by {_e(r.get('matched_by'))}, "
-                     f"{_e(r.get('n_shared'))} shared items)</h3>")
-        for n in r.get("notes", []):
-            parts.append(f"<div class='note'>{_e(n)}</div>")
-        parts.append(_table(["metric", "value", "95% CI", "parameters", "note"],
-                            [[_e(c) for c in row] for row in _metric_detail_rows(r, PAIR_METRICS)],
-                            num_cols=(1,)))
+        _metric_section(parts, f"{key} (matched by {r.get('matched_by')}, "
+                               f"{r.get('n_shared')} shared items)", r, PAIR_METRICS)
         ch = r.get("retrieval_chance")
         if ch:
             parts.append(f"<p>Retrieval chance levels with {_e(r.get('retrieval_n_test'))} "
@@ -366,6 +355,16 @@ def render_markdown(metrics: dict, images: dict, out: Path, *, title: str = "") 
     L += ["## Software", "", _md_table(["package", "version"],
                                        list((metrics.get("software") or {}).items())), ""]
     return "\n".join(L)
+
+
+def _metric_section(parts: list, heading: str, entry: dict, names) -> None:
+    """A heading, the entry's notes and its table of metrics (value, CI, parameters, note)."""
+    parts.append(f"<h3>{_e(heading)}</h3>")
+    for n in entry.get("notes", []):
+        parts.append(f"<div class='note'>{_e(n)}</div>")
+    parts.append(_table(["metric", "value", "95% CI", "parameters", "note"],
+                        [[_e(c) for c in row] for row in _metric_detail_rows(entry, names)],
+                        num_cols=(1,)))
 
 
 def _write_atomic(path: Path, text: str):
