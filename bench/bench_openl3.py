@@ -8,8 +8,11 @@ For each input representation (mel256/6144, mel128/512, linear/6144 by default) 
 
 (a) ``plain``: a reference-style eager float32 PyTorch run of the same network: explicit
     BatchNorm layers, NCHW memory, ``torch.no_grad``;
-(b) ``ours``: the embedder's path (BN folded into the convs, channels-last, inference_mode);
-(c) ``bf16``: (b) under ``precision="bfloat16"`` autocast;
+(b) ``direct``: the embedder's path with ``conv_algorithm="direct"`` (BN folded into the convs,
+    channels-last oneDNN convolutions, inference_mode);
+(c) ``winograd``: the embedder's default path (``conv_algorithm="auto"``: Winograd F(4x4,3x3)
+    for the convs with >= 64 input channels on CPU);
+(d) ``bf16``: (b) under ``precision="bfloat16"`` autocast (opt-in: ``--modes ...,bf16``);
 
 frames/s (batch 32, front-end included, frames from ``--seconds`` of synthetic 48 kHz audio at
 hop 0.1) are measured in a fresh subprocess each, then the speed-up ratios and the max |diff| of
@@ -77,7 +80,8 @@ def worker_speed(args) -> dict:
     mode = args.mode
     emb = get_embedder("openl3", weights=str(args.weights_path), input_repr=repr_,
                        embedding_size=size, hop_size=0.1, batch_size=args.batch_size,
-                       device="cpu", precision="bfloat16" if mode == "bf16" else "float32").load()
+                       device="cpu", precision="bfloat16" if mode == "bf16" else "float32",
+                       conv_algorithm="auto" if mode in ("winograd", "ours") else "direct").load()
     audio = synth(args.seconds)
     batches = list(emb._iter_frame_batches(iter([audio])))
     n_frames = sum(b.shape[0] for b in batches)
@@ -166,7 +170,8 @@ def main() -> None:
     ap.add_argument("--bf16-seconds", type=float, default=2.0,
                     help="synthetic audio for the (slow on CPUs without bf16 units) bf16 runs")
     ap.add_argument("--reprs", default="mel256/6144,mel128/512,linear/6144")
-    ap.add_argument("--modes", default="plain,ours,bf16")
+    ap.add_argument("--modes", default="plain,direct,winograd",
+                    help="comma list of plain, direct, winograd, bf16")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--weights", default=None)
@@ -219,6 +224,8 @@ def main() -> None:
             if "plain" in by:
                 line = ", ".join(f"{m} x{by[m]['fps'] / by['plain']['fps']:.2f}"
                                  for m in by if m != "plain")
+                if "direct" in by and "winograd" in by:
+                    line += f"; winograd vs direct x{by['winograd']['fps'] / by['direct']['fps']:.2f}"
                 print(f"  {rep:12s} {line}")
         if args.mem_seconds > 0:
             mem_file = Path(tmp) / "long.wav"

@@ -323,7 +323,8 @@ def test_api_defaults():
     assert cls.option_defaults == {
         "input_repr": "mel256", "content_type": "music", "embedding_size": 6144,
         "hop_size": 0.1, "center": True, "batch_size": 32, "device": None, "weights": None,
-        "precision": "float32", "resampler": "kaiser_best", "tf32": False}
+        "precision": "float32", "resampler": "kaiser_best", "tf32": False,
+        "conv_algorithm": "auto"}
     emb = get_embedder("openl3", embedding_size=512)
     assert emb.dim == 512 and emb.accepts("x.FLAC") and not emb.accepts("x.mid")
 
@@ -338,3 +339,38 @@ def test_import_does_not_load_torch():
                          env={**os.environ, "PYTHONPATH": str(root)})
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+def test_winograd_matches_direct(weights_file, expected):
+    """conv_algorithm is a run-time choice: Winograd and direct agree to fp32 round-off, the
+    default (auto = Winograd on CPU) passes the fixtures, and the cache key ignores it."""
+    import torch
+
+    from embedders.winograd import conv3x3_nhwc, transform_weights
+
+    torch.manual_seed(0)
+    for m in (2, 4):
+        for cin, cout, h, w in ((64, 64, 13, 10), (128, 256, 8, 7), (3, 5, 5, 6)):
+            x = torch.randn(2, cin, h, w)
+            k = torch.randn(cout, cin, 3, 3) / (3 * cin ** 0.5)
+            b = torch.randn(cout)
+            ref = torch.relu(torch.nn.functional.conv2d(x, k, b, padding=1))
+            got = conv3x3_nhwc(x.permute(0, 2, 3, 1).contiguous(),
+                               transform_weights(k.numpy(), m), b, relu=True, m=m)
+            assert got.shape == (2, h, w, cout)
+            err = (got.permute(0, 3, 1, 2) - ref).abs().max().item()
+            assert err <= 1e-4 * ref.abs().max().item(), (m, cin, err)
+
+    cid = "joplin_mapleleaf_48k_mono__mel256__512__hop0.5__nocenter"
+    outs = {}
+    for alg in ("direct", "winograd", "auto"):
+        c, out = run_case(weights_file, expected, cid, conv_algorithm=alg)
+        check(out.frames[c["rows"]], expected[c["embedding_key"]], c["tolerance"])
+        outs[alg] = out.frames
+    scale = np.abs(outs["direct"]).max()
+    assert np.abs(outs["winograd"] - outs["direct"]).max() <= 1e-4 * scale
+    np.testing.assert_array_equal(outs["auto"], outs["winograd"])  # auto = Winograd on CPU
+    a = get_embedder("openl3", conv_algorithm="direct", embedding_size=512)
+    b = get_embedder("openl3", conv_algorithm="winograd", embedding_size=512)
+    assert a.cache_options() == b.cache_options()
+    assert "conv_algorithm" not in a.cache_options()
