@@ -64,7 +64,17 @@ def synth(seconds: float, sr: int = 48000, seed: int = 0) -> np.ndarray:
 
 
 def rss_mb() -> float:
+    """Peak resident set size of this process so far (MB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def current_rss_mb() -> float:
+    """Resident set size now (MB; Linux), else the peak so far."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        return rss_mb()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -129,7 +139,7 @@ def worker_memory(args) -> dict:
     emb = get_embedder("openl3", weights=str(args.weights_path), input_repr=repr_,
                        embedding_size=int(size), hop_size=args.mem_hop, device="cpu",
                        resampler=args.resampler).load()
-    after_load = rss_mb()
+    after_load = current_rss_mb()
     t0 = time.perf_counter()
     out = emb.compute(args.mem_file)
     dt = time.perf_counter() - t0

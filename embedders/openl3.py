@@ -21,36 +21,37 @@ What is reproduced (see the fixtures in ``tests/fixtures/openl3`` for the parity
   (groups with non-empty ``weight_names`` in ``layer_names`` order), shapes checked.
 
 Speed (2-core AMD EPYC Zen3 VM, AVX2, torch 2.13 CPU, random weights, batch 32, front-end
-included; ``bench/bench_openl3.py``): BatchNorm is folded into the convolutions, the network runs
-in channels-last memory format under ``torch.inference_mode`` on micro-batches of 4 frames
-(cache-friendly; ``batch_size`` frames are still framed and returned together), and the
-front-end is one batched ``torch.stft``. Measured on an idle machine: mel128/512 ~13 frames/s,
-mel256/6144 ~6.5 frames/s, against ~7 and ~4 frames/s for a plain eager float32 PyTorch run of
-the same network (explicit BN, NCHW); ~1.2-1.7x depending on load (the bench prints the ratios
-side by side). Parity cost of these optimisations: max |diff| vs the plain run ~4e-4, mean
-~2e-5 (embeddings of mean |e| ~15), i.e. float32 round-off. The per-layer cost is dominated by
-the 3x3 convolutions (10.2 GMAC per frame for mel256/linear, 5.1 for mel128); oneDNN reaches
-about half of the cores' FMA peak. ``conv_algorithm="auto"`` (default) therefore computes convs
-2-7 (>= 64 in, >= 128 out channels) on CPU as Winograd F(4x4,3x3) convolutions
+included; ``bench/bench_openl3.py`` prints the ratios side by side in one run): BatchNorm is
+folded into the convolutions, the network runs in channels-last memory format under
+``torch.inference_mode``, and front-end, network and pooling run together on micro-batches of
+1-2 frames (``CPU_MICRO_BATCH_BYTES``; cache-friendly and no batch-sized intermediates). The cost
+is the 3x3 convolutions (10.2 GMAC per frame for mel256/linear, 5.1 for mel128), where oneDNN
+reaches about half of the cores' FMA peak, so ``conv_algorithm="auto"`` (default) computes
+convs 2-7 (>= 64 in, >= 128 out channels) on CPU as Winograd F(4x4,3x3) convolutions
 (:mod:`embedders.winograd`: 36 batched GEMMs on transformed tiles, 4x fewer multiplications);
-convs 0-1 stay oneDNN (faster there). Measured (noisy shared 2-core VM, same run): mel256/6144
-~8-9.5 frames/s vs ~6.5 direct, mel128/512 ~18 vs ~13, linear/6144 ~8 vs ~7. ``"direct"``
-keeps all convs on oneDNN, ``"winograd"`` forces the Winograd layers on any device. It is a
-run-time option (not in the cache key): Winograd vs direct differ by float32 round-off only
-(max |diff| ~1e-4 on embeddings of mean |e| ~15; vs the plain run max ~3.5e-4, mean ~2e-5, the
-same as direct). With ``precision="bfloat16"`` all convs are direct. The Winograd buffers add
-~100-150 MB to the peak RSS.
+convs 0-1 stay oneDNN (faster there, measured). ``"direct"`` keeps every conv on oneDNN,
+``"winograd"`` forces the Winograd layers on any device. Two runs of the bench on this shared VM
+(absolute speeds move by ~30 % with the load; the ratios much less): mel256/6144 6.8-10.2
+frames/s, mel128/512 16.1-19.7, linear/6144 8.8-11.8; 2.3-3.1x a plain eager float32 run of the
+same network (explicit BN, NCHW) and 1.2-1.7x the direct path. It is a run-time option (not in
+the cache key): vs the plain run max |diff| ~3-4e-4, mean ~2e-5 on embeddings of mean |e| ~13-16,
+the same as the direct path's, i.e. float32 round-off. The Winograd buffers add ~100 MB to the
+peak RSS; with ``precision="bfloat16"`` all convs are direct.
 
 ``precision="bfloat16"`` runs the network under autocast (opt-in; it changes the numbers: mean
-|diff| ~0.09, max ~1.1 on embeddings of mean |e| ~15, cosine > 0.9999). On CPUs without native
-bf16 instructions (AVX512-BF16/AMX; e.g. this Zen3) it is ~6x *slower* than float32; it is meant
+|diff| ~0.09, max ~1.1-1.4 on embeddings of mean |e| ~15, cosine > 0.9999). On CPUs without
+native bf16 instructions (AVX512-BF16/AMX; e.g. this Zen3, AVX2 only) it is *slower*: measured
+0.20-0.24x the plain float32 run, ~10x slower than the default path; it is meant
 for GPUs and recent Xeons. ``tf32=True`` allows TF32 on CUDA (off by default: it breaks parity).
 
-Memory: audio is *streamed*: the file is read in blocks (``iter_audio_blocks``), downmixed,
+Memory: audio is *streamed*: the file is read in 10-s blocks (``iter_audio_blocks``), downmixed,
 resampled block by block (both resamplers are streaming-exact), and frames are cut from a small
 rolling buffer of the 48 kHz signal and embedded ``batch_size`` at a time. Neither the whole
 signal nor all frames are ever held in memory; only the (n_frames, dim) output grows
 (6144 float32 = 24 kB per frame, ~0.9 GB for one hour at hop 0.1 with 6144 dims; 512 dims ~74 MB).
+Measured (44.1 kHz stereo, mel128/512, hop 5 so that the output is negligible): RSS ~310-400 MB
+after loading (torch itself is most of it), peak ~480-590 MB for a 10-minute file and 598 MB for
+a 1-hour file (flat over the hour; the reference needs 1.9 GB for a 30-s file).
 """
 from __future__ import annotations
 
@@ -80,9 +81,11 @@ CONV_ALGORITHMS = ("auto", "direct", "winograd")
 #: (2 Zen3 cores); its round-off stays ~1e-5 relative per layer.
 WINOGRAD_TILE = 4
 BN_EPS = 1e-3
-#: Frames per network call on CPU (cache-friendly); ``batch_size`` frames are still framed,
-#: transformed and returned together.
-CPU_MICRO_BATCH = 4
+#: On CPU the network runs on micro-batches whose first-layer activations (64 channels at the
+#: full spectrogram size: 13 MB per frame for mel256/linear, 6.5 MB for mel128) stay within this
+#: many bytes, i.e. 1 frame for mel256/linear and 2 for mel128: measured 5-15 % faster than 4
+#: frames (2 Zen3 cores). ``batch_size`` frames are still framed, transformed and returned together.
+CPU_MICRO_BATCH_BYTES = 16 << 20
 WEIGHTS_URL = "https://github.com/marl/openl3/raw/models/openl3_audio_{input_repr}_{content_type}-v0_4_0.h5.gz"
 WEIGHTS_NAME = "openl3_audio_{input_repr}_{content_type}.h5"
 #: Learned parameters are ~18.8 MB of float32; anything much smaller is not a weight file.
@@ -528,6 +531,8 @@ class OpenL3(Embedder):
             torch.backends.cudnn.allow_tf32 = bool(o["tf32"])
             torch.backends.cuda.matmul.allow_tf32 = bool(o["tf32"])
         self._frontend = build_frontend(o["input_repr"]).to(dev).eval()
+        with torch.inference_mode():
+            self._spec_shape = tuple(self._frontend(torch.zeros(1, FRAME_LEN, device=dev)).shape[2:])
         # bfloat16 autocast: Winograd's transforms lose too much in bf16; direct convs only
         self._winograd = (winograd_layers(o["conv_algorithm"], dev.type)
                           if o["precision"] == "float32" else ())
@@ -542,42 +547,47 @@ class OpenL3(Embedder):
         _weights_sha = _file_sha256(self._weights_path)  # warm the identity cache once
         del _weights_sha
 
-    def _forward_maps(self, frames: np.ndarray):
-        """(B, 48000) float32 frames -> (B, 512, h, w) float32 torch map on CPU."""
-        import torch
-
-        x = torch.from_numpy(np.ascontiguousarray(frames, dtype=np.float32)).to(self._torch_device)
-        with torch.inference_mode():
-            spec = self._frontend(x)
-            if self._channels_last:
-                spec = spec.contiguous(memory_format=torch.channels_last)
-            # On CPU the early layers' activations (up to 13 MB per frame) fall out of the cache
-            # for large batches: running the network on micro-batches is ~25 % faster (measured
-            # on 2 cores: mel256 154 ms/frame with 4 frames vs 194 ms with 32).
-            step = CPU_MICRO_BATCH if self._torch_device.type == "cpu" else spec.shape[0]
-            outs = []
-            for i in range(0, spec.shape[0], step):
-                part = spec[i:i + step]
-                if self.options["precision"] == "bfloat16":
-                    with torch.autocast(self._torch_device.type, dtype=torch.bfloat16):
-                        o = self._net(part)
-                    o = o.float()
-                else:
-                    o = self._net(part)
-                outs.append(o)
-            out = outs[0] if len(outs) == 1 else torch.cat(outs)
-        return out
+    def _micro_batch(self) -> int:
+        """Frames per network call: all of them on GPUs; on CPU, see CPU_MICRO_BATCH_BYTES."""
+        if self._torch_device.type != "cpu":
+            return int(self.options["batch_size"])
+        n_bins, n_stft = self._spec_shape
+        per_frame = n_bins * n_stft * CONV_CHANNELS[0][1] * 4
+        return max(1, CPU_MICRO_BATCH_BYTES // per_frame)
 
     def _embed_frames(self, frames: np.ndarray) -> np.ndarray:
+        """(B, 48000) float32 frames -> (B, dim) float32 embeddings.
+
+        Front-end, network and final pooling run together on micro-batches, so the batch's
+        spectrograms (the STFT of 32 mel256 frames is ~50 MB) and 512-channel maps (~50 MB) are
+        never all alive at once; on CPU the early layers' activations also stay in the cache
+        (mel256 before Winograd: 154 ms/frame with 4 frames per call, 194 with 32; with Winograd
+        ~110 with 1 frame, ~125 with 4).
+        """
         import torch
 
-        out = self._forward_maps(frames)
+        x = torch.from_numpy(np.ascontiguousarray(frames, dtype=np.float32))
+        if self._torch_device.type == "cuda":  # one pinned host->device copy per batch
+            x = x.pin_memory().to(self._torch_device, non_blocking=True)
+        out = np.empty((x.shape[0], self.dim), dtype=np.float32)
+        step = self._micro_batch()
+        bf16 = self.options["precision"] == "bfloat16"
         with torch.inference_mode():
-            emb = pool_map(out, self._pool)
-        return emb.cpu().numpy().astype(np.float32, copy=False)
+            for i in range(0, x.shape[0], step):
+                spec = self._frontend(x[i:i + step].to(self._torch_device))
+                if self._channels_last:
+                    spec = spec.contiguous(memory_format=torch.channels_last)
+                if bf16:
+                    with torch.autocast(self._torch_device.type, dtype=torch.bfloat16):
+                        maps = self._net(spec)
+                    maps = maps.float()
+                else:
+                    maps = self._net(spec)
+                out[i:i + step] = pool_map(maps, self._pool).cpu().numpy()
+        return out
 
     # -- audio -----------------------------------------------------------------------------------
-    def _iter_48k(self, path: str, block_seconds: float = 30.0) -> Iterator[np.ndarray]:
+    def _iter_48k(self, path: str, block_seconds: float = 10.0) -> Iterator[np.ndarray]:
         """Stream the mono 48 kHz float64 signal of a file, block by block."""
         from .resample import make_resampler
 

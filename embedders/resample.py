@@ -24,8 +24,10 @@ Two resamplers are offered, both usable on a whole signal or block by block:
     * Streaming: output sample t needs input samples ``n-63 .. n+64`` (n = int(time)), so a block
       is emitted as soon as its right context has arrived; the result is identical to resampling
       the whole signal at once (tested).
-    * Cost: about 130 multiply-adds per output sample, vectorised in chunks of outputs; measured
-      ~2.5-5 s per minute of audio on this 2-core VM (~5 % of OpenL3's network time at hop 0.1).
+    * Cost: about 130 multiply-adds per output sample, vectorised in chunks of 2048 outputs (the
+      chunk's ~1 MB tap tables stay in the cache: 44.1 -> 48 kHz took 1.4 s per minute of audio
+      with 2048 against 7.0 s with 8192, same run, this 2-core VM), i.e. ~2 % of OpenL3's network
+      time at hop 0.1.
 
 ``soxr``  (:class:`SoxrResampler`)
     libsoxr at quality ``VHQ`` through python-soxr's streaming interface (much faster). It is not
@@ -104,10 +106,11 @@ class KaiserBestResampler:
     sr_orig, sr_new : int
         Input and output sample rates.
     chunk : int
-        Output samples computed per vectorised step (memory ~ chunk * 130 * 8 bytes * a few).
+        Output samples computed per vectorised step (memory ~ chunk * 130 * 8 bytes * a few;
+        small enough to stay in the cache, which is what makes it fast).
     """
 
-    def __init__(self, sr_orig: int, sr_new: int, chunk: int = 8192):
+    def __init__(self, sr_orig: int, sr_new: int, chunk: int = 2048):
         if sr_orig <= 0 or sr_new <= 0:
             raise ValueError(f"invalid sample rates {sr_orig} -> {sr_new}")
         self.sr_orig, self.sr_new = int(sr_orig), int(sr_new)

@@ -1,7 +1,6 @@
 """The command line: params files, overrides, exit codes, messages."""
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from hypothesis import given, strategies as st

@@ -15,7 +15,6 @@ import main
 import toy_embedders
 from conftest import ROOT, write_midi, write_wav
 from embedders import get_embedder
-from embedders.pipeline import embed_dataset
 from embedders.store import EmbeddingStore, load_export
 
 
