@@ -48,7 +48,8 @@ Memory: audio is *streamed*: the file is read in 10-s blocks (``iter_audio_block
 resampled block by block (both resamplers are streaming-exact), and frames are cut from a small
 rolling buffer of the 48 kHz signal and embedded ``batch_size`` at a time. Neither the whole
 signal nor all frames are ever held in memory; only the (n_frames, dim) output grows
-(6144 float32 = 24 kB per frame, ~0.9 GB for one hour at hop 0.1 with 6144 dims; 512 dims ~74 MB).
+(6144 float32 = 24 kB per frame, ~0.9 GB for one hour at hop 0.1 with 6144 dims; 512 dims ~74 MB),
+filled in place from the frame count in the file's header rather than concatenated at the end.
 Measured (44.1 kHz stereo, mel128/512, hop 5 so that the output is negligible): RSS ~310-400 MB
 after loading (torch itself is most of it), peak ~480-590 MB for a 10-minute file and 598 MB for
 a 1-hour file (flat over the hour; the reference needs 1.9 GB for a 30-s file).
@@ -88,6 +89,9 @@ BN_EPS = 1e-3
 CPU_MICRO_BATCH_BYTES = 16 << 20
 WEIGHTS_URL = "https://github.com/marl/openl3/raw/models/openl3_audio_{input_repr}_{content_type}-v0_4_0.h5.gz"
 WEIGHTS_NAME = "openl3_audio_{input_repr}_{content_type}.h5"
+#: Largest output array allocated up front from a file header's length (4 GB: ~4.5 h at hop 0.1
+#: with 6144 dims); beyond that the output is concatenated from the batches.
+MAX_PREALLOC_BYTES = 4 << 30
 #: Learned parameters are ~18.8 MB of float32; anything much smaller is not a weight file.
 MIN_WEIGHTS_SIZE = 18_000_000
 
@@ -653,11 +657,32 @@ class OpenL3(Embedder):
         if pending:
             yield np.stack(pending)
 
-    def embed_signal(self, blocks: Iterator[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """Embed a mono 48 kHz signal given as an iterable of blocks -> (frames, timestamps)."""
+    def embed_signal(self, blocks: Iterator[np.ndarray], *,
+                     n_frames_hint: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Embed a mono 48 kHz signal given as an iterable of blocks -> (frames, timestamps).
+
+        ``n_frames_hint``: the expected number of frames (from the file's header). The output is
+        then filled in place instead of concatenated at the end, which would briefly hold it
+        twice (an hour at hop 0.1 and 6144 dims is ~0.9 GB). A wrong hint only costs that copy.
+        """
         self.load()
-        outs = [self._embed_frames(b) for b in self._iter_frame_batches(iter(blocks))]
-        emb = np.concatenate(outs, axis=0)
+        batches = self._iter_frame_batches(iter(blocks))
+        if n_frames_hint is None or n_frames_hint <= 0:
+            emb = np.concatenate([self._embed_frames(b) for b in batches], axis=0)
+        else:
+            emb = np.empty((int(n_frames_hint), self.dim), dtype=np.float32)
+            done, extra = 0, []
+            for b in batches:
+                e = self._embed_frames(b)
+                if extra or done + e.shape[0] > emb.shape[0]:
+                    extra.append(e)
+                else:
+                    emb[done:done + e.shape[0]] = e
+                    done += e.shape[0]
+            if extra:
+                emb = np.concatenate([emb[:done], *extra], axis=0)
+            elif done < emb.shape[0]:
+                emb = emb[:done].copy()
         ts = np.arange(emb.shape[0]) * float(self.options["hop_size"])
         return emb, ts
 
@@ -675,13 +700,19 @@ class OpenL3(Embedder):
         return self.embed_signal([audio])
 
     def _embed_file(self, path: str) -> Embedding:
+        from .resample import output_length
+
+        sr, channels, n = audio_io.audio_info(path)
+        n_48k = n if sr == SR else output_length(n, sr, SR)
+        hint = n_frames_for(n_48k, self.hop_len, self.options["center"]) if n_48k > 0 else None
+        if hint is not None and hint * self.dim * 4 > MAX_PREALLOC_BYTES:
+            hint = None  # an implausible header is not trusted with a huge allocation
         try:
-            frames, ts = self.embed_signal(self._iter_48k(path))
+            frames, ts = self.embed_signal(self._iter_48k(path), n_frames_hint=hint)
         except InputError:
             raise
         except (ValueError, MemoryError) as exc:
             raise InputError(path, f"cannot embed audio: {exc}") from exc
-        sr, channels, n = audio_io.audio_info(path)
         info = {
             "sample_rate": sr,
             "channels": channels,

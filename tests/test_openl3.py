@@ -197,6 +197,22 @@ def test_streaming_and_batching_do_not_change_results(weights_file, tmp_path):
     assert np.abs(got.frames - ref_frames).max() < 1e-3
 
 
+def test_frame_count_hint_never_changes_the_output(weights_file):
+    """The header's frame count only preallocates; a wrong one (a lying header) gives the same
+    frames as none."""
+    rng = np.random.default_rng(6)
+    sig = 0.1 * rng.standard_normal(int(1.7 * 48000))
+    emb = get_embedder("openl3", weights=str(weights_file), input_repr="mel128",
+                       embedding_size=512, hop_size=0.25, batch_size=2, device="cpu")
+    ref, ref_ts = emb.embed_signal([sig])
+    assert ref.shape == (6, 512)  # 1 + ceil((81600 + 24000 - 48000) / 12000)
+    for hint in (6, 3, 20):
+        got, ts = emb.embed_signal([sig], n_frames_hint=hint)
+        assert got.shape == ref.shape and got.flags["C_CONTIGUOUS"]
+        np.testing.assert_array_equal(got, ref)
+        np.testing.assert_array_equal(ts, ref_ts)
+
+
 def test_bf16_runs_within_loose_bound(weights_file, expected):
     cid = "handel_lascia_48k_stereo_short__mel128__512__hop0.1__center"
     c, out = run_case(weights_file, expected, cid, precision="bfloat16")
