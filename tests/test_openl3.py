@@ -261,6 +261,57 @@ def test_weights_from_cache_dir(weights_file, tmp_path, monkeypatch):
     assert emb.resolve_weights() == cache / "openl3" / "openl3_audio_linear_music.h5"
 
 
+def test_weights_from_installed_openl3_package_after_the_cache(weights_file, tmp_path,
+                                                                monkeypatch):
+    site = tmp_path / "site"
+    (site / "openl3").mkdir(parents=True)
+    (site / "openl3" / "__init__.py").write_text("")
+    name = "openl3_audio_mel128_music.h5"
+    os.symlink(weights_file, site / "openl3" / name)
+    monkeypatch.syspath_prepend(str(site))
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("EMBCOMPARE_CACHE_DIR", str(cache))
+    emb = get_embedder("openl3", input_repr="mel128")
+    assert emb.resolve_weights() == site / "openl3" / name
+    (cache / "openl3").mkdir(parents=True)  # the user cache comes before the package
+    os.symlink(weights_file, cache / "openl3" / name)
+    assert emb.resolve_weights() == cache / "openl3" / name
+    # and an explicit path before both
+    assert get_embedder("openl3", input_repr="mel128",
+                        weights=str(weights_file)).resolve_weights() == Path(weights_file)
+
+
+def test_weights_download_is_verified_and_atomic(weights_file, tmp_path, monkeypatch):
+    """The download step, through a file:// URL the test builds (no network): gunzipped into the
+    cache under the official name; a truncated or too small download leaves nothing behind."""
+    import gzip
+
+    import embedders.openl3 as o3
+
+    served = tmp_path / "served"
+    served.mkdir()
+    raw = Path(weights_file).read_bytes()
+    good = gzip.compress(raw, compresslevel=1)
+    (served / "openl3_audio_linear_env-v0_4_0.h5.gz").write_bytes(good)
+    (served / "openl3_audio_mel128_env-v0_4_0.h5.gz").write_bytes(good[:len(good) // 2])
+    (served / "openl3_audio_mel256_env-v0_4_0.h5.gz").write_bytes(gzip.compress(b"x" * 1000))
+    monkeypatch.setattr(o3, "WEIGHTS_URL",
+                        served.as_uri() + "/openl3_audio_{input_repr}_{content_type}-v0_4_0.h5.gz")
+    monkeypatch.delenv("EMBCOMPARE_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("EMBCOMPARE_CACHE_DIR", str(cache))
+
+    got = get_embedder("openl3", input_repr="linear", content_type="env").resolve_weights()
+    assert got == cache / "openl3" / "openl3_audio_linear_env.h5"
+    assert got.read_bytes() == raw
+    for repr_, reason in (("mel128", "could not download"), ("mel256", "too small")):
+        with pytest.raises(WeightsError, match=reason) as info:
+            get_embedder("openl3", input_repr=repr_, content_type="env").resolve_weights()
+        assert f"openl3_audio_{repr_}_env.h5" in str(info.value)
+    assert sorted(p.name for p in (cache / "openl3").iterdir()) == ["openl3_audio_linear_env.h5"]
+
+
 def test_weights_offline_error_names_file_and_url():
     emb = get_embedder("openl3", input_repr="mel256", content_type="env")
     with pytest.raises(WeightsError) as info:
