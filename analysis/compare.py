@@ -313,23 +313,6 @@ def evaluate_embedder(X, labels, groups=None, *, ids=None, seed: int = 0,
 
 
 # ----------------------------------------------------------------------------- per pair
-def _cka_grams(X, Y):
-    Xc, Yc = X - X.mean(axis=0), Y - Y.mean(axis=0)
-    return Xc @ Xc.T, Yc @ Yc.T
-
-
-def _cka_from_grams(K, L):
-    n = K.shape[0]
-    if n < 2:
-        raise UndefinedMetricError("CKA needs at least 2 items")
-    Kc = K - K.mean(axis=0) - K.mean(axis=1)[:, None] + K.mean()
-    Lc = L - L.mean(axis=0) - L.mean(axis=1)[:, None] + L.mean()
-    den = np.linalg.norm(Kc) * np.linalg.norm(Lc)
-    if den < 1e-300:
-        raise UndefinedMetricError("zero variance")
-    return float(np.sum(Kc * Lc) / den)
-
-
 def evaluate_pair(X, Y, labels=None, *, seed: int = 0, n_bootstrap: int = DEFAULT_N_BOOTSTRAP,
                   n_permutations: int = DEFAULT_N_PERMUTATIONS, knn_k: int = 10,
                   test_fraction: float = 0.3, max_components: int = 64) -> "OrderedDict":
@@ -358,12 +341,8 @@ def evaluate_pair(X, Y, labels=None, *, seed: int = 0, n_bootstrap: int = DEFAUL
 
     def cka():
         v = crossspace.linear_cka(X, Y)
-        b = None
-        if n <= 4000:
-            K, L = _cka_grams(X, Y)
-            b = bootstrap_ci(lambda idx: _cka_from_grams(K[np.ix_(idx, idx)],
-                                                         L[np.ix_(idx, idx)]),
-                             np.arange(n), n_boot=n_bootstrap, seed=seed, strata=strata)
+        f = crossspace.linear_cka_resampler(X, Y)
+        b = bootstrap_ci(f, np.arange(n), n_boot=n_bootstrap, seed=seed, strata=strata)
         return v, _ci(b), _boot_params(b)
     res["cka_linear"] = _guard(cka, {"kernel": "linear", "centered": True})
 

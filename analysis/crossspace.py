@@ -13,7 +13,7 @@ from ._common import (UndefinedMetricError, as_labels, as_matrix, cosine_distanc
                       cosine_neighbors, l2_normalize)
 from .structure import centroid_cosine_matrix
 
-__all__ = ["validate", "match_items", "linear_cka", "rsa", "rsa_from_distances",
+__all__ = ["validate", "match_items", "linear_cka", "linear_cka_resampler", "rsa", "rsa_from_distances",
            "cosine_distance_matrix", "knn_jaccard_per_item", "knn_jaccard",
            "centroid_matrix_correlation", "split_pairs", "procrustes_retrieval",
            "retrieval_scores", "retrieval_chance"]
@@ -77,6 +77,78 @@ def linear_cka(X, Y) -> float:
     num = np.linalg.norm(Yc.T @ Xc) ** 2
     den = np.linalg.norm(Xc.T @ Xc) * np.linalg.norm(Yc.T @ Yc)
     return float(num / den)
+
+
+#: Largest n for which :func:`linear_cka_resampler` keeps five n x n float32 matrices
+#: (8000 items: 1.3 GB); above it, resamples are computed from the feature matrices.
+CKA_GRAM_MAX_ITEMS = 8000
+
+
+def linear_cka_resampler(X, Y, *, max_gram_items: int | None = None):
+    """A function ``f(idx) -> float``: the linear CKA of the rows ``X[idx], Y[idx]`` (``idx`` may
+    repeat rows, as a bootstrap resample does) without building the resampled matrices.
+
+    A resample with repeats is the original items weighted by their counts ``w``. With
+    ``M = diag(w) - w w^T / sum(w)``, HSIC(K, L) = tr(M K M L) =
+    ``w^T (K*L) w - 2 sum_i w_i (Kw)_i (Lw)_i / sum(w) + (w^T K w)(w^T L w) / sum(w)^2``, so one
+    resample costs a few n x n matrix-vector products on Gram matrices built once (instead of
+    gathering and centring two n' x n' matrices: ~15x faster at n = 2000). Above
+    :data:`CKA_GRAM_MAX_ITEMS` items the weighted cross-covariances of the features are used.
+
+    Parameters
+    ----------
+    X : np.ndarray [shape=(n, dx)]
+    Y : np.ndarray [shape=(n, dy)]
+    max_gram_items : int or None
+        Use the Gram-matrix path up to this many items (default :data:`CKA_GRAM_MAX_ITEMS`).
+    """
+    X, Y, _ = validate(X, Y)
+    n = X.shape[0]
+    if n < 2:
+        raise UndefinedMetricError("CKA needs at least 2 items")
+    if max_gram_items is None:
+        max_gram_items = CKA_GRAM_MAX_ITEMS
+    # global centring and scaling change no weighted CKA and keep the terms below small
+    Xc, Yc = X - X.mean(axis=0), Y - Y.mean(axis=0)
+    sx, sy = np.linalg.norm(Xc), np.linalg.norm(Yc)
+    if sx < 1e-12 or sy < 1e-12:
+        raise UndefinedMetricError("CKA undefined: one space has zero variance")
+    Xc, Yc = Xc / sx, Yc / sy
+
+    def cka_of(hsic_xy, hsic_xx, hsic_yy):
+        den = np.sqrt(max(hsic_xx, 0.0) * max(hsic_yy, 0.0))
+        if den < 1e-300:
+            raise UndefinedMetricError("zero variance in the resample")
+        return float(hsic_xy / den)
+
+    if n <= max_gram_items:
+        K = (Xc @ Xc.T).astype(np.float32)
+        L = (Yc @ Yc.T).astype(np.float32)
+        KL, KK, LL = K * L, K * K, L * L
+
+        def f(idx):
+            w = np.bincount(np.asarray(idx), minlength=n).astype(np.float32)
+            S = float(w.sum())
+            Kw, Lw = (K @ w).astype(np.float64), (L @ w).astype(np.float64)
+            w64 = w.astype(np.float64)
+            wKw, wLw = float(w64 @ Kw), float(w64 @ Lw)
+
+            def hsic(AB, Aw, Bw, wAw, wBw):
+                return (float(w64 @ (AB @ w).astype(np.float64))
+                        - 2.0 * float(np.sum(w64 * Aw * Bw)) / S + wAw * wBw / S ** 2)
+            return cka_of(hsic(KL, Kw, Lw, wKw, wLw), hsic(KK, Kw, Kw, wKw, wKw),
+                          hsic(LL, Lw, Lw, wLw, wLw))
+        return f
+
+    def f(idx):
+        w = np.bincount(np.asarray(idx), minlength=n).astype(np.float64)
+        S = w.sum()
+        Xw = Xc - (w @ Xc) / S
+        Yw = Yc - (w @ Yc) / S
+        Xs = Xw * w[:, None]
+        return cka_of(np.linalg.norm(Xs.T @ Yw) ** 2, np.linalg.norm(Xs.T @ Xw) ** 2,
+                      np.linalg.norm((Yw * w[:, None]).T @ Yw) ** 2)
+    return f
 
 
 # ----------------------------------------------------------------------------- RSA

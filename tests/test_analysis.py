@@ -249,6 +249,23 @@ def test_cka_invariant_to_rotation_and_isotropic_scaling(seed, scale, n, dim):
     assert crossspace.linear_cka(X, Y) == pytest.approx(crossspace.linear_cka(Y, X), abs=1e-10)
 
 
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10_000), n=st.integers(4, 30), gram=st.booleans())
+def test_cka_resampler_equals_cka_of_the_resampled_rows(seed, n, gram):
+    """The bootstrap's weighted CKA (no resampled matrices built) is the CKA of X[idx], Y[idx]
+    with repeated rows, on both of its paths."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, 5)) + rng.normal(size=5) * 10
+    Y = X @ rng.normal(size=(5, 7)) + rng.normal(size=(n, 7))
+    f = crossspace.linear_cka_resampler(X, Y, max_gram_items=10_000 if gram else 0)
+    for _ in range(3):
+        idx = rng.integers(0, n, size=n)
+        if len(np.unique(idx)) < 2:
+            continue
+        assert f(idx) == pytest.approx(crossspace.linear_cka(X[idx], Y[idx]), abs=2e-5)
+    assert f(np.arange(n)) == pytest.approx(crossspace.linear_cka(X, Y), abs=2e-5)
+
+
 # ----------------------------------------------------------------------------- dict API
 def test_evaluate_embedder_and_pair_entries():
     X, y = clusters(n_per=8, k=3)
