@@ -25,6 +25,22 @@ def rotation(dim, seed=0):
 
 
 # ----------------------------------------------------------------------------- separability
+def test_silhouette_equals_sklearn_on_the_cosine_distance_matrix():
+    """The class-sum silhouette (no n x n matrix) is sklearn's, with a singleton class, a
+    duplicated vector and a zero vector thrown in."""
+    from sklearn.metrics import silhouette_samples
+    from analysis._common import cosine_distance_matrix
+    rng = np.random.default_rng(7)
+    X = rng.normal(size=(40, 6)) + rng.normal(size=6)
+    X[5] = X[4]
+    X[9] = 0.0
+    y = np.array(["a"] * 15 + ["b"] * 14 + ["c"] * 10 + ["solo"])
+    got = separability.silhouette_samples_cosine(X, y)
+    want = silhouette_samples(cosine_distance_matrix(X), y, metric="precomputed")
+    np.testing.assert_allclose(got, want, atol=1e-12)
+    assert got[-1] == 0.0
+
+
 def test_separated_clusters_score_perfectly():
     X, y = clusters()
     assert separability.silhouette_cosine(X, y) > 0.9
@@ -281,6 +297,21 @@ def test_evaluate_embedder_and_pair_entries():
     assert p["retrieval_recall_at_1"]["params"]["chance"] == pytest.approx(
         1 / p["retrieval_n_test"])
     assert "ci95" not in p["rsa_mantel_p"]
+
+
+def test_rsa_on_many_items_uses_a_recorded_subset(monkeypatch):
+    import analysis.compare as compare
+    monkeypatch.setattr(compare, "RSA_MAX_ITEMS", 25)
+    X, y = clusters(n_per=15, k=4)
+    Y = 3 * X @ rotation(16, seed=1)
+    p = evaluate_pair(X, Y, y, n_bootstrap=10, n_permutations=19, seed=4)
+    e = p["rsa_spearman"]
+    assert e["value"] == pytest.approx(1.0)  # a rotated copy: same geometry on any subset
+    assert e["params"]["items_subsampled"] == {"n_items": 25, "of": 60, "seed": 4}
+    assert "25 of the 60" in e["note"]
+    assert p["rsa_mantel_p"]["params"]["items_subsampled"]["n_items"] == 25
+    assert p["rsa_mantel_p"]["value"] == pytest.approx(1 / 20)
+    assert "items_subsampled" not in p["cka_linear"]["params"]  # the others use every item
 
 
 def test_evaluate_embedder_degenerate_notes():
