@@ -82,24 +82,42 @@ def cosine_distance_matrix(X: np.ndarray) -> np.ndarray:
     return D
 
 
-def cosine_neighbors(X: np.ndarray, k: int, *, chunk: int = 2048) -> np.ndarray:
-    """Indices [shape=(n, k)] of the k nearest neighbours (cosine) of each row, self excluded.
+def cosine_neighbors(X: np.ndarray, k: int, *, rows=None, chunk: int = 2048) -> np.ndarray:
+    """Indices [shape=(len(rows), k)] of the k nearest neighbours (cosine) of each row, self
+    excluded (``rows``: the query rows, default all).
 
-    Ties are broken by index (stable sort), so the result is deterministic.
+    Ties are broken by index, exactly as a stable sort of the whole row would (so the result is
+    deterministic), but only ~k candidates per row are sorted: a partial partition finds them,
+    and rows whose candidate boundary falls inside a run of tied values are sorted in full.
     """
     Xn = l2_normalize(X)
     n = Xn.shape[0]
     if not 1 <= k <= n - 1:
         raise UndefinedMetricError(f"{k} neighbours need at least {k + 1} items, got {n}")
-    out = np.empty((n, k), dtype=np.int64)
-    for start in range(0, n, chunk):
-        stop = min(n, start + chunk)
-        S = Xn[start:stop] @ Xn.T
-        S[np.arange(stop - start), np.arange(start, stop)] = -np.inf
+    rows = np.arange(n) if rows is None else np.asarray(rows, dtype=np.int64)
+    out = np.empty((len(rows), k), dtype=np.int64)
+    m = min(n - 1, k + 8)  # candidates kept beyond k, to tell a clean boundary from a tie
+    for start in range(0, len(rows), chunk):
+        q = rows[start:start + chunk]
+        S = Xn[q] @ Xn.T
+        S[np.arange(len(q)), q] = -np.inf
         # round to kill float noise so exact ties break by index
         S = np.round(S, 12)
-        order = np.argsort(-S, axis=1, kind="stable")[:, :k]
-        out[start:stop] = order
+        neg = -S
+        if m >= n - 1:
+            out[start:start + len(q)] = np.argsort(neg, axis=1, kind="stable")[:, :k]
+            continue
+        cand = np.argpartition(neg, m, axis=1)[:, :m + 1]  # the m+1 smallest of -S, unordered
+        cval = np.take_along_axis(neg, cand, axis=1)
+        order = np.lexsort((cand, cval), axis=1)  # by value, then by index
+        cand = np.take_along_axis(cand, order, axis=1)
+        cval = np.take_along_axis(cval, order, axis=1)
+        out[start:start + len(q)] = cand[:, :k]
+        # if the k-th value ties with the last candidate, items outside the candidates may
+        # share it (and have lower indices): sort those rows in full
+        unsure = np.flatnonzero(cval[:, k - 1] >= cval[:, m])
+        for r in unsure:
+            out[start + r] = np.argsort(neg[r], kind="stable")[:k]
     return out
 
 

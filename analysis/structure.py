@@ -206,16 +206,20 @@ def nearest_neighbours(X, labels, ids, *, k: int = 5, per_class: int = 3, seed: 
     if n < 2:
         raise UndefinedMetricError("nearest neighbours need at least 2 items")
     k = min(k, n - 1)
-    nb = cosine_neighbors(X, k)
     Xn = l2_normalize(X)
     rng = np.random.default_rng(seed)
-    out = []
+    chosen_by_class = []
     for c in sorted(np.unique(labels).tolist()):
         members = np.flatnonzero(labels == c)
-        chosen = np.sort(rng.choice(members, size=min(per_class, len(members)), replace=False))
+        chosen_by_class.append(
+            (c, np.sort(rng.choice(members, size=min(per_class, len(members)), replace=False))))
+    queries = np.concatenate([ch for _, ch in chosen_by_class])
+    nb = dict(zip(queries.tolist(), cosine_neighbors(X, k, rows=queries)))  # only these rows
+    out = []
+    for c, chosen in chosen_by_class:
         for i in chosen:
             neigh = [{"id": str(ids[j]), "label": str(labels[j]),
-                      "cosine_distance": float(1.0 - Xn[i] @ Xn[j])} for j in nb[i]]
+                      "cosine_distance": float(1.0 - Xn[i] @ Xn[j])} for j in nb[int(i)]]
             out.append({"id": str(ids[i]), "label": str(c), "neighbours": neigh,
                         "same_label": float(np.mean([d["label"] == str(c) for d in neigh]))})
     return out

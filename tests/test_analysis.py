@@ -41,6 +41,25 @@ def test_silhouette_equals_sklearn_on_the_cosine_distance_matrix():
     assert got[-1] == 0.0
 
 
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10_000), n=st.integers(3, 60), k=st.integers(1, 12),
+       ties=st.booleans())
+def test_cosine_neighbours_equal_a_full_stable_sort(seed, n, k, ties):
+    """The partial top-k equals the stable full sort, ties (duplicate and integer vectors)
+    broken by index, for all rows or a subset."""
+    from analysis._common import cosine_neighbors, l2_normalize
+    rng = np.random.default_rng(seed)
+    X = rng.integers(-1, 2, size=(n, 3)).astype(float) if ties else rng.normal(size=(n, 4))
+    k = min(k, n - 1)
+    Xn = l2_normalize(X)
+    S = np.round(Xn @ Xn.T, 12)
+    np.fill_diagonal(S, -np.inf)
+    want = np.argsort(-S, axis=1, kind="stable")[:, :k]
+    np.testing.assert_array_equal(cosine_neighbors(X, k, chunk=7), want)
+    rows = rng.permutation(n)[: max(1, n // 3)]
+    np.testing.assert_array_equal(cosine_neighbors(X, k, rows=rows), want[rows])
+
+
 def test_separated_clusters_score_perfectly():
     X, y = clusters()
     assert separability.silhouette_cosine(X, y) > 0.9
