@@ -140,14 +140,19 @@ def linear_cka_resampler(X, Y, *, max_gram_items: int | None = None):
                           hsic(LL, Lw, Lw, wLw, wLw))
         return f
 
+    # weighted cross-covariance sum_i w_i (x_i - mu)(y_i - nu)^T = (W X)^T Y - S mu nu^T:
+    # float32 products on the (globally centred) features, the small corrections in float64
+    X32, Y32 = Xc.astype(np.float32), Yc.astype(np.float32)
+
     def f(idx):
-        w = np.bincount(np.asarray(idx), minlength=n).astype(np.float64)
-        S = w.sum()
-        Xw = Xc - (w @ Xc) / S
-        Yw = Yc - (w @ Yc) / S
-        Xs = Xw * w[:, None]
-        return cka_of(np.linalg.norm(Xs.T @ Yw) ** 2, np.linalg.norm(Xs.T @ Xw) ** 2,
-                      np.linalg.norm((Yw * w[:, None]).T @ Yw) ** 2)
+        w = np.bincount(np.asarray(idx), minlength=n).astype(np.float32)
+        S = float(w.sum())
+        Xs, Ys = X32 * w[:, None], Y32 * w[:, None]
+        mu, nu = Xs.sum(axis=0, dtype=np.float64) / S, Ys.sum(axis=0, dtype=np.float64) / S
+        cxy = (Xs.T @ Y32).astype(np.float64) - S * np.outer(mu, nu)
+        cxx = (Xs.T @ X32).astype(np.float64) - S * np.outer(mu, mu)
+        cyy = (Ys.T @ Y32).astype(np.float64) - S * np.outer(nu, nu)
+        return cka_of(np.linalg.norm(cxy) ** 2, np.linalg.norm(cxx) ** 2, np.linalg.norm(cyy) ** 2)
     return f
 
 

@@ -44,11 +44,19 @@ def save(fig, base: Path) -> list[Path]:
 
 def _scatter(ax, Y, labels, colors, title):
     labels = np.asarray(labels)
-    for c in sorted(colors):
-        m = labels == c
-        if m.any():
-            ax.scatter(Y[m, 0], Y[m, 1], s=MARKER_SIZE, color=colors[c], label=str(c),
-                       alpha=0.85, edgecolors="none")
+    n = len(labels)
+    # smaller, lighter markers for many points, so dense regions stay readable
+    size = float(np.clip(MARKER_SIZE * np.sqrt(500.0 / max(n, 1)), 2.0, MARKER_SIZE))
+    alpha = 0.85 if n <= 2000 else 0.6
+    # one scatter in a fixed shuffled order: no class is systematically drawn on top of another
+    order = np.random.default_rng(0).permutation(n)
+    order = order[np.isin(labels[order], list(colors))]
+    if len(order):
+        ax.scatter(Y[order, 0], Y[order, 1], s=size, c=[colors[c] for c in labels[order]],
+                   alpha=alpha, edgecolors="none")
+    for c in sorted(colors):  # legend entries (no data)
+        if np.any(labels == c):
+            ax.scatter([], [], s=MARKER_SIZE, color=colors[c], label=str(c))
     ax.set_title(title, fontsize=10)
     ax.set_xticks([])
     ax.set_yticks([])
