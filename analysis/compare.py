@@ -615,15 +615,21 @@ def _val(e):
     return e.get("value") if isinstance(e, dict) else None
 
 
+def _metric_cells(entry, names) -> list:
+    """value, ci_lo, ci_hi of each metric in ``names`` (None where missing)."""
+    cells = []
+    for m in names:
+        e = entry.get(m) or {}
+        ci = e.get("ci95") or [None, None]
+        cells += [e.get("value"), ci[0], ci[1]]
+    return cells
+
+
 def _write_tables(metrics, sets, out, cos_dir, var_dir, files):
     rows = []
     for name, r in metrics["embedders"].items():
-        row = [name, r.get("modality"), r.get("n_items"), r.get("n_classes"), r.get("dim")]
-        for m in EMBEDDER_METRICS:
-            e = r.get(m) or {}
-            ci = e.get("ci95") or [None, None]
-            row += [e.get("value"), ci[0], ci[1]]
-        rows.append(row)
+        rows.append([name, r.get("modality"), r.get("n_items"), r.get("n_classes"), r.get("dim")]
+                    + _metric_cells(r, EMBEDDER_METRICS))
     header = ["embedder", "modality", "n_items", "n_classes", "dim"]
     for m in EMBEDDER_METRICS:
         header += [m, f"{m}_ci_lo", f"{m}_ci_hi"]
@@ -632,10 +638,7 @@ def _write_tables(metrics, sets, out, cos_dir, var_dir, files):
     rows = []
     for key, r in metrics["pairs"].items():
         row = [key, r.get("a"), r.get("b"), r.get("matched_by"), r.get("n_shared")]
-        for m in PAIR_METRICS:
-            e = r.get(m) or {}
-            ci = e.get("ci95") or [None, None]
-            row += [e.get("value"), ci[0], ci[1]]
+        row += _metric_cells(r, PAIR_METRICS)
         ch = r.get("retrieval_chance") or {}
         row += [ch.get("recall_at_1"), ch.get("mrr")]
         rows.append(row)

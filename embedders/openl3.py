@@ -415,12 +415,12 @@ class OpenL3(Embedder):
     # -- options ---------------------------------------------------------------------------------
     def validate_options(self) -> None:
         o = self.options
-        if o["input_repr"] not in INPUT_REPRS:
-            raise ConfigurationError(f"openl3: input_repr must be one of {', '.join(INPUT_REPRS)}, "
-                                     f"got {o['input_repr']!r}")
-        if o["content_type"] not in CONTENT_TYPES:
-            raise ConfigurationError(f"openl3: content_type must be one of "
-                                     f"{', '.join(CONTENT_TYPES)}, got {o['content_type']!r}")
+        for name, allowed in (("input_repr", INPUT_REPRS), ("content_type", CONTENT_TYPES),
+                              ("precision", PRECISIONS), ("resampler", RESAMPLERS),
+                              ("conv_algorithm", CONV_ALGORITHMS)):
+            if o[name] not in allowed:
+                raise ConfigurationError(f"openl3: {name} must be one of {', '.join(allowed)}, "
+                                         f"got {o[name]!r}")
         try:
             size = int(o["embedding_size"])
         except (TypeError, ValueError):
@@ -440,15 +440,6 @@ class OpenL3(Embedder):
         bs = o["batch_size"]
         if isinstance(bs, bool) or not isinstance(bs, int) or bs < 1:
             raise ConfigurationError(f"openl3: batch_size must be a positive integer, got {bs!r}")
-        if o["precision"] not in PRECISIONS:
-            raise ConfigurationError(f"openl3: precision must be one of {', '.join(PRECISIONS)}, "
-                                     f"got {o['precision']!r}")
-        if o["resampler"] not in RESAMPLERS:
-            raise ConfigurationError(f"openl3: resampler must be one of {', '.join(RESAMPLERS)}, "
-                                     f"got {o['resampler']!r}")
-        if o["conv_algorithm"] not in CONV_ALGORITHMS:
-            raise ConfigurationError(f"openl3: conv_algorithm must be one of "
-                                     f"{', '.join(CONV_ALGORITHMS)}, got {o['conv_algorithm']!r}")
         if not isinstance(o["tf32"], bool):
             raise ConfigurationError(f"openl3: tf32 must be true or false, got {o['tf32']!r}")
         if o["weights"] is not None and not isinstance(o["weights"], (str, os.PathLike)):
