@@ -213,6 +213,35 @@ def test_frame_count_hint_never_changes_the_output(weights_file):
         np.testing.assert_array_equal(ts, ref_ts)
 
 
+def test_prefetch_keeps_order_forwards_errors_and_stops(weights_file, tmp_path):
+    """The background framing used on accelerators: same frames, same errors."""
+    from embedders.openl3 import prefetch
+
+    assert list(prefetch(iter(range(50)), depth=2)) == list(range(50))
+
+    def failing():
+        yield 1
+        raise InputError("x.wav", "audio data cannot be decoded (test)")
+    it = prefetch(failing())
+    assert next(it) == 1
+    with pytest.raises(InputError, match="cannot be decoded"):
+        next(it)
+    gen = prefetch(iter(range(10**9)))  # an early exit stops the producer thread
+    assert next(gen) == 0
+    gen.close()
+
+    import soundfile as sf
+    x = 0.1 * np.random.default_rng(8).standard_normal(int(2.2 * 44100))
+    path = tmp_path / "a.wav"
+    sf.write(str(path), x, 44100)
+    common = dict(weights=str(weights_file), input_repr="mel128", embedding_size=512,
+                  hop_size=0.3, batch_size=2, device="cpu")
+    plain = get_embedder("openl3", **common).compute(path).frames
+    emb = get_embedder("openl3", **common).load()
+    emb._prefetch = True
+    np.testing.assert_array_equal(emb.compute(path).frames, plain)
+
+
 def test_bf16_runs_within_loose_bound(weights_file, expected):
     cid = "handel_lascia_48k_stereo_short__mel128__512__hop0.1__center"
     c, out = run_case(weights_file, expected, cid, precision="bfloat16")
