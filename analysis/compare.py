@@ -365,9 +365,9 @@ def evaluate_pair(X, Y, labels=None, *, seed: int = 0, n_bootstrap: int = DEFAUL
     rsa_perm = int(min(n_permutations, max(99, RSA_CELL_BUDGET_PERM // cells)))
 
     def rsa_rho():
-        r = crossspace.rsa(Xr, Yr, n_permutations=rsa_perm, seed=seed)
-        rsa_state["r"] = r
         DA, DB = crossspace.cosine_distance_matrix(Xr), crossspace.cosine_distance_matrix(Yr)
+        r = crossspace.rsa(Xr, Yr, n_permutations=rsa_perm, seed=seed, distances=(DA, DB))
+        rsa_state["r"] = r
         b = bootstrap_ci(lambda idx: crossspace.rsa_from_distances(
                             DA[np.ix_(idx, idx)], DB[np.ix_(idx, idx)], exclude=idx),
                          np.arange(n_r), n_boot=rsa_boot, seed=seed, strata=strata_r)

@@ -49,6 +49,18 @@ def match_items(keys_a, keys_b):
 
 
 # ----------------------------------------------------------------------------- CKA
+def _cka_centred(X, Y):
+    """Column-centred X and Y, each scaled to unit Frobenius norm (CKA is translation- and
+    scale-invariant; the scaling is for numerical safety)."""
+    if X.shape[0] < 2:
+        raise UndefinedMetricError("CKA needs at least 2 items")
+    Xc, Yc = X - X.mean(axis=0), Y - Y.mean(axis=0)
+    sx, sy = np.linalg.norm(Xc), np.linalg.norm(Yc)
+    if sx < 1e-12 or sy < 1e-12:
+        raise UndefinedMetricError("CKA undefined: one space has zero variance")
+    return Xc / sx, Yc / sy
+
+
 def linear_cka(X, Y) -> float:
     """Linear centred kernel alignment, in [0, 1] (1 = same geometry up to rotation and scale).
 
@@ -61,15 +73,7 @@ def linear_cka(X, Y) -> float:
     Y : np.ndarray [shape=(n, dy)]
     """
     X, Y, _ = validate(X, Y)
-    if X.shape[0] < 2:
-        raise UndefinedMetricError("CKA needs at least 2 items")
-    Xc = X - X.mean(axis=0)
-    Yc = Y - Y.mean(axis=0)
-    # rescale for numerical safety (CKA is scale-invariant)
-    sx, sy = np.linalg.norm(Xc), np.linalg.norm(Yc)
-    if sx < 1e-12 or sy < 1e-12:
-        raise UndefinedMetricError("CKA undefined: one space has zero variance")
-    Xc, Yc = Xc / sx, Yc / sy
+    Xc, Yc = _cka_centred(X, Y)
     if X.shape[0] < max(X.shape[1], Y.shape[1]):
         K, L = Xc @ Xc.T, Yc @ Yc.T
         hsic = float(np.sum(K * L))
@@ -104,16 +108,10 @@ def linear_cka_resampler(X, Y, *, max_gram_items: int | None = None):
     """
     X, Y, _ = validate(X, Y)
     n = X.shape[0]
-    if n < 2:
-        raise UndefinedMetricError("CKA needs at least 2 items")
     if max_gram_items is None:
         max_gram_items = CKA_GRAM_MAX_ITEMS
     # global centring and scaling change no weighted CKA and keep the terms below small
-    Xc, Yc = X - X.mean(axis=0), Y - Y.mean(axis=0)
-    sx, sy = np.linalg.norm(Xc), np.linalg.norm(Yc)
-    if sx < 1e-12 or sy < 1e-12:
-        raise UndefinedMetricError("CKA undefined: one space has zero variance")
-    Xc, Yc = Xc / sx, Yc / sy
+    Xc, Yc = _cka_centred(X, Y)
 
     def cka_of(hsic_xy, hsic_xx, hsic_yy):
         den = np.sqrt(max(hsic_xx, 0.0) * max(hsic_yy, 0.0))
@@ -183,7 +181,8 @@ def rsa_from_distances(DA, DB, *, exclude=None) -> float:
     return float(spearmanr(a, b).statistic)
 
 
-def rsa(X, Y, *, n_permutations: int = 999, seed: int = 0, exclude=None) -> dict:
+def rsa(X, Y, *, n_permutations: int = 999, seed: int = 0, exclude=None,
+        distances=None) -> dict:
     """Representational similarity: Spearman correlation of the two pairwise cosine-distance
     matrices' upper triangles, with a one-sided Mantel permutation p-value.
 
@@ -196,6 +195,8 @@ def rsa(X, Y, *, n_permutations: int = 999, seed: int = 0, exclude=None) -> dict
     exclude : np.ndarray [shape=(n,)] or None
         Optional source index per row; pairs of rows with the same source (bootstrap duplicates)
         are left out.
+    distances : (np.ndarray, np.ndarray) or None
+        The two cosine-distance matrices [shape=(n, n)] if the caller already has them.
 
     Returns
     -------
@@ -207,7 +208,8 @@ def rsa(X, Y, *, n_permutations: int = 999, seed: int = 0, exclude=None) -> dict
     if n < 4:
         raise UndefinedMetricError(f"RSA needs at least 4 items, got {n}")
     iu = np.triu_indices(n, k=1)
-    DA, DB = cosine_distance_matrix(X), cosine_distance_matrix(Y)
+    DA, DB = distances if distances is not None else (cosine_distance_matrix(X),
+                                                       cosine_distance_matrix(Y))
     mask = np.ones(len(iu[0]), dtype=bool)
     if exclude is not None:
         exclude = np.asarray(exclude)

@@ -29,9 +29,6 @@ _MATS = {
 
 #: Target size (bytes) of the transformed input tiles of one chunk (fits the L2/L3 caches).
 CHUNK_BYTES = 8 << 20
-#: The a*a products as separate ``torch.mm`` calls (else one ``torch.bmm``, measured faster
-#: inside the network).
-LOOP_MM = False
 
 
 def transform_weights(weight: np.ndarray, m: int = 2):
@@ -159,11 +156,7 @@ def conv3x3_nhwc(x, wt, bias=None, relu: bool = False, m: int = 2):
                 _combine(BT[j], srcs, u[:, j])
         uu = u.view(a * a, n * nr * tw, cin)
         mm = torch.empty((a * a, n * nr * tw, cout), dtype=x.dtype, device=x.device)
-        if LOOP_MM:
-            for q in range(a * a):  # one GEMM each: faster than bmm with MKL on CPU
-                torch.mm(uu[q], wt[q], out=mm[q])
-        else:
-            torch.bmm(uu, wt, out=mm)
+        torch.bmm(uu, wt, out=mm)  # one batched GEMM (measured faster than a*a torch.mm calls)
         mm = mm.view(a, a, n, nr, tw, cout)
         # output transform along the first axis, then the second straight into the output
         y1 = torch.empty((m, a, n, nr, tw, cout), dtype=x.dtype, device=x.device)
