@@ -11,8 +11,6 @@ Each metric entry is ``{"value": float|None, "ci95": [lo, hi]|None, "params": {.
 """
 from __future__ import annotations
 
-import csv
-import io
 import json
 import platform
 import sys
@@ -27,9 +25,11 @@ from . import crossspace, separability, structure
 from ._common import UndefinedMetricError, finite_or_none
 from .bootstrap import bootstrap_ci, bootstrap_mean_ci
 from .schema import EMBEDDER_METRICS, PAIR_METRICS
-from embedders.fsutil import atomic_write_text
+from common.progress import progress_bar
 
-__all__ = ["evaluate_embedder", "evaluate_pair", "run_analysis", "write_json_atomic",
+from .io import jsonable, write_csv_atomic, write_json_atomic
+
+__all__ = ["evaluate_embedder", "evaluate_pair", "run_analysis",
            "software_versions", "DEFAULT_N_BOOTSTRAP", "DEFAULT_N_PERMUTATIONS"]
 
 DEFAULT_N_BOOTSTRAP = 200
@@ -80,44 +80,6 @@ def _boot_params(boot):
         return {}
     return {"ci_method": boot.get("method"), "n_boot": boot.get("n_boot"),
             "n_boot_valid": boot.get("n_valid"), "ci_seed": boot.get("seed")}
-
-
-def _jsonable(obj):
-    """Recursively convert numpy types / NaN to JSON-safe values (NaN, inf -> None)."""
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
-    if isinstance(obj, (np.bool_, bool)):
-        return bool(obj)
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        return finite_or_none(obj)
-    if isinstance(obj, Path):
-        return str(obj)
-    if obj is None or isinstance(obj, (str, int)):
-        return obj
-    return str(obj)
-
-
-def write_json_atomic(obj, path: Path) -> Path:
-    """Write ``obj`` as JSON (NaN/inf -> null) via a temp file and os.replace."""
-    return atomic_write_text(path, json.dumps(_jsonable(obj), indent=2, allow_nan=False) + "\n")
-
-
-def _write_csv_atomic(path: Path, header, rows) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    if header is not None:
-        w.writerow(header)
-    for r in rows:
-        w.writerow(["" if v is None else (f"{v:.6g}" if isinstance(v, float) else v) for v in r])
-    return atomic_write_text(path, buf.getvalue())
 
 
 def _safe_name(name: str) -> str:
@@ -527,9 +489,8 @@ def run_analysis(sets, out, *, plot_dir, cos_dir, var_dir, title: str = "",
     all_classes = sorted({c for s in sets for c in s.labels.tolist()}
                          | set(dataset_summary.get("classes", []) or []))
 
-    from tqdm.auto import tqdm
     n_steps = len(sets) + len(sets) * (len(sets) - 1) // 2 + len(methods) * len(sets)
-    bar = tqdm(total=n_steps, desc="analysis", unit="step", disable=not progress, leave=False)
+    bar = progress_bar(n_steps, desc="analysis", unit="step", enabled=progress, leave=False)
 
     # ---- per embedder metrics
     for s in sets:
@@ -608,7 +569,7 @@ def run_analysis(sets, out, *, plot_dir, cos_dir, var_dir, title: str = "",
         notes.append(f"report failed: {type(exc).__name__}: {exc}")
         traceback.print_exc()
     write_json_atomic(metrics, out / "metrics.json")
-    return json.loads(json.dumps(_jsonable(metrics)))
+    return json.loads(json.dumps(jsonable(metrics)))
 
 
 def _val(e):
@@ -633,7 +594,7 @@ def _write_tables(metrics, sets, out, cos_dir, var_dir, files):
     header = ["embedder", "modality", "n_items", "n_classes", "dim"]
     for m in EMBEDDER_METRICS:
         header += [m, f"{m}_ci_lo", f"{m}_ci_hi"]
-    files["metrics_embedders_csv"] = str(_write_csv_atomic(out / "metrics_embedders.csv",
+    files["metrics_embedders_csv"] = str(write_csv_atomic(out / "metrics_embedders.csv",
                                                            header, rows))
     rows = []
     for key, r in metrics["pairs"].items():
@@ -646,19 +607,19 @@ def _write_tables(metrics, sets, out, cos_dir, var_dir, files):
     for m in PAIR_METRICS:
         header += [m, f"{m}_ci_lo", f"{m}_ci_hi"]
     header += ["chance_recall_at_1", "chance_mrr"]
-    files["metrics_pairs_csv"] = str(_write_csv_atomic(out / "metrics_pairs.csv", header, rows))
+    files["metrics_pairs_csv"] = str(write_csv_atomic(out / "metrics_pairs.csv", header, rows))
     nb_rows = []
     for name, r in metrics["embedders"].items():
         safe = _safe_name(name)
         cc = r.get("centroid_cosine") or {}
         if cc.get("matrix") is not None:
             M = np.asarray(cc["matrix"], dtype=float)
-            p = _write_csv_atomic(cos_dir / f"{safe}_centroid_cosine.csv", [""] + cc["classes"],
+            p = write_csv_atomic(cos_dir / f"{safe}_centroid_cosine.csv", [""] + cc["classes"],
                                   [[c] + [finite_or_none(v) for v in M[i]]
                                    for i, c in enumerate(cc["classes"])])
             files[f"{name}_centroid_cosine_csv"] = str(p)
         cv = r.get("class_variance") or []
-        p = _write_csv_atomic(var_dir / f"{safe}_within_class_variance.csv",
+        p = write_csv_atomic(var_dir / f"{safe}_within_class_variance.csv",
                               ["class", "n", "raw_variance_mean_per_dim",
                                "mean_cosine_distance_to_centroid",
                                "normalized_raw_variance"],
@@ -668,7 +629,7 @@ def _write_tables(metrics, sets, out, cos_dir, var_dir, files):
         conf = r.get("confusion") or {}
         if conf.get("matrix") is not None:
             M = np.asarray(conf["matrix"])
-            p = _write_csv_atomic(out / f"confusion_{safe}.csv",
+            p = write_csv_atomic(out / f"confusion_{safe}.csv",
                                   ["true \\ predicted"] + conf["classes"],
                                   [[c] + [int(v) for v in M[i]]
                                    for i, c in enumerate(conf["classes"])])
@@ -677,7 +638,7 @@ def _write_tables(metrics, sets, out, cos_dir, var_dir, files):
             for rank, nb in enumerate(q["neighbours"], 1):
                 nb_rows.append([name, q["id"], q["label"], rank, nb["id"], nb["label"],
                                 nb["cosine_distance"]])
-    files["neighbours_csv"] = str(_write_csv_atomic(
+    files["neighbours_csv"] = str(write_csv_atomic(
         out / "neighbours.csv", ["embedder", "query", "query_label", "rank", "neighbour",
                                  "neighbour_label", "cosine_distance"], nb_rows))
 

@@ -11,7 +11,7 @@ import numpy as np
 # notebook keeps its own backend.
 import matplotlib.pyplot as plt
 
-from embedders.fsutil import atomic_path
+from common.fsutil import atomic_path
 
 __all__ = ["class_colors", "save", "plot_map", "plot_maps_side_by_side", "plot_heatmap",
            "plot_metric_bars", "plot_confusion", "HEATMAP_VMIN", "HEATMAP_VMAX", "HEATMAP_CMAP"]

@@ -10,7 +10,9 @@ import os
 from pathlib import Path
 
 from .schema import EMBEDDER_METRICS, METRIC_HELP, PAIR_METRICS
-from embedders.fsutil import atomic_write_text
+from common.fsutil import atomic_write_text
+
+from .io import jsonable
 
 __all__ = ["write_report", "render_html", "render_markdown"]
 
@@ -375,8 +377,7 @@ def write_report(metrics: dict, images: dict, out: Path, *, title: str = "") -> 
     """Write ``out``/report.html and ``out``/report.md; return their paths."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    from .compare import _jsonable
-    m = _jsonable(metrics)
+    m = jsonable(metrics)
     h, md = out / "report.html", out / "report.md"
     _write_atomic(h, render_html(m, images, title=title))
     _write_atomic(md, render_markdown(m, images, out, title=title))

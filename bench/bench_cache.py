@@ -16,8 +16,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from embedders import get_embedder  # noqa: E402
-from embedders.demo_corpus import build_demo_corpus  # noqa: E402
-from embedders.pipeline import embed_dataset  # noqa: E402
+from collection.demo_corpus import build_demo_corpus  # noqa: E402
+from collection.pipeline import embed_dataset  # noqa: E402
 
 
 def main():

@@ -104,7 +104,7 @@ def synth_midi(n_events: int, rng: random.Random) -> bytes:
 
 def make_corpus(folder: Path, n_files: int, lo: int, hi: int, seed: int) -> list[Path]:
     """MIDI files whose patch counts are spread geometrically from ``lo`` to ``hi``."""
-    from embedders.mtf import midi_to_mtf, patchilize
+    from embedders.lib.mtf import midi_to_mtf, patchilize
 
     rng = random.Random(seed)
     targets = [round(lo * (hi / lo) ** (i / max(1, n_files - 1))) for i in range(n_files)]
@@ -170,7 +170,7 @@ class Baseline:
         return F.linear(pooled, s["music_proj.weight"], s["music_proj.bias"])[0].numpy()
 
     def file(self, ids):
-        from embedders.mtf import segment_bounds, segment_weights
+        from embedders.lib.mtf import segment_bounds, segment_weights
 
         segs = np.stack([self.segment(ids[a:b]) for a, b in segment_bounds(len(ids), self.length)])
         w = np.asarray(segment_weights(len(ids), self.length), dtype=np.float64)
@@ -193,7 +193,7 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     from embedders.clamp2 import CLaMP2Embedder
-    from embedders.mtf import midi_to_mtf, patchilize, segment_bounds
+    from embedders.lib.mtf import midi_to_mtf, patchilize, segment_bounds
 
     t0 = time.perf_counter()
     state = official_state(args.seed)

@@ -6,6 +6,8 @@
 Adding a model is one new module in this package holding an :class:`Embedder` subclass decorated
 with :func:`register`; modules are discovered on first lookup, so nothing is listed by hand.
 Importing a module must stay cheap: heavy imports (torch) and weights belong in ``_load``.
+Helpers the models share (audio reading, resampling, weight files, networks) live in ``lib/``,
+which discovery does not import.
 """
 from __future__ import annotations
 
@@ -40,7 +42,8 @@ def _discover() -> None:
     if _discovered:
         return
     for info in pkgutil.iter_modules(__path__):
-        if not info.name.startswith("_"):
+        # Model modules only: the contract and the helpers in ``lib/`` register nothing.
+        if not (info.ispkg or info.name.startswith("_") or info.name == "base"):
             importlib.import_module(f"{__name__}.{info.name}")
     _discovered = True
 

@@ -15,7 +15,7 @@ import warnings
 import numpy as np
 
 from . import register
-from .audio_io import AUDIO_EXTENSIONS, iter_audio_blocks, to_mono
+from .lib.audio_io import AUDIO_EXTENSIONS, iter_audio_blocks, to_mono
 from .base import AUDIO, ConfigurationError, Embedder, Embedding, InputError
 
 _SHAPE = ("spectral_centroid_khz", "spectral_bandwidth_khz", "spectral_rolloff_khz",

@@ -52,6 +52,20 @@ class InputError(EmbedderError):
         super().__init__(f"{self.path}: {reason}")
 
 
+def input_file_size(path: str) -> int:
+    """Size in bytes of an input file; :class:`InputError` if it is a folder,
+    cannot be read or is empty."""
+    if os.path.isdir(path):
+        raise InputError(path, "is a folder, not a file")
+    try:
+        size = os.path.getsize(path)
+    except OSError as exc:
+        raise InputError(path, f"cannot read file: {exc.strerror or exc}") from exc
+    if size == 0:
+        raise InputError(path, "file is empty (0 bytes)")
+    return size
+
+
 @dataclass
 class Embedding:
     """What an embedder returns for one file.

@@ -42,7 +42,7 @@ from .base import (
     WeightsError,
     resolve_device,
 )
-from .mtf import (
+from .lib.mtf import (
     CHAR_VOCAB,
     PATCH_LENGTH,
     midi_to_mtf,
@@ -102,7 +102,7 @@ def resolve_weights(explicit: str | os.PathLike | None = None) -> Path:
     WeightsError
         Missing explicit file; not cached while offline; download failure.
     """
-    from .weights import offline
+    from .lib.weights import offline
 
     if explicit:
         path = Path(explicit).expanduser()
@@ -160,7 +160,7 @@ def weights_fingerprint(path: str | os.PathLike) -> str:
 
 def _persistent_memo_file() -> Path | None:
     try:
-        from .weights import cache_dir
+        from .lib.weights import cache_dir
         return cache_dir("clamp2") / "weights_sha256.json"
     except Exception:  # pragma: no cover
         return None
@@ -179,7 +179,7 @@ def _read_memo(path: Path | None) -> dict:
 
 def _write_memo(path: Path, data: dict) -> None:
     try:
-        from .fsutil import atomic_path
+        from common.fsutil import atomic_path
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path, suffix=".part") as tmp:
             with open(tmp, "w", encoding="utf-8") as fh:

@@ -19,7 +19,7 @@ import numpy as np
 
 from . import register
 from .base import SYMBOLIC, ConfigurationError, Embedder, Embedding, InputError
-from .fsutil import input_file_size
+from .base import input_file_size
 
 MIDI_EXTENSIONS = (".mid", ".midi")
 MAX_FILE_BYTES = 64 * 2 ** 20

@@ -3,7 +3,7 @@
 What is reproduced (see the fixtures in ``tests/fixtures/openl3`` for the parity checks):
 
 * Audio: soundfile samples (float64), mono = mean over channels, resampled to 48 kHz with a
-  re-implementation of resampy 0.2.2 ``kaiser_best`` (:mod:`embedders.resample`), the resampler
+  re-implementation of resampy 0.2.2 ``kaiser_best`` (:mod:`embedders.lib.resample`), the resampler
   openl3 0.4.x uses. ``resampler="soxr"`` (libsoxr VHQ) is a faster alternative that is *not*
   bit-compatible: on the fixtures' resampled files it moves embeddings by a few percent.
 * Framing: 1-s frames (48000 samples), hop ``int(hop_size*48000)``; ``center=True`` adds 24000
@@ -28,7 +28,7 @@ folded into the convolutions, the network runs in channels-last memory format un
 is the 3x3 convolutions (10.2 GMAC per frame for mel256/linear, 5.1 for mel128), where oneDNN
 reaches about half of the cores' FMA peak, so ``conv_algorithm="auto"`` (default) computes
 convs 2-7 (>= 64 in, >= 128 out channels) on CPU as Winograd F(4x4,3x3) convolutions
-(:mod:`embedders.winograd`: 36 batched GEMMs on transformed tiles, 4x fewer multiplications);
+(:mod:`embedders.lib.winograd`: 36 batched GEMMs on transformed tiles, 4x fewer multiplications);
 convs 0-1 stay oneDNN (faster there, measured). ``"direct"`` keeps every conv on oneDNN,
 ``"winograd"`` forces the Winograd layers on any device. Two runs of the bench on this shared VM
 (absolute speeds move by ~30 % with the load; the ratios much less): mel256/6144 6.8-10.2
@@ -66,7 +66,7 @@ from typing import Iterator
 
 import numpy as np
 
-from . import audio_io, weights as wts
+from .lib import audio_io, weights as wts
 from .base import (AUDIO, ConfigurationError, Embedder, Embedding, InputError, WeightsError,
                    mean_pool, resolve_device)
 from . import register
@@ -296,7 +296,7 @@ def build_network(layers: list[dict[str, np.ndarray]], input_repr: str, embeddin
 
     ``embedding_size=None`` returns the 512-channel map before the final pooling.
     ``fold_bn=False`` keeps explicit BatchNorm layers (the plain reference-style graph).
-    ``winograd``: indices of the convs computed with :func:`embedders.winograd.conv3x3_nhwc`
+    ``winograd``: indices of the convs computed with :func:`embedders.lib.winograd.conv3x3_nhwc`
     (requires ``fold_bn``; the input must then be channels-last).
     """
     import torch
@@ -332,7 +332,7 @@ def build_network(layers: list[dict[str, np.ndarray]], input_repr: str, embeddin
                 conv.bias.data = torch.from_numpy(bias.astype(np.float32))
                 convs.append(conv)
                 if fold_bn and k in winograd:
-                    from .winograd import transform_weights
+                    from .lib.winograd import transform_weights
                     self.register_buffer(f"wino{k}", transform_weights(kernel, WINOGRAD_TILE),
                                          persistent=False)
                 if not fold_bn:
@@ -354,7 +354,7 @@ def build_network(layers: list[dict[str, np.ndarray]], input_repr: str, embeddin
                 x = x * self.in_scale + self.in_shift
                 for k, conv in enumerate(self.convs):
                     if k in self.winograd:
-                        from .winograd import conv3x3_nhwc
+                        from .lib.winograd import conv3x3_nhwc
                         y = conv3x3_nhwc(x.permute(0, 2, 3, 1), getattr(self, f"wino{k}"),
                                          conv.bias, relu=k < 7, m=WINOGRAD_TILE)
                         x = y.permute(0, 3, 1, 2)
@@ -632,7 +632,7 @@ class OpenL3(Embedder):
     # -- audio -----------------------------------------------------------------------------------
     def _iter_48k(self, path: str, block_seconds: float = 10.0) -> Iterator[np.ndarray]:
         """Stream the mono 48 kHz float64 signal of a file, block by block."""
-        from .resample import make_resampler
+        from .lib.resample import make_resampler
 
         res = None
         for block, sr in audio_io.iter_audio_blocks(path, block_seconds=block_seconds):
@@ -729,7 +729,7 @@ class OpenL3(Embedder):
 
     def embed_array(self, audio: np.ndarray, sr: int) -> tuple[np.ndarray, np.ndarray]:
         """Embed an in-memory array (n,) or (n, channels), like ``openl3.get_audio_embedding``."""
-        from .resample import resample
+        from .lib.resample import resample
 
         audio = np.asarray(audio, dtype=np.float64)
         if audio.ndim == 2:
@@ -741,7 +741,7 @@ class OpenL3(Embedder):
         return self.embed_signal([audio])
 
     def _embed_file(self, path: str) -> Embedding:
-        from .resample import output_length
+        from .lib.resample import output_length
 
         sr, channels, n = audio_io.audio_info(path)
         n_48k = n if sr == SR else output_length(n, sr, SR)

@@ -7,7 +7,8 @@ from hypothesis import given, settings, strategies as st, HealthCheck
 
 from analysis import bootstrap, crossspace, separability, structure
 from analysis._common import UndefinedMetricError
-from analysis.compare import evaluate_embedder, evaluate_pair, write_json_atomic
+from analysis import evaluate_embedder, evaluate_pair
+from analysis.io import write_json_atomic
 
 
 def clusters(n_per=10, k=4, dim=16, spread=0.05, seed=0):

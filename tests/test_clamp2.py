@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from embedders import InputError, WeightsError, get_embedder
 from embedders import clamp2 as C
-from embedders import mtf as M
+from embedders.lib import mtf as M
 
 FIX = FIXTURES / "clamp2"
 META = json.loads((FIX / "cases.json").read_text(encoding="utf-8"))
@@ -365,7 +365,7 @@ def test_embed_many_bad_files_do_not_stop_others(embedder, batched, tmp_path):
 
 
 def test_no_torch_at_import():
-    code = ("import sys; import embedders.clamp2, embedders.mtf; "
+    code = ("import sys; import embedders.clamp2, embedders.lib.mtf; "
             "from embedders import get_embedder; get_embedder('clamp2'); "
             "print('torch' in sys.modules)")
     res = subprocess.run([sys.executable, "-c", code], cwd=str(ROOT), capture_output=True,

@@ -4,7 +4,7 @@ import os
 import pytest
 
 from conftest import write_midi, write_wav
-from embedders.dataset import HashIndex, hash_items, modality_of, scan_dataset
+from collection.scan import HashIndex, hash_items, modality_of, scan_dataset
 
 
 def _tree(root):
@@ -89,7 +89,7 @@ def test_content_hash_ignores_path_and_uses_index(tmp_path, monkeypatch):
     assert h[0] == h[1] and len(h[0]) == 64
     index.save()
     # A fresh index reads the saved one: no file is re-read (reading would fail here).
-    import embedders.dataset as ds
+    import collection.scan as ds
 
     def no_reads(path, chunk_size=0):
         raise AssertionError("file was re-read")

@@ -6,8 +6,8 @@ import pretty_midi
 import pytest
 import soundfile as sf
 
-from embedders.dataset import scan_dataset
-from embedders.demo_corpus import (CORPUS_INFO, GENRES, build_demo_corpus, compose,
+from collection.scan import scan_dataset
+from collection.demo_corpus import (CORPUS_INFO, GENRES, build_demo_corpus, compose,
                                    fluidsynth_available)
 
 

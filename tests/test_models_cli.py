@@ -7,8 +7,8 @@ import pytest
 
 import main
 from conftest import FIXTURES
-from embedders.demo_corpus import build_demo_corpus
-from embedders.store import load_export
+from collection.demo_corpus import build_demo_corpus
+from collection.store import load_export
 
 sys.path.insert(0, str(FIXTURES / "openl3"))
 import make_weights  # noqa: E402

@@ -128,7 +128,7 @@ def test_frontend_parity(weights_file, expected, key):
 
 
 def test_resampler_matches_resampy_022(expected):
-    from embedders.resample import KaiserBestResampler, resample
+    from embedders.lib.resample import KaiserBestResampler, resample
 
     x = expected["resampy022__input"]
     for sr in (44100, 22050, 96000):
@@ -147,7 +147,7 @@ def test_resampler_matches_resampy_022(expected):
 
 
 def test_soxr_stream_length():
-    from embedders.resample import SoxrResampler, output_length
+    from embedders.lib.resample import SoxrResampler, output_length
 
     x = np.random.default_rng(1).standard_normal(44100 + 17)
     r = SoxrResampler(44100, 48000)
@@ -411,7 +411,7 @@ def test_option_validation(opts, match):
 
 def test_api_defaults():
     from embedders import get_embedder_class
-    from embedders.audio_io import AUDIO_EXTENSIONS
+    from embedders.lib.audio_io import AUDIO_EXTENSIONS
 
     cls = get_embedder_class("openl3")
     assert cls.modality == "audio" and cls.parallel_files is False
@@ -442,7 +442,7 @@ def test_winograd_matches_direct(weights_file, expected):
     default (auto = Winograd on CPU) passes the fixtures, and the cache key ignores it."""
     import torch
 
-    from embedders.winograd import conv3x3_nhwc, transform_weights
+    from embedders.lib.winograd import conv3x3_nhwc, transform_weights
 
     torch.manual_seed(0)
     for m in (2, 4):

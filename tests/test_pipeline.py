@@ -11,8 +11,8 @@ import pytest
 import toy_embedders
 from conftest import ROOT, write_midi, write_wav
 from embedders import get_embedder
-from embedders.pipeline import embed_dataset
-from embedders.store import load_export
+from collection.pipeline import embed_dataset
+from collection.store import load_export
 
 
 def _data(root, n=3):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from analysis.compare import run_analysis
-from analysis.data import EmbeddingSet
+from collection import EmbeddingSet
 from analysis.schema import EMBEDDER_METRICS, PAIR_METRICS
 
 CLASSES = ["blues", "classical", "jazz", "rock"]

@@ -15,7 +15,7 @@ import main
 import toy_embedders
 from conftest import ROOT, write_midi, write_wav
 from embedders import get_embedder
-from embedders.store import EmbeddingStore, load_export
+from collection.store import EmbeddingStore, load_export
 
 
 def _manifest(out_dir):

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from embedders import Embedding
-from embedders.store import EmbeddingStore, StoreError, atomic_save_npz, cache_key, load_export
+from collection.store import EmbeddingStore, StoreError, atomic_save_npz, cache_key, load_export
 
 
 def _emb(seed=0, n=3, dim=4):

@@ -18,9 +18,10 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .audio_io import AUDIO_EXTENSIONS
-from .base import AUDIO, SYMBOLIC
-from .fsutil import atomic_write_text
+from embedders.lib.audio_io import AUDIO_EXTENSIONS
+from embedders import AUDIO, SYMBOLIC
+from common.fsutil import atomic_write_text
+from common.progress import track
 
 SYMBOLIC_EXTENSIONS = (".mid", ".midi", ".mtf")
 
@@ -263,10 +264,8 @@ class HashIndex:
 
 def hash_items(items: list[Item], *, index: HashIndex | None = None, progress: bool = False) -> None:
     """Fill ``content_hash`` of every usable item; unreadable files get a ``skip_reason``."""
-    todo = [it for it in items if not it.skip_reason]
-    if progress:
-        from tqdm.auto import tqdm
-        todo = tqdm(todo, desc="hashing files", unit="file", leave=False)
+    todo = track([it for it in items if not it.skip_reason], desc="hashing files", unit="file",
+                 enabled=progress, leave=False)
     for it in todo:
         cached = index.get(it) if index else None
         if cached:

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .fsutil import atomic_path
+from common.fsutil import atomic_path
 
 CORPUS_VERSION = 1
 GENRES = ("ballad", "rock", "jazz", "electronic", "chamber")

@@ -15,22 +15,6 @@ from pathlib import Path
 from typing import Iterator
 
 
-def input_file_size(path: str) -> int:
-    """Size in bytes of an input file; :class:`~embedders.base.InputError` if it is a folder,
-    cannot be read or is empty."""
-    from .base import InputError
-
-    if os.path.isdir(path):
-        raise InputError(path, "is a folder, not a file")
-    try:
-        size = os.path.getsize(path)
-    except OSError as exc:
-        raise InputError(path, f"cannot read file: {exc.strerror or exc}") from exc
-    if size == 0:
-        raise InputError(path, "file is empty (0 bytes)")
-    return size
-
-
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

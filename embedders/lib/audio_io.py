@@ -10,8 +10,7 @@ from typing import Iterator
 
 import numpy as np
 
-from .base import InputError
-from .fsutil import input_file_size
+from ..base import InputError, input_file_size
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".aifc",
                     ".au", ".snd", ".caf", ".w64", ".rf64")

@@ -12,8 +12,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from .base import WeightsError
-from .fsutil import atomic_path
+from ..base import WeightsError
+from common.fsutil import atomic_path
+from common.progress import progress_bar
 
 CACHE_ENV = "EMBCOMPARE_CACHE_DIR"
 OFFLINE_ENV = "EMBCOMPARE_OFFLINE"
@@ -65,15 +66,13 @@ def download(url: str, dest: str | os.PathLike, *, sha256: str | None = None,
     if offline():
         raise WeightsError(f"{dest.name} is not cached and downloads are off ({OFFLINE_ENV} or "
                            f"HF_HUB_OFFLINE is set). Get it from {url}{hint}")
-    from tqdm.auto import tqdm
-
     with atomic_path(dest, suffix=".part") as tmp:
         with open(tmp, "wb") as out:
             try:
                 with urllib.request.urlopen(url, timeout=timeout) as resp:
                     total = int(resp.headers.get("Content-Length") or 0) or None
-                    with tqdm(total=total, unit="B", unit_scale=True,
-                              desc=f"downloading {dest.name}") as bar:
+                    with progress_bar(total, unit="B", unit_scale=True,
+                                      desc=f"downloading {dest.name}") as bar:
                         src = resp
                         if decompress_gzip:
                             import gzip

@@ -35,8 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import Embedding
-from .fsutil import atomic_path
+from embedders import Embedding
+from common.fsutil import atomic_path
 
 #: Format version of cache entries; bump when the layout changes.
 STORE_FORMAT = 1
@@ -192,7 +192,7 @@ class EmbeddingStore:
 
 def load_export(path: str | os.PathLike):
     """Read an export file back as an :class:`analysis.data.EmbeddingSet` (clip vectors)."""
-    from analysis.data import EmbeddingSet
+    from .embedding_set import EmbeddingSet
 
     with np.load(path, allow_pickle=False) as npz:
         meta = read_meta(npz)

@@ -1,7 +1,7 @@
 """Manifest → embedder → embedding store: embed a whole dataset, resumably.
 
 >>> from embedders import get_embedder
->>> from embedders.pipeline import embed_dataset
+>>> from collection.pipeline import embed_dataset
 >>> result = embed_dataset("dataset/songs", [get_embedder("audio-stats")],      # doctest: +SKIP
 ...                        emb_dir="results/embeddings", out_dir="results/songs")
 >>> result.sets["audio-stats"].vectors.shape                                      # doctest: +SKIP
@@ -20,11 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from .base import Embedder, Embedding, InputError
-from .dataset import (EMBEDDED, MANIFEST_FIELDS, SKIPPED, HashIndex, Item, ScanResult,
+from embedders import Embedder, Embedding, InputError
+from .scan import (EMBEDDED, MANIFEST_FIELDS, SKIPPED, HashIndex, Item, ScanResult,
                       hash_items, scan_dataset)
 from .store import EmbeddingStore, StoreError, cache_key
-from .fsutil import atomic_write_text
+from common.fsutil import atomic_write_text
+from common.progress import progress_bar
 
 #: How many files are handed to ``embed_many`` at once (bounds memory; results stream back).
 CHUNK_FILES = 64
@@ -53,7 +54,7 @@ class EmbedderRun:
     def embedding_set(self):
         """The clip vectors as an :class:`analysis.data.EmbeddingSet`."""
         import numpy as np
-        from analysis.data import EmbeddingSet
+        from .embedding_set import EmbeddingSet
 
         dim = self.embeddings[0].clip.shape[0] if self.embeddings else 0
         vectors = (np.stack([e.clip for e in self.embeddings]) if self.embeddings
@@ -105,7 +106,7 @@ _worker_embedder: Embedder | None = None
 
 def _worker_init(name: str, options: dict) -> None:
     global _worker_embedder
-    from . import get_embedder
+    from embedders import get_embedder
     _worker_embedder = get_embedder(name, **options).load()
 
 
@@ -190,9 +191,9 @@ def embed_items(items: Iterable[Item], embedder: Embedder, store: EmbeddingStore
 
     by_path = {it.path: it for it in todo}
     bar = None
-    if progress and todo:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=len(todo), desc=f"embedding with {embedder.name}", unit="file")
+    if todo:
+        bar = progress_bar(len(todo), desc=f"embedding with {embedder.name}", unit="file",
+                           enabled=progress)
     try:
         for path, out in _embed_stream(embedder, [it.path for it in todo], workers):
             it = by_path[path]

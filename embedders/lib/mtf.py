@@ -34,7 +34,7 @@ from typing import Union
 
 import numpy as np
 
-from .base import InputError
+from ..base import InputError
 
 #: Largest MIDI file read (bytes). mido keeps one Python object per message (a few hundred
 #: bytes each), so a 4 MiB file of 2-byte running-status messages is already ~1 GB of objects.

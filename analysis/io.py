@@ -1,0 +1,56 @@
+"""Writing the analysis outputs: JSON and CSV, atomically, with numpy values made plain.
+
+Every table and ``metrics.json`` goes through here, so NaN never reaches a file (it becomes
+``null`` or an empty cell) and a crash never leaves half a file.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+
+from common.fsutil import atomic_write_text
+
+from ._common import finite_or_none
+
+
+def jsonable(obj):
+    """Recursively convert numpy types / NaN to JSON-safe values (NaN, inf -> None)."""
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return jsonable(obj.tolist())
+    if isinstance(obj, (np.bool_, bool)):
+        return bool(obj)
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return finite_or_none(obj)
+    if isinstance(obj, Path):
+        return str(obj)
+    if obj is None or isinstance(obj, (str, int)):
+        return obj
+    return str(obj)
+
+
+def write_json_atomic(obj, path: Path) -> Path:
+    """Write ``obj`` as JSON (NaN/inf -> null) via a temp file and os.replace."""
+    return atomic_write_text(path, json.dumps(jsonable(obj), indent=2, allow_nan=False) + "\n")
+
+
+def write_csv_atomic(path: Path, header, rows) -> Path:
+    """Write rows as CSV (floats to 6 significant digits, None as empty) atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    if header is not None:
+        w.writerow(header)
+    for r in rows:
+        w.writerow(["" if v is None else (f"{v:.6g}" if isinstance(v, float) else v) for v in r])
+    return atomic_write_text(path, buf.getvalue())

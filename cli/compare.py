@@ -1,0 +1,325 @@
+"""The comparison command: the original flags (``--dataset``, ``--emb-methods``, ``--plot``,
+``--calc-metrics`` ...) embed a collection with several embedders and compare the spaces.
+
+A thin layer: :func:`collection.embed_dataset` does the embedding and
+:func:`analysis.run_analysis` the comparison; this module turns flags into their arguments.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from .params import UsageError, expand_argv
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+#: ``--emb-methods`` keeps the meaning of the original tool: the two model embedders.
+EMB_METHODS = {"openl3": ["openl3"], "clamp2": ["clamp2"], "both": ["openl3", "clamp2"]}
+DEFAULT_EMBEDDERS = ["audio-stats", "midi-stats"]
+PLOT_METHODS = {"tsne": ("tsne",), "pca": ("pca",), "both": ("pca", "tsne")}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one clear line instead of argparse's usage dump
+        raise UsageError(message)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser; ``--help`` documents every flag."""
+    p = _Parser(
+        prog="main.py",
+        description="Embed a genre-labelled music collection (ROOT/<genre>/.../<file>) with "
+                    "audio and symbolic embedders, cache the vectors, and compare the spaces "
+                    "(maps, centroids, cosine matrices, variance, separability, cross-model "
+                    "similarity, report).",
+        epilog="Flags may also come from a params file (--params-file FILE: flags one or more "
+               "per line, '#' comments); flags on the command line override the file.")
+    io = p.add_argument_group("input and output")
+    io.add_argument("--params-file", metavar="FILE",
+                    help="read flags from FILE (may be given more than once)")
+    io.add_argument("--dataset", metavar="DIR",
+                    help="dataset folder: one sub-folder per class (genre) holding audio and/or "
+                         "MIDI files, deeper folders allowed")
+    io.add_argument("--make-demo-corpus", action="store_true",
+                    help="first synthesize the offline demo corpus into --dataset (only files "
+                         "that are missing are made)")
+    io.add_argument("--out", metavar="DIR",
+                    help="output folder for manifest.csv, metrics.json, tables and the report "
+                         "(default: results/<dataset folder name>)")
+    io.add_argument("--emb-dir", metavar="DIR",
+                    help="embeddings folder: the content-addressed cache and one <embedder>.npz "
+                         "export per embedder (default: results/embeddings)")
+    emb = p.add_argument_group("embedders")
+    emb.add_argument("--emb-methods", choices=sorted(EMB_METHODS),
+                     help="model embedders: openl3 (audio), clamp2 (MIDI) or both")
+    emb.add_argument("--embedders", nargs="+", metavar="NAME",
+                     help="registered embedders to use, e.g. audio-stats midi-stats openl3 "
+                          "clamp2 (combined with --emb-methods; default when neither is given: "
+                          f"{' '.join(DEFAULT_EMBEDDERS)})")
+    emb.add_argument("--list-embedders", action="store_true",
+                     help="list the registered embedders with their options and exit")
+    emb.add_argument("--set", dest="set_options", action="append", default=[],
+                     metavar="NAME.OPTION=VALUE",
+                     help="set any embedder option, e.g. --set openl3.resampler=soxr "
+                          "(repeatable)")
+    emb.add_argument("--device", metavar="DEV",
+                     help="torch device for model embedders: auto (default), cpu, cuda, cuda:N, mps")
+    emb.add_argument("--batch-size", type=_positive_int, metavar="N",
+                     help="frames (OpenL3) or segments (CLaMP 2) per forward pass")
+    emb.add_argument("--workers", type=_positive_int, default=1, metavar="N",
+                     help="worker processes for embedders that embed file by file (default 1)")
+    ol3 = p.add_argument_group("OpenL3 options")
+    ol3.add_argument("--input-repr", choices=["linear", "mel128", "mel256"],
+                     help="spectrogram front-end (default mel256)")
+    ol3.add_argument("--embedding-size", type=int, choices=[512, 6144],
+                     help="embedding dimension (default 6144)")
+    ol3.add_argument("--content-type", choices=["music", "env"],
+                     help="weights trained on music or environmental sound (default music)")
+    ol3.add_argument("--hop-size", type=_positive_float, metavar="SECONDS",
+                     help="hop between 1-s frames in seconds (default 0.1)")
+    ol3.add_argument("--center", action=argparse.BooleanOptionalAction, default=None,
+                     help="pad half a frame at the start so frame i is centred at i*hop "
+                          "(default on)")
+    ol3.add_argument("--openl3-weights", metavar="PATH",
+                     help="official OpenL3 .h5 weight file, or a folder holding the official "
+                          "file names")
+    cl2 = p.add_argument_group("CLaMP 2 options")
+    cl2.add_argument("--clamp2-weights", metavar="PATH", help="official CLaMP 2 .pth checkpoint")
+    an = p.add_argument_group("analysis")
+    an.add_argument("--plot", nargs=3, metavar=("TITLE", "METHOD", "DIR"),
+                    help="maps: plot title, method (tsne, pca or both) and folder for the plots")
+    an.add_argument("--calc-metrics", nargs=2, metavar=("COS_DIR", "VAR_DIR"),
+                    help="folders for the centroid-cosine heatmaps/CSVs and the variance CSVs")
+    an.add_argument("--seed", type=int, default=0,
+                    help="seed for t-SNE, bootstraps, folds and k-means (default 0)")
+    an.add_argument("--bootstrap", type=_positive_int, default=None, metavar="N",
+                    help="bootstrap resamples for confidence intervals")
+    an.add_argument("--no-analysis", action="store_true",
+                    help="only embed (manifest, cache, exports); skip maps, metrics and report")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    """Expand params files and parse; :class:`UsageError` on any problem."""
+    args = build_parser().parse_args(expand_argv(list(argv)))
+    if args.list_embedders:
+        return args
+    if not args.dataset:
+        raise UsageError("--dataset is required (or a --params-file that sets it)")
+    if args.plot and args.plot[1] not in PLOT_METHODS:
+        raise UsageError(f"--plot METHOD must be tsne, pca or both, got {args.plot[1]!r}")
+    return args
+
+
+def _parse_value(text: str):
+    low = text.lower()
+    if low in ("true", "yes", "on"):
+        return True
+    if low in ("false", "no", "off"):
+        return False
+    if low in ("none", "null"):
+        return None
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def embedder_options(args: argparse.Namespace, names: list[str]) -> dict[str, dict]:
+    """Per-embedder option dicts from the flags (only options the embedder knows are passed)."""
+    from embedders import get_embedder_class
+
+    generic = {"device": args.device, "batch_size": args.batch_size}
+    specific = {
+        "openl3": {"input_repr": args.input_repr, "embedding_size": args.embedding_size,
+                   "content_type": args.content_type, "hop_size": args.hop_size,
+                   "center": args.center, "weights": args.openl3_weights},
+        "clamp2": {"weights": args.clamp2_weights},
+    }
+    out: dict[str, dict] = {}
+    for name in names:
+        known = get_embedder_class(name).option_defaults
+        opts = {k: v for k, v in {**generic, **specific.get(name, {})}.items()
+                if v is not None and k in known}
+        out[name] = opts
+    for item in args.set_options:
+        target, sep, value = item.partition("=")
+        emb_name, dot, key = target.rpartition(".")
+        if not (sep and dot and emb_name and key):
+            raise UsageError(f"--set expects NAME.OPTION=VALUE, got {item!r}")
+        if emb_name not in out:
+            raise UsageError(f"--set {item!r}: embedder {emb_name!r} is not selected "
+                             f"(selected: {', '.join(names)})")
+        out[emb_name][key] = _parse_value(value)
+    return out
+
+
+def selected_embedders(args: argparse.Namespace) -> list[str]:
+    names: list[str] = []
+    if args.emb_methods:
+        names.extend(EMB_METHODS[args.emb_methods])
+    if args.embedders:
+        names.extend(args.embedders)
+    if not names:
+        names = list(DEFAULT_EMBEDDERS)
+    return list(dict.fromkeys(names))  # de-duplicate, keep order
+
+
+def _check_writable(folder: Path, flag: str) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write_test_{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise UsageError(f"{flag} folder {str(folder)!r} cannot be written: "
+                         f"{exc.strerror or exc}") from None
+
+
+class RunPlan:
+    """Everything decided from the flags before any work starts."""
+
+    def __init__(self, args: argparse.Namespace):
+        from embedders import ConfigurationError, get_embedder
+
+        self.args = args
+        self.dataset = Path(args.dataset).expanduser()
+        name = self.dataset.resolve().name or "dataset"
+        self.out = Path(args.out) if args.out else Path("results") / name
+        self.emb_dir = Path(args.emb_dir) if args.emb_dir else Path("results") / "embeddings"
+        self.plot_title, plot_method, plot_dir = (args.plot if args.plot
+                                                  else (name, "both", str(self.out / "plots")))
+        self.plot_methods = PLOT_METHODS[plot_method]
+        self.plot_dir = Path(plot_dir)
+        cos_dir, var_dir = (args.calc_metrics if args.calc_metrics
+                            else (str(self.out / "cosine"), str(self.out / "variance")))
+        self.cos_dir, self.var_dir = Path(cos_dir), Path(var_dir)
+        self.names = selected_embedders(args)
+        try:
+            options = embedder_options(args, self.names)
+            self.embedders = [get_embedder(n, **options[n]) for n in self.names]
+        except ConfigurationError as exc:
+            raise UsageError(str(exc)) from None
+
+    def check(self) -> None:
+        """Configuration checks that need the file system; before any work."""
+        if not self.args.make_demo_corpus:
+            if not self.dataset.exists():
+                raise UsageError(f"dataset folder {str(self.dataset)!r} does not exist")
+            if not self.dataset.is_dir():
+                raise UsageError(f"dataset path {str(self.dataset)!r} is not a folder")
+        for folder, flag in ((self.out, "--out"), (self.emb_dir, "--emb-dir"),
+                             (self.plot_dir, "--plot DIR"), (self.cos_dir, "--calc-metrics COS_DIR"),
+                             (self.var_dir, "--calc-metrics VAR_DIR")):
+            _check_writable(folder, flag)
+
+    def config(self) -> dict:
+        """The run configuration, for the report."""
+        return {"dataset": str(self.dataset), "out": str(self.out), "emb_dir": str(self.emb_dir),
+                "embedders": {e.name: dict(e.options) for e in self.embedders},
+                "plot": {"title": self.plot_title, "methods": list(self.plot_methods),
+                         "dir": str(self.plot_dir)},
+                "calc_metrics": {"cos_dir": str(self.cos_dir), "var_dir": str(self.var_dir)},
+                "seed": self.args.seed, "workers": self.args.workers}
+
+
+def list_embedders() -> str:
+    from embedders import available_embedders
+
+    lines = []
+    for name, cls in available_embedders().items():
+        opts = ", ".join(f"{k}={v!r}" for k, v in cls.option_defaults.items())
+        lines.append(f"{name} ({cls.modality}, version {cls.version}): {cls.description}\n"
+                     f"    options: {opts or 'none'}")
+    return "\n".join(lines)
+
+
+def print_summary(result, analysis_seconds: float | None, out=None) -> None:
+    """A short table: files embedded, skipped, cached, time per embedder."""
+    out = out or sys.stdout
+    summ = result.summary()
+    print(f"\nDataset {summ['root']}: {summ['n_files']} files, {summ['n_usable']} usable, "
+          f"{len(summ['classes'])} classes, {summ['n_pairs']} audio/MIDI pairs", file=out)
+    print(f"{'embedder':<14}{'found':>7}{'embedded':>10}{'computed':>10}{'cached':>8}"
+          f"{'skipped':>9}{'seconds':>9}", file=out)
+    for name, e in summ["embedders"].items():
+        print(f"{name:<14}{e['found']:>7}{e['embedded']:>10}{e['computed']:>10}{e['cached']:>8}"
+              f"{e['skipped']:>9}{e['seconds']:>9.1f}", file=out)
+    if summ["skipped"]:
+        print(f"{len(summ['skipped'])} skipped (reasons in {result.manifest_path}), e.g.:", file=out)
+        for path, reason in summ["skipped"][:5]:
+            print(f"  {path}: {reason}", file=out)
+    for path, reason in summ["damaged_cache_entries"]:
+        print(f"damaged cache entry recomputed: {path} ({reason})", file=out)
+    for warning in summ["warnings"]:
+        print(f"warning: {warning}", file=out)
+    if analysis_seconds is not None:
+        print(f"analysis: {analysis_seconds:.1f} s", file=out)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Carry out a parsed command line; returns the exit status."""
+    from collection import StoreError, embed_dataset
+    from embedders import EmbedderError, WeightsError
+
+    plan = RunPlan(args)
+    plan.check()
+    progress = not args.quiet
+    if args.make_demo_corpus:
+        from collection.demo_corpus import build_demo_corpus
+        info = build_demo_corpus(plan.dataset)
+        print(f"demo corpus in {plan.dataset} (synth: {info.get('synth', '?')})")
+    try:
+        for emb in plan.embedders:
+            emb.load()
+    except (WeightsError, EmbedderError) as exc:
+        raise UsageError(str(exc)) from None
+    try:
+        result = embed_dataset(plan.dataset, plan.embedders, emb_dir=plan.emb_dir,
+                               out_dir=plan.out, workers=args.workers, progress=progress)
+    except StoreError as exc:
+        print(f"main.py: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    analysis_seconds = None
+    if not args.no_analysis:
+        from analysis import run_analysis
+        t0 = time.perf_counter()
+        kwargs = {"progress": not args.quiet}
+        if args.bootstrap is not None:
+            kwargs["n_bootstrap"] = args.bootstrap
+        run_analysis(list(result.sets.values()), plan.out, plot_dir=plan.plot_dir,
+                     cos_dir=plan.cos_dir, var_dir=plan.var_dir, title=plan.plot_title,
+                     methods=plan.plot_methods, seed=args.seed,
+                     dataset_summary=result.summary(), run_config=plan.config(), **kwargs)
+        analysis_seconds = time.perf_counter() - t0
+    print_summary(result, analysis_seconds)
+    print(f"outputs in {plan.out} (manifest.csv"
+          f"{', metrics.json, report.html' if not args.no_analysis else ''}); "
+          f"embeddings in {plan.emb_dir}")
+    return EXIT_OK
