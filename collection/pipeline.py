@@ -209,6 +209,12 @@ def embed_items(items: Iterable[Item], embedder: Embedder, store: EmbeddingStore
     on_result : callable, optional
         Called as ``on_result(item, status)`` after each file (for tests and progress hooks).
 
+    Returns
+    -------
+    EmbedderRun
+        One :class:`RunEntry` per embedded item (clip vector, frame count, cache key): the
+        frames themselves are only in the store, for :func:`export_run` to stream.
+
     Raises
     ------
     StoreError
@@ -284,8 +290,8 @@ def _store_result(it: Item, out: Embedding | Exception, embedder: Embedder,
                     computed=True)
 
 
-def export_run(run: EmbedderRun, embedder: Embedder, store: EmbeddingStore, *, meta: dict
-               ) -> Path:
+def export_run(run: EmbedderRun, embedder: Embedder, store: EmbeddingStore, *, meta: dict,
+               progress: bool = True) -> Path:
     """Write the export folder of one run, streaming every item's frames from the cache.
 
     An entry found damaged only now (its frames are checked as they are copied) is removed
@@ -297,8 +303,11 @@ def export_run(run: EmbedderRun, embedder: Embedder, store: EmbeddingStore, *, m
         The export folder, ``<emb-dir>/export/<embedder>``.
     """
     kept: list[RunEntry] = []
-    with ExportWriter(export_dir(store.root, run.name), meta=meta) as writer:
+    bar = progress_bar(len(run.entries), desc=f"exporting {run.name}", unit="file",
+                       enabled=progress and bool(run.entries))
+    with bar, ExportWriter(export_dir(store.root, run.name), meta=meta) as writer:
         for entry in run.entries:
+            bar.update(1)
             it = entry.item
             fields = dict(id=it.id, label=it.label, path=it.path, pair_id=it.pair_id,
                           content_hash=it.content_hash)
@@ -369,7 +378,7 @@ def embed_dataset(root: str | os.PathLike, embedders: list[Embedder], *,
         export = export_run(run, emb, store,
                             meta={"embedder": emb.name, "modality": emb.modality,
                                   "version": emb.version, "options": run.options,
-                                  "dataset": scan.root})
+                                  "dataset": scan.root}, progress=progress)
         run.export_path = str(export)
     write_csv_atomic(manifest_path, manifest_rows(scan, runs), MANIFEST_FIELDS)
     return DatasetEmbeddings(scan=scan, runs=runs, manifest_path=str(manifest_path),
