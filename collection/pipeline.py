@@ -312,8 +312,8 @@ def export_run(run: EmbedderRun, embedder: Embedder, store: EmbeddingStore, *, m
             fields = dict(id=it.id, label=it.label, path=it.path, pair_id=it.pair_id,
                           content_hash=it.content_hash)
             try:
-                entry.n_frames = writer.add_item(**fields, clip=entry.clip,
-                                                 frame_blocks=store.iter_frames(run.name, entry.key))
+                blocks = store.iter_frames(run.name, entry.key)  # read and checked as copied
+                entry.n_frames = writer.add_item(**fields, clip=entry.clip, frame_blocks=blocks)
             except DamagedEntryError:
                 try:
                     out = embedder.compute(it.path)

@@ -189,7 +189,10 @@ def test_readers_never_see_a_mix_while_exports_are_swapped(tmp_path):
     def writer():
         k = 0
         while not stop.is_set():
-            _write(dest, _embs(1, sizes=(3, 1, 2)) if k % 2 else _embs(0), tag="new" if k % 2 else "old")
+            if k % 2:
+                _write(dest, _embs(1, sizes=(3, 1, 2)), tag="new")
+            else:
+                _write(dest, _embs(0), tag="old")
             k += 1
 
     thread = threading.Thread(target=writer)

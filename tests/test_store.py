@@ -104,7 +104,7 @@ def test_peek_reads_clip_and_count_and_iter_frames_streams_blocks(tmp_path):
 
 
 def test_damage_inside_frames_passes_peek_and_is_caught_while_streaming(tmp_path):
-    """peek() does not read frames; iter_frames() checks them (CRC, values) and removes the entry."""
+    """peek() does not read frames; iter_frames() checks them (CRC, values), removes the entry."""
     store = EmbeddingStore(tmp_path)
     key = "9a" * 32
     emb = _emb(n=2000, dim=8)  # 64 kB: larger than what reading the header pulls in
