@@ -70,8 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="output folder for manifest.csv, metrics.json, tables and the report "
                          "(default: results/<dataset folder name>)")
     io.add_argument("--emb-dir", metavar="DIR",
-                    help="embeddings folder: the content-addressed cache and one <embedder>.npz "
-                         "export per embedder (default: results/embeddings)")
+                    help="embeddings folder: the content-addressed cache and one "
+                         "export/<embedder>/ folder per embedder (default: results/embeddings)")
     emb = p.add_argument_group("embedders")
     emb.add_argument("--emb-methods", choices=sorted(EMB_METHODS),
                      help="model embedders: openl3 (audio), clamp2 (MIDI) or both")

@@ -1,8 +1,8 @@
 """The vectors analysis consumes: one :class:`EmbeddingSet` per embedder.
 
-An embedding set is read from the store's per-run export (``<emb-dir>/<name>.npz``, readable
-with numpy alone) or built in memory. Every analysis function takes plain arrays; this class only
-keeps the arrays of one embedder together and checks they agree.
+An embedding set is read from the per-run export (``<emb-dir>/export/<name>/``, readable with numpy
+alone; see :mod:`collection.export`) or built in memory. Every analysis function takes plain
+arrays; this class only keeps the arrays of one embedder together and checks they agree.
 """
 from __future__ import annotations
 

@@ -8,27 +8,55 @@
 
 Each finished file is stored at once, so an interrupted run loses at most the files in flight;
 running again computes only what is missing.
+
+Memory stays flat in the size of the collection: during a run only clip vectors, frame counts
+and item metadata are kept (:class:`RunEntry`); frames go from the embedder to the cache, and
+later from the cache to the export folder, one file (or block) at a time.
 """
 from __future__ import annotations
 
-import csv
-import io
 import os
 import time
+from collections import deque
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
+import numpy as np
+
 from embedders import Embedder, Embedding, InputError
+from .export import ExportWriter, export_dir
+from .manifest import manifest_rows, write_csv_atomic  # noqa: F401 (re-exported, as before)
 from .scan import (EMBEDDED, MANIFEST_FIELDS, SKIPPED, HashIndex, Item, ScanResult,
-                      hash_items, scan_dataset)
-from .store import EmbeddingStore, StoreError, cache_key
-from common.fsutil import atomic_write_text
+                   hash_items, scan_dataset)
+from .store import DamagedEntryError, EmbeddingStore, StoreError, cache_key  # noqa: F401
 from common.progress import progress_bar
 
 #: How many files are handed to ``embed_many`` at once (bounds memory; results stream back).
 CHUNK_FILES = 64
+
+
+@dataclass
+class RunEntry:
+    """One embedded item, as a run keeps it: never its frames.
+
+    Attributes
+    ----------
+    item : Item
+    key : str
+        Its cache key: the frames are read back from the store when the export is written.
+    clip : np.ndarray [shape=(dim,), dtype=float32]
+    n_frames : int
+    computed : bool
+        Computed in this run (``False``: found in the cache).
+    """
+
+    item: Item
+    key: str
+    clip: np.ndarray
+    n_frames: int
+    computed: bool
 
 
 @dataclass
@@ -38,31 +66,40 @@ class EmbedderRun:
     name: str
     modality: str
     options: dict
-    items: list[Item] = field(default_factory=list)          # embedded, in scan order
-    embeddings: list[Embedding] = field(default_factory=list)
+    entries: list[RunEntry] = field(default_factory=list)   # embedded, in scan order
     n_found: int = 0
-    n_computed: int = 0
-    n_cached: int = 0
     skipped: list[tuple[Item, str]] = field(default_factory=list)
     seconds: float = 0.0
     export_path: str = ""
 
     @property
+    def items(self) -> list[Item]:
+        return [e.item for e in self.entries]
+
+    @property
     def n_embedded(self) -> int:
-        return len(self.items)
+        return len(self.entries)
+
+    @property
+    def n_computed(self) -> int:
+        return sum(e.computed for e in self.entries)
+
+    @property
+    def n_cached(self) -> int:
+        return self.n_embedded - self.n_computed
 
     def embedding_set(self):
-        """The clip vectors as an :class:`analysis.data.EmbeddingSet`."""
-        import numpy as np
+        """The clip vectors as an :class:`~collection.embedding_set.EmbeddingSet`."""
         from .embedding_set import EmbeddingSet
 
-        dim = self.embeddings[0].clip.shape[0] if self.embeddings else 0
-        vectors = (np.stack([e.clip for e in self.embeddings]) if self.embeddings
+        dim = self.entries[0].clip.shape[0] if self.entries else 0
+        vectors = (np.stack([e.clip for e in self.entries]) if self.entries
                    else np.zeros((0, dim), np.float32))
+        items = self.items
         return EmbeddingSet(name=self.name, modality=self.modality,
-                            ids=[it.id for it in self.items], labels=[it.label for it in self.items],
-                            pair_ids=[it.pair_id for it in self.items], vectors=vectors,
-                            paths=[it.path for it in self.items], options=self.options)
+                            ids=[it.id for it in items], labels=[it.label for it in items],
+                            pair_ids=[it.pair_id for it in items], vectors=vectors,
+                            paths=[it.path for it in items], options=self.options)
 
 
 @dataclass
@@ -123,10 +160,20 @@ def _embed_stream(embedder: Embedder, paths: list[str], workers: int
     if workers > 1 and embedder.parallel_files and len(paths) > 1:
         with ProcessPoolExecutor(max_workers=workers, initializer=_worker_init,
                                  initargs=(embedder.name, dict(embedder.options))) as pool:
-            yield from pool.map(_worker_embed, paths, chunksize=1)
+            # A bounded window of files in flight (``pool.map`` would submit them all, and
+            # finished results would pile up in memory while the store writes lag behind).
+            todo = iter(paths)
+            window = deque(pool.submit(_worker_embed, p) for p in _take(todo, 2 * workers))
+            while window:
+                yield window.popleft().result()
+                window.extend(pool.submit(_worker_embed, p) for p in _take(todo, 1))
         return
     for start in range(0, len(paths), CHUNK_FILES):
         yield from embedder.embed_many(paths[start:start + CHUNK_FILES])
+
+
+def _take(iterator: Iterator[str], n: int) -> list[str]:
+    return [p for _, p in zip(range(n), iterator)]
 
 
 def _reason(exc: Exception) -> str:
@@ -162,6 +209,12 @@ def embed_items(items: Iterable[Item], embedder: Embedder, store: EmbeddingStore
     on_result : callable, optional
         Called as ``on_result(item, status)`` after each file (for tests and progress hooks).
 
+    Returns
+    -------
+    EmbedderRun
+        One :class:`RunEntry` per embedded item (clip vector, frame count, cache key): the
+        frames themselves are only in the store, for :func:`export_run` to stream.
+
     Raises
     ------
     StoreError
@@ -173,7 +226,7 @@ def embed_items(items: Iterable[Item], embedder: Embedder, store: EmbeddingStore
     run = EmbedderRun(name=embedder.name, modality=embedder.modality, options=options)
     mine = [it for it in items if not it.skip_reason and it.modality == embedder.modality]
     run.n_found = len(mine)
-    results: dict[str, Embedding] = {}
+    entries: dict[str, RunEntry] = {}
     reasons: dict[str, str] = {}
     keys: dict[str, str] = {}
     todo: list[Item] = []
@@ -182,10 +235,10 @@ def embed_items(items: Iterable[Item], embedder: Embedder, store: EmbeddingStore
             reasons[it.id] = f"{embedder.name} does not read {os.path.splitext(it.path)[1]} files"
             continue
         keys[it.id] = cache_key(embedder.name, embedder.version, options, it.content_hash)
-        cached = store.get(embedder.name, keys[it.id])
+        cached = store.peek(embedder.name, keys[it.id])  # clip + frame count, frames stay on disk
         if cached is not None:
-            results[it.id] = cached
-            run.n_cached += 1
+            entries[it.id] = RunEntry(item=it, key=keys[it.id], clip=cached.clip,
+                                      n_frames=cached.n_frames, computed=False)
         else:
             todo.append(it)
 
@@ -197,20 +250,14 @@ def embed_items(items: Iterable[Item], embedder: Embedder, store: EmbeddingStore
     try:
         for path, out in _embed_stream(embedder, [it.path for it in todo], workers):
             it = by_path[path]
-            if isinstance(out, Exception):
-                reasons[it.id] = _reason(out)
-                status = SKIPPED
-            elif not _unchanged(it):
-                reasons[it.id] = "file changed while it was being embedded; run again"
+            entry = _store_result(it, out, embedder, store, key=keys[it.id], options=options)
+            if isinstance(entry, str):
+                reasons[it.id] = entry
                 status = SKIPPED
             else:
-                store.put(embedder.name, keys[it.id], out,
-                          meta={"embedder": embedder.name, "version": embedder.version,
-                                "options": options, "content_hash": it.content_hash,
-                                "source_path": it.path})
-                results[it.id] = out
-                run.n_computed += 1
+                entries[it.id] = entry
                 status = EMBEDDED
+            del out  # this file's frames are in the cache now; keep only its clip vector
             if bar is not None:
                 bar.update(1)
             if on_result is not None:
@@ -220,56 +267,70 @@ def embed_items(items: Iterable[Item], embedder: Embedder, store: EmbeddingStore
             bar.close()
 
     for it in mine:
-        if it.id in results:
-            run.items.append(it)
-            run.embeddings.append(results[it.id])
+        if it.id in entries:
+            run.entries.append(entries[it.id])
         else:
             run.skipped.append((it, reasons.get(it.id, "not embedded")))
     run.seconds = time.perf_counter() - t0
     return run
 
 
-def manifest_rows(scan: ScanResult, runs: dict[str, EmbedderRun],
-                  computed_ids: dict[str, set[str]] | None = None) -> list[dict]:
-    """One row per (file, embedder) that handled it; one row for files no embedder used."""
-    rows = []
-    by_item: dict[str, list[dict]] = {}
-    for run in runs.values():
-        computed = (computed_ids or {}).get(run.name, set())
-        for it in run.items:
-            by_item.setdefault(it.id, []).append(
-                {"embedder": run.name, "status": EMBEDDED,
-                 "cached": "no" if it.id in computed else "yes", "reason": ""})
-        for it, reason in run.skipped:
-            by_item.setdefault(it.id, []).append(
-                {"embedder": run.name, "status": SKIPPED, "cached": "", "reason": reason})
-    modalities = {run.modality for run in runs.values()}
-    for it in scan.items:
-        base = {"path": it.id, "label": it.label, "modality": it.modality, "pair_id": it.pair_id,
-                "content_hash": it.content_hash}
-        if it.skip_reason:
-            rows.append({**base, "embedder": "", "status": SKIPPED, "cached": "",
-                         "reason": it.skip_reason})
-        elif it.id in by_item:
-            rows.extend({**base, **r} for r in by_item[it.id])
-        else:
-            reason = (f"no selected embedder reads {it.modality} files"
-                      if it.modality not in modalities else "not embedded")
-            rows.append({**base, "embedder": "", "status": SKIPPED, "cached": "", "reason": reason})
-    return rows
+def _store_result(it: Item, out: Embedding | Exception, embedder: Embedder,
+                  store: EmbeddingStore, *, key: str, options: dict) -> RunEntry | str:
+    """Cache one computed embedding; the run entry, or the reason the item is skipped."""
+    if isinstance(out, Exception):
+        return _reason(out)
+    if not _unchanged(it):
+        return "file changed while it was being embedded; run again"
+    store.put(embedder.name, key, out,
+              meta={"embedder": embedder.name, "version": embedder.version, "options": options,
+                    "content_hash": it.content_hash, "source_path": it.path})
+    # a copy, so that a clip that is a view into the frames does not keep them alive
+    return RunEntry(item=it, key=key, clip=out.clip.copy(), n_frames=out.frames.shape[0],
+                    computed=True)
 
 
-def write_csv_atomic(path: str | os.PathLike, rows: list[dict], fields: Iterable[str]) -> Path:
-    """Write rows as CSV through a temporary file and a rename."""
-    path = Path(path)
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(fields), extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(rows)
-    try:
-        atomic_write_text(path, buf.getvalue())
-    except OSError as exc:
-        raise StoreError(exc.errno, f"cannot write {path}: {exc.strerror or exc}") from exc
+def export_run(run: EmbedderRun, embedder: Embedder, store: EmbeddingStore, *, meta: dict,
+               progress: bool = True) -> Path:
+    """Write the export folder of one run, streaming every item's frames from the cache.
+
+    An entry found damaged only now (its frames are checked as they are copied) is removed
+    from the cache and computed again; if that fails the item moves to ``run.skipped``.
+
+    Returns
+    -------
+    Path
+        The export folder, ``<emb-dir>/export/<embedder>``.
+    """
+    kept: list[RunEntry] = []
+    bar = progress_bar(len(run.entries), desc=f"exporting {run.name}", unit="file",
+                       enabled=progress and bool(run.entries))
+    with bar, ExportWriter(export_dir(store.root, run.name), meta=meta) as writer:
+        for entry in run.entries:
+            bar.update(1)
+            it = entry.item
+            fields = dict(id=it.id, label=it.label, path=it.path, pair_id=it.pair_id,
+                          content_hash=it.content_hash)
+            try:
+                blocks = store.iter_frames(run.name, entry.key)  # read and checked as copied
+                entry.n_frames = writer.add_item(**fields, clip=entry.clip, frame_blocks=blocks)
+            except DamagedEntryError:
+                try:
+                    out = embedder.compute(it.path)
+                except Exception as exc:  # any model error skips this file, as in the run
+                    out = exc
+                fresh = _store_result(it, out, embedder, store, key=entry.key,
+                                      options=run.options)
+                if isinstance(fresh, str):
+                    run.skipped.append((it, fresh))
+                    continue
+                writer.add_item(**fields, clip=fresh.clip,
+                                frame_blocks=[(out.frames, out.timestamps)])
+                entry = fresh
+                del out
+            kept.append(entry)
+        path = writer.commit()
+    run.entries = kept
     return path
 
 
@@ -286,7 +347,7 @@ def embed_dataset(root: str | os.PathLike, embedders: list[Embedder], *,
         Distinct names. They are loaded before any file is touched, so a weights problem
         stops the run early.
     emb_dir : path
-        The embeddings folder: content-addressed cache and per-embedder exports.
+        The embeddings folder: content-addressed cache and per-embedder export folders.
     out_dir : path
         Where ``manifest.csv`` goes.
 
@@ -309,23 +370,16 @@ def embed_dataset(root: str | os.PathLike, embedders: list[Embedder], *,
     except OSError:
         pass  # only a shortcut for the next run
     runs: dict[str, EmbedderRun] = {}
-    computed: dict[str, set[str]] = {}
     out_dir = Path(out_dir)
     manifest_path = out_dir / "manifest.csv"
     for emb in embedders:
-        done: set[str] = set()
-        run = embed_items(scan.usable, emb, store, workers=workers, progress=progress,
-                          on_result=lambda it, status, done=done:
-                          done.add(it.id) if status == EMBEDDED else None)
-        computed[emb.name] = done
+        run = embed_items(scan.usable, emb, store, workers=workers, progress=progress)
         runs[emb.name] = run
-        export = store.write_export(
-            emb.name, ids=[it.id for it in run.items], labels=[it.label for it in run.items],
-            paths=[it.path for it in run.items], pair_ids=[it.pair_id for it in run.items],
-            content_hashes=[it.content_hash for it in run.items], embeddings=run.embeddings,
-            meta={"embedder": emb.name, "modality": emb.modality, "version": emb.version,
-                  "options": run.options, "dataset": scan.root})
+        export = export_run(run, emb, store,
+                            meta={"embedder": emb.name, "modality": emb.modality,
+                                  "version": emb.version, "options": run.options,
+                                  "dataset": scan.root}, progress=progress)
         run.export_path = str(export)
-    write_csv_atomic(manifest_path, manifest_rows(scan, runs, computed), MANIFEST_FIELDS)
+    write_csv_atomic(manifest_path, manifest_rows(scan, runs), MANIFEST_FIELDS)
     return DatasetEmbeddings(scan=scan, runs=runs, manifest_path=str(manifest_path),
                              damaged_cache_entries=list(store.damaged))

@@ -1,27 +1,25 @@
-"""The embedding store: a content-addressed cache of per-file embeddings, plus per-run exports.
+"""The embedding store: a content-addressed cache of per-file embeddings.
 
 Layout under the embeddings folder (``--emb-dir``)::
 
     cache/<embedder>/<key[:2]>/<key>.npz     one entry per (embedder, version, options, file bytes)
-    <embedder>.npz                           export of the last run: every item's vectors + ids
+    export/<embedder>/                       export of the last run (see :mod:`collection.export`)
 
 ``key`` is the SHA-256 of the embedder name, its version, the options that change the numbers
 (:meth:`~embedders.base.Embedder.cache_options`) and the file's content hash — never its path or
 modification time, so renaming or touching a file does not recompute it.
 
-Every file is a plain ``.npz`` readable with ``numpy.load(path)`` (no pickle):
-
-* cache entry: ``frames`` float32 (n_frames, dim), ``clip`` float32 (dim,), ``timestamps``
-  float64 (n_frames,) or (0,), ``meta`` (a JSON string: key, embedder, version, options,
-  content hash, info).
-* export: ``ids``, ``labels``, ``paths``, ``pair_ids``, ``content_hashes`` (str, (n,)),
-  ``clip`` float32 (n, dim), ``frames`` float32 (total_frames, dim), ``frame_offsets`` int64
-  (n+1,) — item i's frames are ``frames[frame_offsets[i]:frame_offsets[i+1]]`` —,
-  ``timestamps`` float64 (total_frames,) (NaN where the model has none), ``meta`` (JSON string).
+A cache entry is a plain uncompressed ``.npz`` readable with ``numpy.load(path)`` (no pickle):
+``frames`` float32 (n_frames, dim), ``clip`` float32 (dim,), ``timestamps`` float64 (n_frames,)
+or (0,), ``meta`` (a JSON string: key, embedder, version, options, content hash, info).
 
 Writes go to a temporary file in the same folder, are flushed to disk, and are renamed into place,
 so a crash or kill never leaves a half-written entry under a real name. A damaged entry (bad zip,
-CRC error, wrong key, non-finite values) is reported, removed and recomputed, never trusted.
+CRC error, wrong key, wrong shapes, non-finite values) is reported, removed and recomputed, never
+trusted. A run reads entries in two steps so that frames never pile up in memory:
+:meth:`EmbeddingStore.peek` checks the cheap parts (key, clip, shapes, sizes) and returns the clip
+vector and frame count; :meth:`EmbeddingStore.iter_frames` later streams the frames block by block
+(checking values and the CRC) into the export.
 """
 from __future__ import annotations
 
@@ -31,7 +29,9 @@ import json
 import os
 import time
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -42,8 +42,33 @@ from common.fsutil import atomic_path
 STORE_FORMAT = 1
 
 
+#: Bytes of frames read at a time when streaming an entry.
+FRAME_BLOCK_BYTES = 4 << 20
+
+#: What reading an entry may raise when it is damaged or gone.
+_DAMAGE = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile)
+
+
 class StoreError(OSError):
     """Writing to the embedding store failed (disk full, no permission). The cache stays valid."""
+
+
+class DamagedEntryError(ValueError):
+    """A cache entry turned out damaged while its frames were streamed; it has been removed."""
+
+
+@dataclass(frozen=True)
+class EntrySummary:
+    """What a run keeps of a cached entry: no frames.
+
+    Attributes
+    ----------
+    clip : np.ndarray [shape=(dim,), dtype=float32]
+    n_frames : int
+    """
+
+    clip: np.ndarray
+    n_frames: int
 
 
 def cache_key(embedder_name: str, version: str, options: dict, content_hash: str) -> str:
@@ -111,16 +136,24 @@ class EmbeddingStore:
     def entry_path(self, embedder_name: str, key: str) -> Path:
         return self.cache_root / embedder_name / key[:2] / f"{key}.npz"
 
+    def _report_damaged(self, path: Path, exc: BaseException) -> None:
+        self.damaged.append((str(path), f"{type(exc).__name__}: {exc}"))
+        try:
+            path.unlink()
+        except OSError:
+            pass
+
     def get(self, embedder_name: str, key: str) -> Embedding | None:
-        """The stored embedding, or ``None`` when absent or damaged (damaged ones are removed)."""
+        """The stored embedding, or ``None`` when absent or damaged (damaged ones are removed).
+
+        Loads the frames whole: a run uses :meth:`peek` and :meth:`iter_frames` instead.
+        """
         path = self.entry_path(embedder_name, key)
         if not path.is_file():
             return None
         try:
             with np.load(path, allow_pickle=False) as npz:
-                meta = read_meta(npz)
-                if meta.get("key") != key:
-                    raise ValueError("entry holds another key")
+                meta = _checked_meta(npz, key)
                 frames = np.array(npz["frames"])
                 clip = np.array(npz["clip"])
                 ts = np.array(npz["timestamps"])
@@ -128,14 +161,77 @@ class EmbeddingStore:
                 raise ValueError("non-finite values")
             emb = Embedding(frames=frames, clip=clip,
                             timestamps=ts if ts.size else None, info=meta.get("info", {}))
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
-            self.damaged.append((str(path), f"{type(exc).__name__}: {exc}"))
-            try:
-                path.unlink()
-            except OSError:
-                pass
+        except _DAMAGE as exc:
+            self._report_damaged(path, exc)
             return None
         return emb
+
+    def peek(self, embedder_name: str, key: str) -> EntrySummary | None:
+        """Clip vector and frame count of an entry, without reading its frames.
+
+        Checks what is cheap: the zip directory, the key, the clip's values, that the frames
+        header agrees with the clip and the stored size, the timestamps' shape. Returns ``None``
+        when absent or damaged (damaged ones are reported and removed).
+        """
+        path = self.entry_path(embedder_name, key)
+        if not path.is_file():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as npz:
+                _checked_meta(npz, key)
+                clip = np.array(npz["clip"], dtype=np.float32)
+                ts = npz["timestamps"]
+                info = npz.zip.getinfo("frames.npy")
+                with npz.zip.open(info) as fh:
+                    n_frames, _ = _frames_header(fh, clip, data_bytes=info.file_size)
+            if not np.all(np.isfinite(clip)):
+                raise ValueError("non-finite values")
+            if ts.shape not in ((n_frames,), (0,)):
+                raise ValueError(f"timestamps of shape {ts.shape} for {n_frames} frames")
+        except _DAMAGE as exc:
+            self._report_damaged(path, exc)
+            return None
+        return EntrySummary(clip=clip, n_frames=n_frames)
+
+    def iter_frames(self, embedder_name: str, key: str, *, block_bytes: int = FRAME_BLOCK_BYTES
+                    ) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+        """Stream an entry's frames as blocks of consecutive rows, checking them on the way.
+
+        Yields
+        ------
+        frames : np.ndarray [shape=(k, dim), dtype=float32]
+        timestamps : np.ndarray [shape=(k,), dtype=float64] or None
+
+        Raises
+        ------
+        DamagedEntryError
+            The entry is gone or damaged (non-finite values, truncated, CRC error); it has been
+            reported and removed. Blocks already yielded must be discarded by the caller.
+        """
+        path = self.entry_path(embedder_name, key)
+        try:
+            with np.load(path, allow_pickle=False) as npz:
+                _checked_meta(npz, key)
+                clip = np.array(npz["clip"], dtype=np.float32)
+                ts = np.array(npz["timestamps"], dtype=np.float64)
+                with npz.zip.open("frames.npy") as fh:
+                    n_frames, dtype = _frames_header(fh, clip)
+                    dim = clip.shape[0]
+                    rows = max(1, block_bytes // max(1, dim * dtype.itemsize))
+                    for start in range(0, n_frames, rows):
+                        k = min(rows, n_frames - start)
+                        data = fh.read(k * dim * dtype.itemsize)
+                        if len(data) != k * dim * dtype.itemsize:
+                            raise ValueError("frames are truncated")
+                        block = np.frombuffer(data, dtype=dtype).reshape(k, dim)
+                        if not np.all(np.isfinite(block)):
+                            raise ValueError("non-finite values")
+                        yield block, (ts[start:start + k] if ts.size else None)
+                    if fh.read(1):  # reading to the end also makes zipfile check the CRC
+                        raise ValueError("frames hold more data than their header says")
+        except _DAMAGE as exc:
+            self._report_damaged(path, exc)
+            raise DamagedEntryError(f"{path}: {type(exc).__name__}: {exc}") from exc
 
     def put(self, embedder_name: str, key: str, emb: Embedding, *, meta: dict) -> Path:
         """Store one embedding atomically. ``meta`` is recorded with the key."""
@@ -161,41 +257,30 @@ class EmbeddingStore:
                 pass
         return removed
 
-    def export_path(self, embedder_name: str) -> Path:
-        return self.root / f"{embedder_name}.npz"
 
-    def write_export(self, embedder_name: str, *, ids, labels, paths, pair_ids, content_hashes,
-                     embeddings: list[Embedding], meta: dict) -> Path:
-        """Write the per-run export of one embedder (see the module docstring for the layout)."""
-        n = len(ids)
-        if len(embeddings) != n:
-            raise ValueError("one embedding per id is required")
-        dim = embeddings[0].clip.shape[0] if embeddings else 0
-        offsets = np.zeros(n + 1, dtype=np.int64)
-        for i, emb in enumerate(embeddings):
-            offsets[i + 1] = offsets[i] + emb.frames.shape[0]
-        frames = (np.concatenate([e.frames for e in embeddings]) if embeddings
-                  else np.zeros((0, dim), np.float32))
-        ts = (np.concatenate([e.timestamps if e.timestamps is not None
-                              else np.full(e.frames.shape[0], np.nan) for e in embeddings])
-              if embeddings else np.zeros(0))
-        clip = np.stack([e.clip for e in embeddings]) if embeddings else np.zeros((0, dim), np.float32)
-        path = self.export_path(embedder_name)
-        atomic_save_npz(path, ids=np.asarray(ids, dtype=str), labels=np.asarray(labels, dtype=str),
-                        paths=np.asarray(paths, dtype=str), pair_ids=np.asarray(pair_ids, dtype=str),
-                        content_hashes=np.asarray(content_hashes, dtype=str),
-                        clip=clip.astype(np.float32), frames=frames.astype(np.float32),
-                        frame_offsets=offsets, timestamps=ts.astype(np.float64),
-                        meta=_json_array(meta))
-        return path
+def _checked_meta(npz, key: str) -> dict:
+    meta = read_meta(npz)
+    if meta.get("key") != key:
+        raise ValueError("entry holds another key")
+    return meta
+
+
+def _frames_header(fh, clip: np.ndarray, *, data_bytes: int | None = None
+                   ) -> tuple[int, np.dtype]:
+    """Read the ``.npy`` header of an entry's frames; check it against the clip (and size)."""
+    version = np.lib.format.read_magic(fh)
+    read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                   else np.lib.format.read_array_header_2_0)
+    shape, fortran_order, dtype = read_header(fh)
+    if len(shape) != 2 or shape[1] != clip.shape[0] or fortran_order or dtype.kind != "f":
+        raise ValueError(f"frames of shape {shape} ({dtype}) do not match a clip of {clip.shape}")
+    if data_bytes is not None and data_bytes != fh.tell() + shape[0] * shape[1] * dtype.itemsize:
+        raise ValueError("frames do not have the size their header says")
+    return int(shape[0]), dtype
 
 
 def load_export(path: str | os.PathLike):
-    """Read an export file back as an :class:`analysis.data.EmbeddingSet` (clip vectors)."""
-    from .embedding_set import EmbeddingSet
+    """Read an export's clip vectors; see :func:`collection.export.load_export`."""
+    from .export import load_export as _load_export  # export builds on the store, not back
 
-    with np.load(path, allow_pickle=False) as npz:
-        meta = read_meta(npz)
-        return EmbeddingSet(name=meta["embedder"], modality=meta["modality"], ids=npz["ids"],
-                            labels=npz["labels"], pair_ids=npz["pair_ids"], vectors=npz["clip"],
-                            paths=npz["paths"], options=meta.get("options", {}))
+    return _load_export(path)

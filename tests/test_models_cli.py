@@ -8,7 +8,7 @@ import pytest
 import main
 from conftest import FIXTURES
 from collection.demo_corpus import build_demo_corpus
-from collection.store import load_export
+from collection.export import export_dir, load_export
 
 sys.path.insert(0, str(FIXTURES / "openl3"))
 import make_weights  # noqa: E402
@@ -44,7 +44,8 @@ def model_run(tmp_path_factory):
 def test_openl3_and_clamp2_run_end_to_end(model_run):
     tmp, _, code = model_run
     assert code == 0
-    ol3, cl2 = load_export(tmp / "emb" / "openl3.npz"), load_export(tmp / "emb" / "clamp2.npz")
+    ol3 = load_export(export_dir(tmp / "emb", "openl3"))
+    cl2 = load_export(export_dir(tmp / "emb", "clamp2"))
     assert ol3.vectors.shape == (6, 512) and ol3.modality == "audio"
     assert cl2.vectors.shape[0] == 6 and cl2.modality == "symbolic"
     assert ol3.options["input_repr"] == "mel128" and ol3.options["hop_size"] == 0.5

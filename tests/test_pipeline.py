@@ -12,7 +12,11 @@ import toy_embedders
 from conftest import ROOT, write_midi, write_wav
 from embedders import get_embedder
 from collection.pipeline import embed_dataset
-from collection.store import load_export
+from collection.export import export_dir, load_export, read_export
+from collection.pipeline import EmbedderRun, embed_items
+from collection.scan import hash_items, scan_dataset
+from collection.store import EmbeddingStore
+from embedders import Embedding
 
 
 def _data(root, n=3):
@@ -80,9 +84,85 @@ def test_counts_always_add_up_and_bad_files_are_listed(tmp_path):
 def test_export_matches_run_and_is_numpy_readable(tmp_path):
     data = _data(tmp_path / "data", n=2)
     res = _run(tmp_path, data)
+    assert res.runs["toy-audio"].export_path == str(export_dir(tmp_path / "emb", "toy-audio"))
     exported = load_export(res.runs["toy-audio"].export_path)
     np.testing.assert_array_equal(exported.vectors, res.sets["toy-audio"].vectors)
     assert exported.ids.tolist() == res.sets["toy-audio"].ids.tolist()
+    # the frames streamed into the export are those the embedder computes
+    frames = np.load(export_dir(tmp_path / "emb", "toy-midi") / "frames.npy", mmap_mode="r")
+    offsets = np.load(export_dir(tmp_path / "emb", "toy-midi") / "frame_offsets.npy")
+    emb = get_embedder("toy-midi")
+    for i, path in enumerate(np.load(export_dir(tmp_path / "emb", "toy-midi") / "paths.npy")):
+        np.testing.assert_array_equal(frames[offsets[i]:offsets[i + 1]], emb.compute(path).frames)
+
+
+def _arrays_and_objects(obj, seen=None):
+    """Every ndarray and object reachable from ``obj`` through attributes and containers."""
+    seen = set() if seen is None else seen
+    if id(obj) in seen or isinstance(obj, (str, bytes, int, float, bool, type(None))):
+        return
+    seen.add(id(obj))
+    yield obj
+    if isinstance(obj, np.ndarray):
+        return
+    if isinstance(obj, dict):
+        children = [*obj.keys(), *obj.values()]
+    elif isinstance(obj, (list, tuple, set)):
+        children = list(obj)
+    else:
+        children = list(getattr(obj, "__dict__", {}).values())
+    for child in children:
+        yield from _arrays_and_objects(child, seen)
+
+
+def test_a_run_keeps_no_frames_in_memory(tmp_path):
+    """Memory does not grow with frames: a run holds clip vectors and counts, never frames."""
+    data = _data(tmp_path / "data", n=4)
+    res = _run(tmp_path, data)
+    again = _run(tmp_path, data)  # the cached path too
+    for result in (res, again):
+        for run in result.runs.values():
+            assert isinstance(run, EmbedderRun) and run.n_embedded == 8
+            found = list(_arrays_and_objects(run))
+            assert not any(isinstance(o, Embedding) for o in found)
+            arrays = [o for o in found if isinstance(o, np.ndarray)]
+            assert len(arrays) == 8 and all(a.ndim == 1 for a in arrays)  # one clip per item
+            assert sum(e.n_frames for e in run.entries) == 16
+
+
+def test_cached_entries_frames_are_not_read_until_the_export(tmp_path, monkeypatch):
+    data = _data(tmp_path / "data", n=2)
+    _run(tmp_path, data)
+    scan = scan_dataset(data)
+    hash_items(scan.items, progress=False)
+    store = EmbeddingStore(tmp_path / "emb")
+    monkeypatch.setattr(EmbeddingStore, "get", lambda *a, **k: pytest.fail("frames loaded"))
+    monkeypatch.setattr(EmbeddingStore, "iter_frames", lambda *a, **k: pytest.fail("frames read"))
+    run = embed_items(scan.usable, get_embedder("toy-audio"), store, progress=False)
+    assert run.n_cached == 4 and run.n_computed == 0
+
+
+def test_entry_damaged_inside_its_frames_is_recomputed_at_export(tmp_path):
+    data = _data(tmp_path / "data", n=2)
+    first = _run(tmp_path, data)
+    entry = next(e for e in first.runs["toy-audio"].entries if e.item.id == "rock/p1.wav")
+    path = EmbeddingStore(tmp_path / "emb").entry_path("toy-audio", entry.key)
+    with np.load(path) as npz:
+        stored = {k: npz[k] for k in npz.files}
+    stored["frames"] = stored["frames"].copy()
+    stored["frames"][1, 0] = np.inf  # passes the cheap check (clip, shapes), not the stream
+    np.savez(path, **stored)
+    again = _run(tmp_path, data)
+    run = again.runs["toy-audio"]
+    assert [p for p, _ in again.damaged_cache_entries] == [str(path)]
+    assert (run.n_computed, run.n_cached) == (1, 3) and path.is_file()
+    exp = read_export(run.export_path)
+    i = exp.ids.tolist().index("rock/p1.wav")
+    assert np.isfinite(exp.frames).all()
+    np.testing.assert_array_equal(exp.item_frames(i),
+                                  get_embedder("toy-audio").compute(entry.item.path).frames)
+    rows = (tmp_path / "out" / "manifest.csv").read_text()
+    assert "rock/p1.wav,rock,audio" in rows
 
 
 def test_worker_processes_give_the_same_vectors(tmp_path):
@@ -151,7 +231,7 @@ def test_killed_run_resumes_and_matches_uninterrupted(tmp_path, sig):
     assert resumed.returncode == 0, resumed.stderr
     reference = _run(tmp_path / "ref", data)
     for name in ("toy-audio", "toy-midi"):
-        got = load_export(emb_dir / f"{name}.npz")
+        got = load_export(export_dir(emb_dir, name))
         want = reference.sets[name]
         assert got.ids.tolist() == want.ids.tolist()
         np.testing.assert_array_equal(got.vectors, want.vectors)

@@ -15,7 +15,8 @@ import main
 import toy_embedders
 from conftest import ROOT, write_midi, write_wav
 from embedders import get_embedder
-from collection.store import EmbeddingStore, load_export
+from collection.export import export_dir, load_export
+from collection.store import EmbeddingStore
 
 
 def _manifest(out_dir):
@@ -144,7 +145,7 @@ def test_two_runs_sharing_one_embeddings_folder(tmp_path):
         with np.load(e) as z:
             assert np.all(np.isfinite(z["clip"]))
     assert store is not None
-    exported = load_export(tmp_path / "emb" / "toy-audio.npz")
+    exported = load_export(export_dir(tmp_path / "emb", "toy-audio"))
     assert len(exported.ids) == 16
 
 

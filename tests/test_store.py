@@ -7,7 +7,8 @@ import pytest
 from hypothesis import given, strategies as st
 
 from embedders import Embedding
-from collection.store import EmbeddingStore, StoreError, atomic_save_npz, cache_key, load_export
+from collection.store import (DamagedEntryError, EmbeddingStore, StoreError, atomic_save_npz,
+                              cache_key)
 
 
 def _emb(seed=0, n=3, dim=4):
@@ -88,21 +89,44 @@ def test_failed_write_leaves_no_file(tmp_path, monkeypatch):
     assert leftovers == []
 
 
-def test_export_layout_and_load(tmp_path):
+def test_peek_reads_clip_and_count_and_iter_frames_streams_blocks(tmp_path):
     store = EmbeddingStore(tmp_path)
-    embs = [_emb(0, n=2), _emb(1, n=3)]
-    path = store.write_export("toy", ids=["a/x.wav", "b/y.wav"], labels=["a", "b"],
-                              paths=["/d/a/x.wav", "/d/b/y.wav"], pair_ids=["a/x", ""],
-                              content_hashes=["h1", "h2"], embeddings=embs,
-                              meta={"embedder": "toy", "modality": "audio", "options": {"o": 1}})
-    with np.load(path, allow_pickle=False) as npz:
-        off = npz["frame_offsets"]
-        assert off.tolist() == [0, 2, 5]
-        np.testing.assert_array_equal(npz["frames"][off[1]:off[2]], embs[1].frames)
-        assert npz["clip"].shape == (2, 4) and npz["timestamps"].shape == (5,)
-    s = load_export(path)
-    assert s.name == "toy" and s.labels.tolist() == ["a", "b"] and s.pair_ids[0] == "a/x"
-    np.testing.assert_allclose(s.vectors[1], embs[1].clip)
+    emb = _emb(n=7, dim=5)
+    store.put("toy", "ab" * 32, emb, meta={})
+    summary = store.peek("toy", "ab" * 32)
+    np.testing.assert_array_equal(summary.clip, emb.clip)
+    assert summary.n_frames == 7
+    blocks = list(store.iter_frames("toy", "ab" * 32, block_bytes=3 * 5 * 4))  # 3 rows a block
+    assert [b.shape for b, _ in blocks] == [(3, 5), (3, 5), (1, 5)]
+    np.testing.assert_array_equal(np.concatenate([b for b, _ in blocks]), emb.frames)
+    np.testing.assert_array_equal(np.concatenate([t for _, t in blocks]), emb.timestamps)
+    assert store.peek("toy", "cd" * 32) is None and not store.damaged
+
+
+def test_damage_inside_frames_passes_peek_and_is_caught_while_streaming(tmp_path):
+    """peek() does not read frames; iter_frames() checks them (CRC, values), removes the entry."""
+    store = EmbeddingStore(tmp_path)
+    key = "9a" * 32
+    emb = _emb(n=2000, dim=8)  # 64 kB: larger than what reading the header pulls in
+    path = store.put("toy", key, emb, meta={})
+    data = bytearray(path.read_bytes())
+    pos = data.index(emb.frames[1000].tobytes())  # flip one byte in the middle of the frames
+    data[pos] ^= 0xFF
+    path.write_bytes(bytes(data))
+    assert store.peek("toy", key).n_frames == 2000 and not store.damaged
+    with pytest.raises(DamagedEntryError, match="CRC|non-finite"):
+        for _ in store.iter_frames("toy", key, block_bytes=64):
+            pass
+    assert not path.exists() and store.damaged[0][0] == str(path)
+
+
+def test_peek_rejects_frames_that_disagree_with_the_clip(tmp_path):
+    store = EmbeddingStore(tmp_path)
+    key = "5e" * 32
+    path = store.put("toy", key, _emb(), meta={})
+    atomic_save_npz(path, frames=np.zeros((3, 5), np.float32), clip=np.zeros(4, np.float32),
+                    timestamps=np.zeros(0), meta=np.array(json.dumps({"key": key})))
+    assert store.peek("toy", key) is None and not path.exists()
 
 
 def test_stale_temp_files_are_cleaned(tmp_path):

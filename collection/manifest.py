@@ -1,0 +1,69 @@
+"""The manifest: one CSV row per (file, embedder) saying what happened to it.
+
+Columns (:data:`~collection.scan.MANIFEST_FIELDS`): ``path, label, modality, pair_id,
+content_hash, embedder, status, cached, reason``. Every file found appears at least once: either
+``embedded`` by an embedder (``cached`` says whether it came from the store) or ``skipped`` with
+its reason.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import os
+from pathlib import Path
+from typing import Iterable
+
+from common.fsutil import atomic_write_text
+from .scan import EMBEDDED, MANIFEST_FIELDS, SKIPPED, ScanResult
+from .store import StoreError
+
+__all__ = ["MANIFEST_FIELDS", "manifest_rows", "write_csv_atomic"]
+
+
+def manifest_rows(scan: ScanResult, runs: dict, computed_ids: dict[str, set[str]] | None = None
+                  ) -> list[dict]:
+    """One row per (file, embedder) that handled it; one row for files no embedder used.
+
+    ``runs`` maps names to :class:`~collection.pipeline.EmbedderRun`. ``computed_ids`` (name ->
+    ids computed in this run) overrides what the runs record.
+    """
+    rows = []
+    by_item: dict[str, list[dict]] = {}
+    for run in runs.values():
+        computed = (computed_ids[run.name] if computed_ids and run.name in computed_ids
+                    else {e.item.id for e in run.entries if e.computed})
+        for it in run.items:
+            by_item.setdefault(it.id, []).append(
+                {"embedder": run.name, "status": EMBEDDED,
+                 "cached": "no" if it.id in computed else "yes", "reason": ""})
+        for it, reason in run.skipped:
+            by_item.setdefault(it.id, []).append(
+                {"embedder": run.name, "status": SKIPPED, "cached": "", "reason": reason})
+    modalities = {run.modality for run in runs.values()}
+    for it in scan.items:
+        base = {"path": it.id, "label": it.label, "modality": it.modality, "pair_id": it.pair_id,
+                "content_hash": it.content_hash}
+        if it.skip_reason:
+            rows.append({**base, "embedder": "", "status": SKIPPED, "cached": "",
+                         "reason": it.skip_reason})
+        elif it.id in by_item:
+            rows.extend({**base, **r} for r in by_item[it.id])
+        else:
+            reason = (f"no selected embedder reads {it.modality} files"
+                      if it.modality not in modalities else "not embedded")
+            rows.append({**base, "embedder": "", "status": SKIPPED, "cached": "", "reason": reason})
+    return rows
+
+
+def write_csv_atomic(path: str | os.PathLike, rows: list[dict], fields: Iterable[str]) -> Path:
+    """Write rows as CSV through a temporary file and a rename."""
+    path = Path(path)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(fields), extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    try:
+        atomic_write_text(path, buf.getvalue())
+    except OSError as exc:
+        raise StoreError(exc.errno, f"cannot write {path}: {exc.strerror or exc}") from exc
+    return path
