@@ -199,6 +199,7 @@ class CLaMP2Embedder(Embedder):
     version = "1"
     extensions = MIDI_EXTENSIONS + MTF_EXTENSIONS
     option_defaults = {"weights": None, "device": None, "batch_size": 8}
+    option_types = {"weights": str, "device": str}
     description = ("CLaMP 2 symbolic encoder (M3 + music projection, sander-wood/clamp2): "
                    "MIDI→MTF text patches, 768-d, weighted mean of 512-patch segments")
     parallel_files = False

@@ -222,6 +222,7 @@ class OpenL3(Embedder):
         "tf32": False,
         "conv_algorithm": "auto",
     }
+    option_types = {"weights": str, "device": str}
 
     # -- options ---------------------------------------------------------------------------------
     def validate_options(self) -> None:
