@@ -11,6 +11,8 @@ import json
 import os
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -214,8 +216,9 @@ def test_frame_count_hint_never_changes_the_output(weights_file):
         np.testing.assert_array_equal(ts, ref_ts)
 
 
-def test_prefetch_keeps_order_forwards_errors_and_stops(weights_file, tmp_path):
-    """The background framing used on accelerators: same frames, same errors."""
+def test_prefetch_keeps_order_forwards_errors_and_stops():
+    """The background framing used on accelerators: same items, same errors, and an early exit
+    stops the producer thread."""
     from embedders.openl3 import prefetch
 
     assert list(prefetch(iter(range(50)), depth=2)) == list(range(50))
@@ -227,11 +230,32 @@ def test_prefetch_keeps_order_forwards_errors_and_stops(weights_file, tmp_path):
     assert next(it) == 1
     with pytest.raises(InputError, match="cannot be decoded"):
         next(it)
-    gen = prefetch(iter(range(10**9)))  # an early exit stops the producer thread
-    assert next(gen) == 0
-    gen.close()
 
+    # an early exit stops the producer thread: it reads no further and is gone when close()
+    # returns (without the stop signal it would wait forever on the full queue)
+    produced = []
+
+    def endless():
+        while True:
+            produced.append(len(produced))
+            yield produced[-1]
+    before = set(threading.enumerate())
+    gen = prefetch(endless(), depth=2)
+    assert next(gen) == 0
+    producers = [t for t in threading.enumerate()
+                 if t not in before and t.name == "openl3-prefetch"]
+    assert len(producers) == 1 and producers[0].is_alive()
+    gen.close()
+    assert not producers[0].is_alive()
+    n_read = len(produced)
+    time.sleep(0.3)
+    assert len(produced) == n_read <= 4  # the item taken, two queued, at most one in flight
+
+
+def test_prefetch_gives_the_same_frames(weights_file, tmp_path):
+    """The background framing used on accelerators, forced on here on CPU."""
     import soundfile as sf
+
     x = 0.1 * np.random.default_rng(8).standard_normal(int(2.2 * 44100))
     path = tmp_path / "a.wav"
     sf.write(str(path), x, 44100)
