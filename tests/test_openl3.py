@@ -178,6 +178,7 @@ def test_frame_counts():
     assert n_frames_for(48000, 4800, False) == 1
 
 
+@pytest.mark.slow
 def test_streaming_and_batching_do_not_change_results(weights_file, tmp_path):
     import soundfile as sf
 
@@ -200,6 +201,7 @@ def test_streaming_and_batching_do_not_change_results(weights_file, tmp_path):
     assert np.abs(got.frames - ref_frames).max() < 1e-3
 
 
+@pytest.mark.slow
 def test_frame_count_hint_never_changes_the_output(weights_file):
     """The header's frame count only preallocates; a wrong one (a lying header) gives the same
     frames as none."""
@@ -252,6 +254,7 @@ def test_prefetch_keeps_order_forwards_errors_and_stops():
     assert len(produced) == n_read <= 4  # the item taken, two queued, at most one in flight
 
 
+@pytest.mark.slow
 def test_prefetch_gives_the_same_frames(weights_file, tmp_path):
     """The background framing used on accelerators, forced on here on CPU."""
     import soundfile as sf
@@ -462,6 +465,7 @@ def test_import_does_not_load_torch():
     assert out.stdout.strip() == "ok"
 
 
+@pytest.mark.slow
 def test_winograd_matches_direct(weights_file, expected):
     """conv_algorithm is a run-time choice: Winograd and direct agree to fp32 round-off, the
     default (auto = Winograd on CPU) passes the fixtures, and the cache key ignores it."""
