@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import threading
 import urllib.error
 import urllib.request
@@ -150,12 +149,3 @@ class _Counting:
         block = self.raw.read(n)
         self.bar.update(len(block))
         return block
-
-
-def copy_atomic(src: str | os.PathLike, dest: str | os.PathLike) -> Path:
-    """Copy a file so that ``dest`` either does not exist or is complete."""
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(dest, suffix=".part") as tmp:
-        shutil.copyfile(src, tmp)
-    return dest
