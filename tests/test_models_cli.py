@@ -13,6 +13,9 @@ from collection.export import export_dir, load_export
 sys.path.insert(0, str(FIXTURES / "openl3"))
 import make_weights  # noqa: E402
 
+#: The whole module shares one end-to-end run of both models (over 10 s on the shared 2 cores).
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def model_run(tmp_path_factory):
