@@ -45,7 +45,7 @@ from .base import (
 from .lib.mtf import (
     CHAR_VOCAB,
     PATCH_LENGTH,
-    midi_to_mtf,
+    midi_to_mtf_and_notes,
     patchilize,
     read_mtf,
     segment_bounds,
@@ -494,14 +494,19 @@ class CLaMP2Embedder(Embedder):
     # -- input side ---------------------------------------------------------------------------
     def patches(self, path: str) -> np.ndarray:
         """Patch ids [n_patches, patch_size] of a MIDI or MTF file (InputError if unusable)."""
+        return self.patches_and_notes(path)[0]
+
+    def patches_and_notes(self, path: str) -> tuple[np.ndarray, list[str]]:
+        """Patch ids and the notes on unusual input (e.g. SMPTE division) of a MIDI or MTF file."""
         ext = os.path.splitext(path)[1].lower()
+        notes: list[str] = []
         if ext in MTF_EXTENSIONS:
             text = read_mtf(path)
         else:
-            text = midi_to_mtf(path)
+            text, notes = midi_to_mtf_and_notes(path)
         patch_size = self._model.cfg["patch_size"] if getattr(self, "_model", None) else 64
         try:
-            return patchilize(text, patch_size, dtype=np.uint8)  # ids < 128: 8x less memory
+            return patchilize(text, patch_size, dtype=np.uint8), notes  # ids < 128: 8x less memory
         except ValueError as exc:
             raise InputError(path, str(exc)) from exc
 
@@ -541,8 +546,11 @@ class CLaMP2Embedder(Embedder):
                 i += count
         return out  # type: ignore[return-value]
 
-    def _embed_patches(self, patches_by_file: list[np.ndarray]) -> list[Embedding]:
+    def _embed_patches(self, patches_by_file: list[np.ndarray],
+                       notes_by_file: list[list[str]] | None = None) -> list[Embedding]:
         L = self._segment_length
+        if notes_by_file is None:
+            notes_by_file = [[] for _ in patches_by_file]
         segs, owners = [], []
         for f, x in enumerate(patches_by_file):
             for a, b in segment_bounds(len(x), L):
@@ -553,16 +561,19 @@ class CLaMP2Embedder(Embedder):
         for f, v in zip(owners, vecs):
             per_file[f].append(v)
         result = []
-        for x, vs in zip(patches_by_file, per_file):
+        for x, vs, notes in zip(patches_by_file, per_file, notes_by_file):
             frames = np.stack(vs).astype(np.float32)
             w = segment_weights(len(x), L)
+            info = {"n_patches": len(x), "n_segments": len(vs), "segment_weights": w}
+            if notes:  # unusual but accepted input (SMPTE division, no sounding notes, ...)
+                info["notes"] = list(notes)
             result.append(Embedding(frames=frames, clip=weighted_clip(frames, w), timestamps=None,
-                                    info={"n_patches": len(x), "n_segments": len(vs),
-                                          "segment_weights": w}))
+                                    info=info))
         return result
 
     def _embed_file(self, path: str) -> Embedding:
-        return self._embed_patches([self.patches(path)])[0]
+        x, notes = self.patches_and_notes(path)
+        return self._embed_patches([x], [notes])[0]
 
     def embed_many(self, paths: Iterable[str]) -> Iterator[tuple[str, Embedding | Exception]]:
         """Embed many files, batching the segments of up to ``FILES_PER_CHUNK`` files together.
@@ -580,22 +591,25 @@ class CLaMP2Embedder(Embedder):
             yield from self._embed_chunk(chunk)
 
     def _embed_chunk(self, paths: list[str]) -> Iterator[tuple[str, Embedding | Exception]]:
-        good_paths, good = [], []
+        good_paths, good, good_notes = [], [], []
         for path in paths:
             try:
-                good.append(self.patches(str(path)))
-                good_paths.append(path)
+                x, notes = self.patches_and_notes(str(path))
             except Exception as exc:  # one bad file must not end the run
                 yield path, exc
+                continue
+            good.append(x)
+            good_notes.append(notes)
+            good_paths.append(path)
         if not good:
             return
         try:
-            embs = self._embed_patches(good)
+            embs = self._embed_patches(good, good_notes)
         except Exception:
             # a failure in a shared batch (e.g. out of memory): fall back to one file at a time
-            for path, x in zip(good_paths, good):
+            for path, x, notes in zip(good_paths, good, good_notes):
                 try:
-                    yield path, self._embed_patches([x])[0]
+                    yield path, self._embed_patches([x], [notes])[0]
                 except Exception as exc:
                     yield path, exc
             return

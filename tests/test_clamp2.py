@@ -314,9 +314,14 @@ def _bad_midis(tmp_path: Path) -> dict[str, Path]:
 
 def test_bad_midi_raise_input_error_with_reason(tmp_path):
     expect = {"random": "not a MIDI", "truncated": "truncated|readable", "type2": "type 2",
-              "no_notes": "no notes", "empty": "empty", "smpte": "SMPTE",
-              "varint_bomb": "consecutive bytes"}
+              "empty": "empty", "varint_bomb": "consecutive bytes"}
+    accepted = {"no_notes": ["no sounding notes"],
+                "smpte": ["SMPTE time division (25 fps, 40 ticks/frame)"]}
     for name, path in _bad_midis(tmp_path).items():
+        if name in accepted:  # the reference embeds these: so do we, with a note
+            text, notes = M.midi_to_mtf_and_notes(path)
+            assert text == _oracle_mtf(path.read_bytes()) and notes == accepted[name]
+            continue
         with pytest.raises(InputError, match=expect[name]) as info:
             M.midi_to_mtf(path)
         assert info.value.path == str(path) and info.value.reason
@@ -358,10 +363,77 @@ def test_embed_many_bad_files_do_not_stop_others(embedder, batched, tmp_path):
              str(tmp_path / "missing.mid"), str(FIX / "midi" / "scale.mid")]
     out = dict(embedder.embed_many(paths))
     assert set(out) == set(paths)
-    for p in (paths[0], paths[2], paths[3]):
+    for p in (paths[0], paths[3]):
         assert isinstance(out[p], InputError)
+    assert out[paths[2]].info["notes"] == ["SMPTE time division (25 fps, 40 ticks/frame)"]
     assert np.abs(out[paths[1]].clip - batched["multi"].clip).max() < 1e-5
     assert np.abs(out[paths[4]].clip - batched["scale"].clip).max() < 1e-5
+
+
+# --------------------------------------------------------------------------------- edge inputs
+EDGE = json.loads((FIX / "edge_cases.json").read_text(encoding="utf-8"))
+EDGE_CASES = {c["name"]: c for c in EDGE["cases"]}
+EDGE_OK = [n for n, c in EDGE_CASES.items() if c["status"] == "embedded"]
+
+
+@pytest.fixture(scope="module")
+def expected_edge():
+    with np.load(FIX / "expected_edge.npz") as z:
+        return {k: z[k] for k in z.files}
+
+
+@pytest.fixture(scope="module")
+def edge_batched(embedder):
+    paths = [str(FIX / c["midi"]) for c in EDGE_CASES.values()]
+    out = dict(embedder.embed_many(paths))
+    assert set(out) == set(paths)
+    return {n: out[str(FIX / c["midi"])] for n, c in EDGE_CASES.items()}
+
+
+def test_edge_generator_reproduces_the_committed_bytes():
+    import hashlib
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("make_edge_midis", FIX / "make_edge_midis.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    built = mod.build()
+    assert set(built) == set(EDGE_CASES)
+    for name, data in built.items():
+        assert data == (FIX / EDGE_CASES[name]["midi"]).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == EDGE_CASES[name]["midi_sha256"]
+
+
+@pytest.mark.parametrize("name", EDGE_OK)
+def test_edge_mtf_patches_and_notes_match_reference(name, expected_edge):
+    case = EDGE_CASES[name]
+    text, notes = M.midi_to_mtf_and_notes(FIX / case["midi"])
+    assert text == (FIX / case["mtf"]).read_bytes().decode("utf-8")
+    assert notes == case["notes"]
+    ids = M.patchilize(text)
+    assert ids.shape == (case["n_patches"], 64)
+    assert np.array_equal(ids, expected_edge[f"{name}.patch_ids"])
+
+
+@pytest.mark.parametrize("name", EDGE_OK)
+def test_edge_embeddings_match_reference(name, edge_batched, expected_edge):
+    emb = edge_batched[name]
+    assert not isinstance(emb, Exception), emb
+    assert np.abs(emb.frames - expected_edge[f"{name}.segments"]).max() <= EDGE["tolerances"]["segments"]
+    assert np.abs(emb.clip - expected_edge[f"{name}.global"][0]).max() <= EDGE["tolerances"]["global"]
+    assert emb.info["notes"] == EDGE_CASES[name]["notes"]
+    assert emb.info["n_patches"] == EDGE_CASES[name]["n_patches"]
+
+
+def test_edge_files_the_reference_cannot_convert_are_skipped_with_reason(edge_batched):
+    skipped = [n for n, c in EDGE_CASES.items() if c["status"] == "skipped"]
+    assert skipped == ["type2_two_tracks"]
+    err = edge_batched["type2_two_tracks"]
+    assert isinstance(err, InputError) and "type 2" in err.reason
+    assert "merged_track" in EDGE_CASES["type2_two_tracks"]["reference_error"]
+
+
+def test_ordinary_files_carry_no_notes(batched):
+    assert all("notes" not in emb.info for emb in batched.values())
 
 
 def test_no_torch_at_import():
