@@ -65,6 +65,12 @@ FILES_PER_CHUNK = 128
 #: padded batch (segments are sorted by length, so batches hold segments of similar length).
 MIN_FILL = 0.875
 
+#: ``precision`` choices: float32 (default, reference parity), bfloat16 (CPU and CUDA autocast),
+#: float16 (CUDA autocast only).
+PRECISIONS = ("float32", "bfloat16", "float16")
+#: Device types each reduced precision runs on.
+PRECISION_DEVICES = {"bfloat16": ("cpu", "cuda"), "float16": ("cuda",)}
+
 MIDI_EXTENSIONS = (".mid", ".midi")
 MTF_EXTENSIONS = (".mtf",)
 
@@ -417,13 +423,18 @@ class CLaMP2Embedder(Embedder):
         Segments per forward pass for full 512-patch segments; shorter segments are packed up to
         the same number of patches (``batch_size × 512``), grouped with segments of similar length
         so that padding stays under 12.5 % of each batch.
+    precision : str
+        ``float32`` (default: the reference's numbers), or opt-in reduced precision for the
+        encoder layers under ``torch.autocast``: ``bfloat16`` (CPU and CUDA) or ``float16`` (CUDA
+        only). It changes the numbers (see the README for the measured cost), so it is part of
+        the cache key; pooling and the projection stay in float32.
     """
 
     name = "clamp2"
     modality = SYMBOLIC
     version = "1"
     extensions = MIDI_EXTENSIONS + MTF_EXTENSIONS
-    option_defaults = {"weights": None, "device": None, "batch_size": 8}
+    option_defaults = {"weights": None, "device": None, "batch_size": 8, "precision": "float32"}
     description = ("CLaMP 2 symbolic encoder (M3 + music projection, sander-wood/clamp2): "
                    "MIDI→MTF text patches, 768-d, weighted mean of 512-patch segments")
     parallel_files = False
@@ -438,6 +449,28 @@ class CLaMP2Embedder(Embedder):
         dev = self.options["device"]
         if dev is not None and not isinstance(dev, str):
             raise ConfigurationError(f"clamp2 device must be a string, got {dev!r}")
+        prec = self.options["precision"]
+        if prec not in PRECISIONS:
+            raise ConfigurationError(f"clamp2 precision must be one of {', '.join(PRECISIONS)}, "
+                                     f"got {prec!r}")
+        if dev not in (None, "", "auto"):  # an automatic device is checked once resolved
+            self._check_precision(dev)
+
+    def _check_precision(self, device: str) -> None:
+        prec = self.options["precision"]
+        kind = str(device).split(":")[0]
+        if prec != "float32" and kind not in PRECISION_DEVICES[prec]:
+            hint = " (use bfloat16 on CPU)" if kind == "cpu" else ""
+            raise ConfigurationError(f"clamp2 precision {prec} is not available on device "
+                                     f"{device!r}: it runs on {' and '.join(PRECISION_DEVICES[prec])} "
+                                     f"only{hint}")
+
+    def cache_options(self) -> dict[str, Any]:
+        """Cache key options; ``precision`` only when reduced (float32 keys stay as before)."""
+        opts = super().cache_options()
+        if opts.get("precision") == "float32":
+            opts.pop("precision")
+        return opts
 
     @property
     def dim(self) -> int | None:
@@ -455,6 +488,7 @@ class CLaMP2Embedder(Embedder):
         import torch
 
         self._device = resolve_device(self.options["device"])
+        self._check_precision(self._device)
         self._weights_path = resolve_weights(self.options["weights"])
         state = load_music_state(self._weights_path)
         model = model_from_state(state)
@@ -473,6 +507,7 @@ class CLaMP2Embedder(Embedder):
 
         self = cls(**options)
         self._device = resolve_device(self.options["device"])
+        self._check_precision(self._device)
         model = model_from_state(state)
         self._model = model.to(self._device)
         self._segment_length = min(PATCH_LENGTH, int(model.cfg["max_positions"]))
@@ -538,13 +573,26 @@ class CLaMP2Embedder(Embedder):
                     n = len(segs[j])
                     ids[r, :n] = segs[j]
                     mask[r, :n] = 1.0
-                vec = self._model(torch.from_numpy(ids).to(self._device),
-                                  torch.from_numpy(mask).to(self._device))
+                vec = self._forward(torch.from_numpy(ids).to(self._device),
+                                    torch.from_numpy(mask).to(self._device))
                 vec = vec.float().cpu().numpy()
                 for r, j in enumerate(idx):
                     out[j] = vec[r]
                 i += count
         return out  # type: ignore[return-value]
+
+    def _forward(self, ids, mask):
+        """Segment vectors; with reduced ``precision`` only the encoder runs under autocast."""
+        prec = self.options["precision"]
+        if prec == "float32":
+            return self._model(ids, mask)
+        torch = self._torch
+        with torch.autocast(torch.device(self._device).type, dtype=getattr(torch, prec)):
+            x = self._model.hidden_states(ids, mask)
+        # the masked mean and the projection (one small matrix product) in float32
+        x = x.float()
+        m = mask.to(x.dtype).unsqueeze(-1)
+        return self._model.proj((x * m).sum(1) / m.sum(1))
 
     def _embed_patches(self, patches_by_file: list[np.ndarray],
                        notes_by_file: list[list[str]] | None = None) -> list[Embedding]:

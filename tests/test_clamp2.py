@@ -153,6 +153,47 @@ def test_registry_and_options():
         get_embedder("clamp2", nonsense=1)
 
 
+def test_precision_option_validation():
+    from embedders import ConfigurationError
+    assert get_embedder("clamp2").options["precision"] == "float32"
+    with pytest.raises(ConfigurationError, match="float16 is not available on device 'cpu'") as info:
+        get_embedder("clamp2", device="cpu", precision="float16")
+    assert "cuda only" in str(info.value) and "use bfloat16 on CPU" in str(info.value)
+    with pytest.raises(ConfigurationError, match="precision must be one of float32, bfloat16, float16"):
+        get_embedder("clamp2", precision="fp8")
+    with pytest.raises(ConfigurationError, match="bfloat16 is not available on device 'mps'"):
+        get_embedder("clamp2", device="mps", precision="bfloat16")
+    # an automatic device is checked once resolved (here: CPU unless CUDA is present)
+    import torch
+    if not torch.cuda.is_available():
+        auto = get_embedder("clamp2", weights=str(TINY), precision="float16")
+        with pytest.raises(ConfigurationError, match="float16"):
+            auto.load()
+        with pytest.raises(ConfigurationError, match="float16"):
+            C.CLaMP2Embedder.from_state_dict(_fake_state(), precision="float16")
+
+
+def test_precision_in_cache_key_only_when_reduced(embedder):
+    assert "precision" not in embedder.cache_options()  # float32 keys are unchanged
+    bf = get_embedder("clamp2", weights=str(TINY), device="cpu", precision="bfloat16")
+    opts = bf.cache_options()
+    assert opts["precision"] == "bfloat16"
+    assert {k: v for k, v in opts.items() if k != "precision"} == embedder.cache_options()
+
+
+def test_bfloat16_close_to_float32(batched, expected):
+    bf = get_embedder("clamp2", weights=str(TINY), device="cpu", precision="bfloat16")
+    names = ("handel_lascia_chio_pianga", "synth_513_patches", "one_note")
+    out = dict(bf.embed_many([str(FIX / BY_NAME[n]["midi"]) for n in names]))
+    for n in names:
+        got, ref = out[str(FIX / BY_NAME[n]["midi"])], batched[n]
+        assert got.frames.dtype == np.float32 and got.frames.shape == ref.frames.shape
+        cos = float(got.clip @ ref.clip / np.linalg.norm(got.clip) / np.linalg.norm(ref.clip))
+        assert cos > 0.99
+        diff = np.abs(got.clip - ref.clip).max()
+        assert 0 < diff < 0.05  # really reduced (not float32), but close
+
+
 def test_weights_identity(embedder):
     ident = embedder.weights_identity()
     assert ident.startswith("tiny_clamp2.pth:4328678:")
