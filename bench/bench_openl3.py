@@ -78,12 +78,57 @@ def current_rss_mb() -> float:
 
 
 # ------------------------------------------------------------------------------------------------
+def plain_network(layers, input_repr: str, embedding_size: int):
+    """The reference-style graph of the same network, for the ``plain`` baseline: explicit
+    BatchNorm layers (not folded), NCHW, no Winograd. (B, 1, F, T) dB -> (B, dim)."""
+    import torch
+    from torch import nn
+
+    from embedders.lib.openl3_net import BN_EPS, FINAL_POOL, POOL_AFTER, pool_map
+
+    def batch_norm(b):
+        m = nn.BatchNorm2d(b["gamma"].shape[0], eps=BN_EPS)
+        m.weight.data = torch.from_numpy(b["gamma"].copy())
+        m.bias.data = torch.from_numpy(b["beta"].copy())
+        m.running_mean.data = torch.from_numpy(b["mean"].copy())
+        m.running_var.data = torch.from_numpy(b["var"].copy())
+        return m
+
+    class PlainNetwork(nn.Module):
+        def __init__(self):
+            super().__init__()
+            convs = []
+            for k in range(8):
+                w = layers[2 * k + 1]
+                conv = nn.Conv2d(*w["kernel"].shape[2:], 3, padding=1)
+                conv.weight.data = torch.from_numpy(
+                    np.ascontiguousarray(w["kernel"].transpose(3, 2, 0, 1)))
+                conv.bias.data = torch.from_numpy(w["bias"].copy())
+                convs.append(conv)
+            self.convs = nn.ModuleList(convs)
+            self.bns = nn.ModuleList(batch_norm(layers[2 * k]) for k in range(8))  # bns[k] precedes convs[k]
+            self.pool = FINAL_POOL[(input_repr, embedding_size)]
+
+        def forward(self, x):
+            F = nn.functional
+            x = self.bns[0](x)
+            for k, conv in enumerate(self.convs):
+                x = conv(x)
+                if k < 7:
+                    x = F.relu(self.bns[k + 1](x))
+                if k in POOL_AFTER:
+                    x = F.max_pool2d(x, 2)
+            return pool_map(x, self.pool)
+
+    return PlainNetwork()
+
+
 def worker_speed(args) -> dict:
     import torch
 
     torch.set_num_threads(args.threads)
     from embedders import get_embedder
-    from embedders.openl3 import build_frontend, build_network, read_weights
+    from embedders.lib.openl3_net import Frontend, read_weights
 
     repr_, size = args.repr.split("/")
     size = int(size)
@@ -93,13 +138,13 @@ def worker_speed(args) -> dict:
                        device="cpu", precision="bfloat16" if mode == "bf16" else "float32",
                        conv_algorithm="auto" if mode in ("winograd", "ours") else "direct").load()
     audio = synth(args.seconds)
-    batches = list(emb._iter_frame_batches(iter([audio])))
+    batches = list(emb.frame_batches([audio]))
     n_frames = sum(b.shape[0] for b in batches)
 
     if mode == "plain":
         layers = read_weights(args.weights_path)
-        fe = build_frontend(repr_).eval()
-        net = build_network(layers, repr_, size, fold_bn=False).eval()
+        fe = Frontend(repr_).eval()
+        net = plain_network(layers, repr_, size).eval()
 
         def run(b):
             with torch.no_grad():

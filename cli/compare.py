@@ -83,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="list the registered embedders with their options and exit")
     emb.add_argument("--set", dest="set_options", action="append", default=[],
                      metavar="NAME.OPTION=VALUE",
-                     help="set any embedder option, e.g. --set openl3.resampler=soxr "
+                     help="set any embedder option, e.g. --set openl3.resampler=soxr; the "
+                          "value is read as the option's type (true/false for switches) "
                           "(repeatable)")
     emb.add_argument("--device", metavar="DEV",
                      help="torch device for model embedders: auto (default), cpu, cuda, cuda:N, mps")
@@ -135,25 +136,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
-def _parse_value(text: str):
-    low = text.lower()
-    if low in ("true", "yes", "on"):
-        return True
-    if low in ("false", "no", "off"):
-        return False
-    if low in ("none", "null"):
-        return None
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return text
-
-
 def embedder_options(args: argparse.Namespace, names: list[str]) -> dict[str, dict]:
-    """Per-embedder option dicts from the flags (only options the embedder knows are passed)."""
-    from embedders import get_embedder_class
+    """Per-embedder option dicts from the flags (only options the embedder knows are passed).
+
+    ``--set NAME.OPTION=VALUE`` values are read as the option's declared type
+    (:meth:`embedders.Embedder.coerce_option`); a wrong one is a :class:`UsageError`.
+    """
+    from embedders import ConfigurationError, get_embedder_class
 
     generic = {"device": args.device, "batch_size": args.batch_size}
     specific = {
@@ -176,7 +165,10 @@ def embedder_options(args: argparse.Namespace, names: list[str]) -> dict[str, di
         if emb_name not in out:
             raise UsageError(f"--set {item!r}: embedder {emb_name!r} is not selected "
                              f"(selected: {', '.join(names)})")
-        out[emb_name][key] = _parse_value(value)
+        try:
+            out[emb_name][key] = get_embedder_class(emb_name).coerce_option(key, value)
+        except ConfigurationError as exc:
+            raise UsageError(f"--set {item}: {exc}") from None
     return out
 
 

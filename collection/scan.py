@@ -10,7 +10,6 @@ piece in two modalities); both carry the pair id ``<folder>/<stem>`` relative to
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import stat
@@ -20,7 +19,7 @@ from pathlib import Path
 
 from embedders.lib.audio_io import AUDIO_EXTENSIONS
 from embedders import AUDIO, SYMBOLIC
-from common.fsutil import atomic_write_text
+from common.fsutil import atomic_write_text, sha256_file
 from common.progress import track
 
 SYMBOLIC_EXTENSIONS = (".mid", ".midi", ".mtf")
@@ -217,15 +216,6 @@ def _assign_pairs(result: ScanResult) -> None:
 
 # -- content hashes -------------------------------------------------------------------------------
 
-def sha256_of(path: str, chunk_size: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(chunk_size), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 class HashIndex:
     """Remembers content hashes by (path, size, mtime) so unchanged files are not re-read.
 
@@ -272,7 +262,7 @@ def hash_items(items: list[Item], *, index: HashIndex | None = None, progress: b
             it.content_hash = cached
             continue
         try:
-            it.content_hash = sha256_of(it.path)
+            it.content_hash = sha256_file(it.path)
         except OSError as exc:
             it.skip_reason = f"cannot read file ({exc.strerror or exc})"
             continue

@@ -1,4 +1,5 @@
-"""Atomic file writes: a file either keeps its old content or has the complete new one.
+"""File helpers: atomic writes (a file either keeps its old content or has the complete new one)
+and the SHA-256 of a file's bytes.
 
 Everything this tool writes (cache entries, exports, manifests, tables, weights, the demo corpus)
 goes through :func:`atomic_path`: the data is written to a hidden temporary file in the same
@@ -8,6 +9,7 @@ half-written file under the real name.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from contextlib import contextmanager
@@ -58,3 +60,12 @@ def atomic_write_bytes(dest: str | os.PathLike, data: bytes) -> Path:
 def atomic_write_text(dest: str | os.PathLike, text: str) -> Path:
     """Write UTF-8 ``text`` to ``dest`` atomically."""
     return atomic_write_bytes(dest, text.encode("utf-8"))
+
+
+def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file's bytes, read in chunks of ``chunk_size`` bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(chunk_size), b""):
+            digest.update(block)
+    return digest.hexdigest()

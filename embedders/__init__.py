@@ -15,8 +15,8 @@ import importlib
 import pkgutil
 from typing import Any
 
-from .base import (AUDIO, SYMBOLIC, ConfigurationError, Embedder, EmbedderError, Embedding,
-                   InputError, WeightsError)
+from .base import (AUDIO, OPTION_TYPES, SYMBOLIC, ConfigurationError, Embedder, EmbedderError,
+                   Embedding, InputError, WeightsError)
 
 __all__ = ["AUDIO", "SYMBOLIC", "ConfigurationError", "Embedder", "EmbedderError", "Embedding",
            "InputError", "WeightsError", "available_embedders", "get_embedder",
@@ -27,9 +27,24 @@ _discovered = False
 
 
 def register(cls: type[Embedder]) -> type[Embedder]:
-    """Class decorator adding an embedder to the registry under ``cls.name``."""
+    """Class decorator adding an embedder to the registry under ``cls.name``.
+
+    Raises
+    ------
+    TypeError
+        No name or modality, a name already taken, or an option without a value type
+        (a ``None`` default not named in ``option_types``, or a type other than bool, int,
+        float, str).
+    """
     if not cls.name or cls.modality not in (AUDIO, SYMBOLIC):
         raise TypeError(f"{cls.__name__} needs a name and a modality ('audio' or 'symbolic')")
+    extra = sorted(set(cls.option_types) - set(cls.option_defaults))
+    types = cls.declared_option_types()
+    untyped = sorted(k for k in cls.option_defaults if types.get(k) not in OPTION_TYPES)
+    if extra or untyped:
+        raise TypeError(f"{cls.__name__}: option_types names unknown option(s) {extra}" if extra
+                        else f"{cls.__name__}: option(s) {untyped} need a type in option_types "
+                             f"(bool, int, float or str)")
     other = _REGISTRY.get(cls.name)
     if other is not None and other.__qualname__ != cls.__qualname__:
         raise TypeError(f"embedder name {cls.name!r} already used by {other.__qualname__}")

@@ -4,8 +4,9 @@ An embedder turns one file into vectors. Construction only validates and stores 
 heavy work (weights, models) happens in :meth:`Embedder.load`, which ``embed`` calls on first use.
 
 Subclasses set the class attributes ``name``, ``modality``, ``version``, ``extensions`` and
-``option_defaults``, and implement :meth:`Embedder._embed_file` (and, if they batch across files,
-:meth:`Embedder.embed_many`). Registering is one decorator, :func:`embedders.register`.
+``option_defaults`` (plus ``option_types`` for options whose default is ``None``), and implement
+:meth:`Embedder._embed_file` (and, if they batch across files, :meth:`Embedder.embed_many`).
+Registering is one decorator, :func:`embedders.register`.
 """
 from __future__ import annotations
 
@@ -21,6 +22,13 @@ MODALITIES = (AUDIO, SYMBOLIC)
 
 #: Options that change how fast, not what, an embedder computes: never part of a cache key.
 RUNTIME_OPTIONS = frozenset({"device", "batch_size", "workers", "weights", "verbose"})
+
+#: The value types an option may declare; text (``--set NAME.OPTION=VALUE``) is read as one.
+OPTION_TYPES = (bool, int, float, str)
+_TRUE_WORDS = frozenset({"true", "yes", "on", "1"})
+_FALSE_WORDS = frozenset({"false", "no", "off", "0"})
+#: Words meaning "no value" (the default) for an option whose default is ``None``.
+_NONE_WORDS = frozenset({"none", "null"})
 
 
 class EmbedderError(Exception):
@@ -141,6 +149,10 @@ class Embedder:
     extensions: ClassVar[tuple[str, ...]] = ()
     #: Every option with its default. Runtime options (device, batch size, weights) included.
     option_defaults: ClassVar[dict[str, Any]] = {}
+    #: Value type (bool, int, float or str) of the options whose type the default does not
+    #: show, i.e. those whose default is ``None``; the others default to ``type(default)``.
+    #: Used to read option values given as text (see :meth:`coerce_option`).
+    option_types: ClassVar[dict[str, type]] = {}
     #: One-line description for ``--help`` and the report.
     description: ClassVar[str] = ""
     #: True when files can be embedded in separate worker processes (``--workers``); models
@@ -148,14 +160,69 @@ class Embedder:
     parallel_files: ClassVar[bool] = False
 
     def __init__(self, **options: Any):
-        unknown = sorted(set(options) - set(self.option_defaults))
-        if unknown:
-            raise ConfigurationError(
-                f"embedder {self.name!r} has no option(s) {', '.join(unknown)}; "
-                f"known: {', '.join(sorted(self.option_defaults)) or 'none'}")
+        self._check_option_names(options)
         self.options: dict[str, Any] = {**self.option_defaults, **options}
         self._loaded = False
         self.validate_options()
+
+    # -- option types -------------------------------------------------------------------------
+    @classmethod
+    def _check_option_names(cls, names: Iterable[str]) -> None:
+        unknown = sorted(set(names) - set(cls.option_defaults))
+        if unknown:
+            raise ConfigurationError(
+                f"embedder {cls.name!r} has no option(s) {', '.join(unknown)}; "
+                f"known: {', '.join(sorted(cls.option_defaults)) or 'none'}")
+
+    @classmethod
+    def declared_option_types(cls) -> dict[str, type]:
+        """The value type of every option: ``option_types``, else the type of the default.
+
+        Options whose default is ``None`` and that ``option_types`` does not name are left out
+        (:func:`embedders.register` refuses such a class).
+        """
+        types = {k: type(v) for k, v in cls.option_defaults.items() if v is not None}
+        types.update({k: t for k, t in cls.option_types.items() if k in cls.option_defaults})
+        return types
+
+    @classmethod
+    def coerce_option(cls, name: str, text: str) -> Any:
+        """Read an option value given as text (``--set NAME.OPTION=VALUE``) as its declared type.
+
+        bool: true/false, yes/no, on/off, 1/0 (any case); int and float: Python's literals;
+        str: the text as it is (a folder named ``2024`` stays ``"2024"``). For an option whose
+        default is ``None``, ``none`` or ``null`` (any case) gives ``None``. Allowed values
+        (choices, ranges) are then checked by :meth:`validate_options`, as for any value.
+
+        Raises
+        ------
+        ConfigurationError
+            Unknown option, or text that is not a value of the declared type (one line).
+        """
+        cls._check_option_names([name])
+        kind = cls.declared_option_types().get(name, str)
+        word = text.strip().lower()
+        if cls.option_defaults[name] is None and word in _NONE_WORDS:
+            return None
+        if kind is bool:
+            if word in _TRUE_WORDS:
+                return True
+            if word in _FALSE_WORDS:
+                return False
+            expected = "true or false (yes/no, on/off, 1/0)"
+        elif kind is int:
+            try:
+                return int(text)
+            except ValueError:
+                expected = "an integer"
+        elif kind is float:
+            try:
+                return float(text)
+            except ValueError:
+                expected = "a number"
+        else:
+            return text
+        raise ConfigurationError(f"{cls.name}.{name} must be {expected}, got {text!r}")
 
     # -- to override -------------------------------------------------------------------------
     def validate_options(self) -> None:

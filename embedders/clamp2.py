@@ -22,10 +22,7 @@ this equals the reference's padding to 512), attention uses ``scaled_dot_product
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -43,7 +40,6 @@ from .base import (
     resolve_device,
 )
 from .lib.mtf import (
-    CHAR_VOCAB,
     PATCH_LENGTH,
     midi_to_mtf_and_notes,
     patchilize,
@@ -56,9 +52,6 @@ HF_REPO_ID = "sander-wood/clamp2"
 HF_FILENAME = ("weights_clamp2_h_size_768_lr_5e-05_batch_128_scale_1_t_length_128_t_model_"
                "FacebookAI_xlm-roberta-base_t_dropout_True_m3_True.pth")
 HF_URL = f"https://huggingface.co/{HF_REPO_ID}/resolve/main/{HF_FILENAME}"
-#: Not recoverable from tensor shapes; 12 in the official model (and the test checkpoint).
-NUM_HEADS = 12
-LAYER_NORM_EPS = 1e-12
 #: Files parsed and batched together by :meth:`CLaMP2Embedder.embed_many`.
 FILES_PER_CHUNK = 128
 #: A batch only takes a shorter segment while real patches fill at least this share of the
@@ -73,9 +66,6 @@ PRECISION_DEVICES = {"bfloat16": ("cpu", "cuda"), "float16": ("cuda",)}
 
 MIDI_EXTENSIONS = (".mid", ".midi")
 MTF_EXTENSIONS = (".mtf",)
-
-_HASH_MEMO: dict[tuple, str] = {}
-_HASH_LOCK = threading.Lock()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -138,62 +128,6 @@ def resolve_weights(explicit: str | os.PathLike | None = None) -> Path:
                            f"{str(exc).strip()[:300]}. {_how_to_provide()}") from exc
 
 
-def weights_fingerprint(path: str | os.PathLike) -> str:
-    """``name:size:sha256[:16]``; memoised per (real path, size, mtime) so repeats are free."""
-    path = Path(path)
-    st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
-    with _HASH_LOCK:
-        if key in _HASH_MEMO:
-            return _HASH_MEMO[key]
-    memo_file = _persistent_memo_file()
-    stored = _read_memo(memo_file)
-    digest = stored.get(json.dumps(key))
-    if digest is None:
-        sha = hashlib.sha256()
-        with open(path, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 22), b""):
-                sha.update(block)
-        digest = sha.hexdigest()
-        if memo_file is not None:
-            stored[json.dumps(key)] = digest
-            _write_memo(memo_file, stored)
-    ident = f"{path.name}:{st.st_size}:{digest[:16]}"
-    with _HASH_LOCK:
-        _HASH_MEMO[key] = ident
-    return ident
-
-
-def _persistent_memo_file() -> Path | None:
-    try:
-        from .lib.weights import cache_dir
-        return cache_dir("clamp2") / "weights_sha256.json"
-    except Exception:  # pragma: no cover
-        return None
-
-
-def _read_memo(path: Path | None) -> dict:
-    if path is None:
-        return {}
-    try:
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
-        return data if isinstance(data, dict) else {}
-    except (OSError, ValueError):
-        return {}
-
-
-def _write_memo(path: Path, data: dict) -> None:
-    try:
-        from common.fsutil import atomic_path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path, suffix=".part") as tmp:
-            with open(tmp, "w", encoding="utf-8") as fh:
-                json.dump(data, fh)
-    except Exception:  # a read-only cache only costs a re-hash next time
-        pass
-
-
 def load_music_state(path: str | os.PathLike) -> dict:
     """The ``music_model.*`` / ``music_proj.*`` tensors of a CLaMP 2 checkpoint (CPU, float32).
 
@@ -240,165 +174,6 @@ def load_music_state(path: str | os.PathLike) -> dict:
     return out
 
 
-def infer_config(state: dict) -> dict:
-    """Model sizes from tensor shapes (keys as in the checkpoint, ``music_model.`` prefix)."""
-    p = "music_model."
-    try:
-        hidden, in_features = state[p + "patch_embedding.weight"].shape
-        layers = sorted({int(k[len(p + "base.encoder.layer."):].split(".")[0])
-                         for k in state if k.startswith(p + "base.encoder.layer.")})
-        cfg = {
-            "hidden_size": int(hidden),
-            "patch_size": int(in_features) // CHAR_VOCAB,
-            "num_layers": len(layers),
-            "intermediate_size": int(state[p + "base.encoder.layer.0.intermediate.dense.weight"].shape[0]),
-            "max_positions": int(state[p + "base.embeddings.position_embeddings.weight"].shape[0]),
-            "type_vocab_size": int(state[p + "base.embeddings.token_type_embeddings.weight"].shape[0]),
-            "output_size": int(state["music_proj.weight"].shape[0]),
-            "num_heads": NUM_HEADS,
-        }
-    except (KeyError, ValueError, IndexError) as exc:
-        raise WeightsError(f"checkpoint lacks a music-side tensor ({exc}); not a CLaMP 2 checkpoint") from exc
-    if in_features % CHAR_VOCAB or layers != list(range(len(layers))) or not layers:
-        raise WeightsError(f"unexpected CLaMP 2 music model shapes (patch embedding input "
-                           f"{in_features}, layers {layers})")
-    if cfg["hidden_size"] % NUM_HEADS:
-        raise WeightsError(f"hidden size {cfg['hidden_size']} is not divisible by {NUM_HEADS} heads")
-    return cfg
-
-
-# ---------------------------------------------------------------------------------------------
-# model (plain torch, built lazily so importing this module does not import torch)
-
-def build_model(cfg: dict):
-    """An :class:`M3MusicEncoder` (random weights) of the given configuration."""
-    import torch
-    import torch.nn.functional as F
-    from torch import nn
-
-    class Layer(nn.Module):
-        def __init__(self, h, inter, heads):
-            super().__init__()
-            self.heads = heads
-            self.qkv = nn.Linear(h, 3 * h)
-            self.attn_out = nn.Linear(h, h)
-            self.ln1 = nn.LayerNorm(h, eps=LAYER_NORM_EPS)
-            self.fc1 = nn.Linear(h, inter)
-            self.fc2 = nn.Linear(inter, h)
-            self.ln2 = nn.LayerNorm(h, eps=LAYER_NORM_EPS)
-
-        def forward(self, x, attn_mask):
-            b, n, h = x.shape
-            q, k, v = self.qkv(x).view(b, n, 3, self.heads, h // self.heads).permute(2, 0, 3, 1, 4)
-            a = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
-            a = a.transpose(1, 2).reshape(b, n, h)
-            x = self.ln1(self.attn_out(a) + x)
-            return self.ln2(self.fc2(F.gelu(self.fc1(x))) + x)
-
-    class M3MusicEncoder(nn.Module):
-        """Patch embedding (as a gather table) + BERT encoder + masked mean + projection."""
-
-        def __init__(self, cfg):
-            super().__init__()
-            self.cfg = dict(cfg)
-            h, ps = cfg["hidden_size"], cfg["patch_size"]
-            # row p*128 + id holds column p*128 + id of the reference Linear(ps*128 -> h)
-            self.patch_table = nn.Parameter(torch.zeros(ps * CHAR_VOCAB, h))
-            self.patch_bias = nn.Parameter(torch.zeros(h))
-            self.pos = nn.Parameter(torch.zeros(cfg["max_positions"], h))
-            self.type0 = nn.Parameter(torch.zeros(h))
-            self.emb_ln = nn.LayerNorm(h, eps=LAYER_NORM_EPS)
-            self.layers = nn.ModuleList(Layer(h, cfg["intermediate_size"], cfg["num_heads"])
-                                        for _ in range(cfg["num_layers"]))
-            self.proj = nn.Linear(h, cfg["output_size"])
-            self.register_buffer("offsets", torch.arange(ps) * CHAR_VOCAB, persistent=False)
-
-        def patch_embed(self, ids):
-            """ids [B, L, ps] int64 → [B, L, h]; equals one_hot(ids, 128).flatten(-2) @ W.T + b."""
-            b, n, ps = ids.shape
-            flat = (ids + self.offsets).reshape(b * n, ps)
-            out = F.embedding_bag(flat, self.patch_table, mode="sum")
-            return (out + self.patch_bias).view(b, n, -1)
-
-        def hidden_states(self, ids, mask):
-            """Encoder output [B, L, h] for ids [B, L, ps] and a 0/1 mask [B, L]."""
-            n = ids.shape[1]
-            x = self.patch_embed(ids) + self.pos[:n] + self.type0
-            x = self.emb_ln(x)
-            attn = mask.bool()[:, None, None, :]
-            for layer in self.layers:
-                x = layer(x, attn)
-            return x
-
-        def forward(self, ids, mask):
-            """Segment vectors [B, output_size]: ``proj(masked mean of the encoder output)``."""
-            x = self.hidden_states(ids, mask)
-            m = mask.to(x.dtype).unsqueeze(-1)
-            pooled = (x * m).sum(1) / m.sum(1)
-            return self.proj(pooled)
-
-    return M3MusicEncoder(cfg)
-
-
-def convert_state(state: dict, cfg: dict) -> dict:
-    """Checkpoint tensors (official key names) → the parameter names of :func:`build_model`."""
-    import torch
-
-    p, b = "music_model.", "music_model.base."
-    try:
-        w = state[p + "patch_embedding.weight"]
-        out = {
-            "patch_table": w.t().contiguous(),
-            "patch_bias": state[p + "patch_embedding.bias"],
-            "pos": state[b + "embeddings.position_embeddings.weight"],
-            "type0": state[b + "embeddings.token_type_embeddings.weight"][0],
-            "emb_ln.weight": state[b + "embeddings.LayerNorm.weight"],
-            "emb_ln.bias": state[b + "embeddings.LayerNorm.bias"],
-            "proj.weight": state["music_proj.weight"],
-            "proj.bias": state["music_proj.bias"],
-        }
-        for i in range(cfg["num_layers"]):
-            L = f"{b}encoder.layer.{i}."
-            o = f"layers.{i}."
-            out[o + "qkv.weight"] = torch.cat([state[L + f"attention.self.{n}.weight"]
-                                               for n in ("query", "key", "value")], 0)
-            out[o + "qkv.bias"] = torch.cat([state[L + f"attention.self.{n}.bias"]
-                                             for n in ("query", "key", "value")], 0)
-            out[o + "attn_out.weight"] = state[L + "attention.output.dense.weight"]
-            out[o + "attn_out.bias"] = state[L + "attention.output.dense.bias"]
-            out[o + "ln1.weight"] = state[L + "attention.output.LayerNorm.weight"]
-            out[o + "ln1.bias"] = state[L + "attention.output.LayerNorm.bias"]
-            out[o + "fc1.weight"] = state[L + "intermediate.dense.weight"]
-            out[o + "fc1.bias"] = state[L + "intermediate.dense.bias"]
-            out[o + "fc2.weight"] = state[L + "output.dense.weight"]
-            out[o + "fc2.bias"] = state[L + "output.dense.bias"]
-            out[o + "ln2.weight"] = state[L + "output.LayerNorm.weight"]
-            out[o + "ln2.bias"] = state[L + "output.LayerNorm.bias"]
-    except KeyError as exc:
-        raise WeightsError(f"CLaMP 2 checkpoint lacks tensor {exc.args[0]}") from exc
-    return out
-
-
-def model_from_state(state: dict):
-    """Build the encoder from checkpoint tensors; shapes are checked."""
-    import torch
-
-    cfg = infer_config(state)
-    with torch.device("meta"):  # no random init, no memory: the tensors below are assigned
-        model = build_model(cfg)
-    params = convert_state(state, cfg)
-    own = model.state_dict()
-    for k, v in params.items():
-        if tuple(own[k].shape) != tuple(v.shape):
-            raise WeightsError(f"CLaMP 2 tensor for {k} has shape {tuple(v.shape)}, "
-                               f"expected {tuple(own[k].shape)}")
-    with torch.no_grad():
-        model.load_state_dict(params, strict=True, assign=True)
-    model.register_buffer("offsets", torch.arange(cfg["patch_size"]) * CHAR_VOCAB, persistent=False)
-    model.eval()
-    return model
-
-
 def weighted_clip(segments: np.ndarray, weights: list[int]) -> np.ndarray:
     """``Σ w_k f_k / Σ w_k`` in float64, returned as float32."""
     w = np.asarray(weights, dtype=np.float64)
@@ -435,6 +210,7 @@ class CLaMP2Embedder(Embedder):
     version = "1"
     extensions = MIDI_EXTENSIONS + MTF_EXTENSIONS
     option_defaults = {"weights": None, "device": None, "batch_size": 8, "precision": "float32"}
+    option_types = {"weights": str, "device": str}
     description = ("CLaMP 2 symbolic encoder (M3 + music projection, sander-wood/clamp2): "
                    "MIDI→MTF text patches, 768-d, weighted mean of 512-patch segments")
     parallel_files = False
@@ -487,6 +263,8 @@ class CLaMP2Embedder(Embedder):
     def _load(self) -> None:
         import torch
 
+        from .lib.clamp2_net import model_from_state
+
         self._device = resolve_device(self.options["device"])
         self._check_precision(self._device)
         self._weights_path = resolve_weights(self.options["weights"])
@@ -504,6 +282,8 @@ class CLaMP2Embedder(Embedder):
         For benchmarks and tests; ``weights_identity`` is then ``name`` (nothing is hashed).
         """
         import torch
+
+        from .lib.clamp2_net import model_from_state
 
         self = cls(**options)
         self._device = resolve_device(self.options["device"])
@@ -524,6 +304,8 @@ class CLaMP2Embedder(Embedder):
         if path is None:
             self.load()
             path = self._weights_path
+        from .lib.weights import weights_fingerprint
+
         return weights_fingerprint(path)
 
     # -- input side ---------------------------------------------------------------------------

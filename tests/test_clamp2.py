@@ -242,8 +242,11 @@ def _fake_state(hidden=24, layers=3, inter=40, positions=512, out=16, patch=64):
 
 def test_config_inferred_from_other_shapes(tmp_path):
     import torch
+
+    from embedders.lib.clamp2_net import infer_config
+
     state = _fake_state()
-    cfg = C.infer_config(state)
+    cfg = infer_config(state)
     assert cfg == {"hidden_size": 24, "patch_size": 64, "num_layers": 3, "intermediate_size": 40,
                    "max_positions": 512, "type_vocab_size": 2, "output_size": 16, "num_heads": 12}
     # bare state dict (no "model" wrapper), with a text-side key that must be ignored

@@ -36,9 +36,6 @@ def test_issue_params_file_parses_unchanged(tmp_path):
     assert args.plot == ["Plot", "both", "results/songs/plots"]
     assert args.calc_metrics == ["results/songs/plots", "results/songs/variance"]
     assert cmd.selected_embedders(args) == ["openl3", "clamp2"]
-    from embedders import available_embedders
-    if not {"openl3", "clamp2"} <= set(available_embedders()):
-        pytest.skip("openl3/clamp2 embedders not present in this checkout")
     opts = cmd.embedder_options(args, ["openl3", "clamp2"])
     assert opts["openl3"]["input_repr"] == "mel256" and opts["openl3"]["embedding_size"] == 512
     assert "input_repr" not in opts["clamp2"]
@@ -131,6 +128,75 @@ def test_set_option_reaches_the_embedder(tmp_path):
                             "--set", "toy-midi.bins=4"])
     plan = cmd.RunPlan(args)
     assert plan.embedders[0].options["bins"] == 4
+
+
+def _set_options(*items, embedders=("openl3", "clamp2")):
+    argv = ["--dataset", "d", "--embedders", *embedders]
+    for item in items:
+        argv += ["--set", item]
+    return cmd.embedder_options(cmd.parse_args(argv), list(embedders))
+
+
+def test_set_reads_values_as_the_declared_option_type():
+    opts = _set_options("openl3.weights=2024", "openl3.center=off", "openl3.hop_size=1",
+                        "openl3.embedding_size=512", "openl3.device=None",
+                        "clamp2.batch_size=8", "clamp2.weights=007.pth")
+    assert opts["openl3"]["weights"] == "2024"  # a folder named 2024 stays a string
+    assert opts["openl3"]["center"] is False
+    assert opts["openl3"]["hop_size"] == 1.0 and isinstance(opts["openl3"]["hop_size"], float)
+    assert opts["openl3"]["embedding_size"] == 512
+    assert opts["openl3"]["device"] is None
+    assert opts["clamp2"]["batch_size"] == 8 and type(opts["clamp2"]["batch_size"]) is int
+    assert opts["clamp2"]["weights"] == "007.pth"
+    for word, value in (("TRUE", True), ("yes", True), ("On", True), ("1", True),
+                        ("false", False), ("NO", False), ("off", False), ("0", False)):
+        assert _set_options(f"openl3.center={word}")["openl3"]["center"] is value
+    # the value is checked when the embedder is built, as any other value
+    assert cmd.RunPlan(cmd.parse_args(["--dataset", "d", "--embedders", "openl3", "--set",
+                                       "openl3.weights=2024"])).embedders[0].options[
+        "weights"] == "2024"
+
+
+@pytest.mark.parametrize("item, message", [
+    ("openl3.hop_size=abc", "openl3.hop_size must be a number, got 'abc'"),
+    ("openl3.center=maybe", "openl3.center must be true or false"),
+    ("clamp2.batch_size=8.5", "clamp2.batch_size must be an integer, got '8.5'"),
+    ("openl3.input_repr=mel64", "input_repr must be one of"),
+    ("openl3.colour=red", "has no option(s) colour"),
+])
+def test_set_with_a_wrong_value_is_a_one_line_usage_error(item, message, tmp_path, capsys):
+    (tmp_path / "d").mkdir()
+    code = cli.main(["--dataset", str(tmp_path / "d"), "--embedders", "openl3", "clamp2",
+                     "--out", str(tmp_path / "o"), "--set", item])
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1, err
+
+
+def test_every_registered_option_has_a_declared_type():
+    from embedders import available_embedders
+    from embedders.base import OPTION_TYPES
+
+    registry = available_embedders()
+    assert {"openl3", "clamp2", "audio-stats", "midi-stats"} <= set(registry)
+    for name, cls in registry.items():
+        types = cls.declared_option_types()
+        assert set(types) == set(cls.option_defaults), name
+        assert all(t in OPTION_TYPES for t in types.values()), name
+        for option, default in cls.option_defaults.items():
+            if default is not None:  # a default reads back as itself
+                assert cls.coerce_option(option, str(default)) == default, (name, option)
+
+
+def test_register_refuses_an_option_without_a_type():
+    from embedders import AUDIO, Embedder, register
+
+    class Untyped(Embedder):
+        name, modality = "untyped-test", AUDIO
+        option_defaults = {"path": None}
+
+    with pytest.raises(TypeError, match="need a type"):
+        register(Untyped)
 
 
 def test_help_documents_every_flag():

@@ -94,7 +94,7 @@ def test_content_hash_ignores_path_and_uses_index(tmp_path, monkeypatch):
     def no_reads(path, chunk_size=0):
         raise AssertionError("file was re-read")
 
-    monkeypatch.setattr(ds, "sha256_of", no_reads)
+    monkeypatch.setattr(ds, "sha256_file", no_reads)
     scan2 = scan_dataset(data)
     hash_items(scan2.items, index=HashIndex(tmp_path / "idx.json"))
     assert [it.content_hash for it in scan2.items] == h

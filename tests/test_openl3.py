@@ -11,6 +11,8 @@ import json
 import os
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -115,7 +117,7 @@ def test_frontend_parity(weights_file, expected, key):
     c = FE_CASES[key]
     emb = get_embedder("openl3", weights=str(weights_file), input_repr=c["input_repr"],
                        hop_size=c["hop_size"], center=c["center"], device="cpu").load()
-    batches = list(emb._iter_frame_batches(emb._iter_48k(str(FIX / c["file"]))))
+    batches = list(emb.frame_batches(emb._iter_48k(str(FIX / c["file"]))))
     with torch.inference_mode():
         got = torch.cat([emb._frontend(torch.from_numpy(b)) for b in batches])[:, 0].numpy()
     assert got.shape == tuple(c["shape"])
@@ -156,8 +158,9 @@ def test_soxr_stream_length():
 
 
 def test_mel_filterbank_matches_librosa():
-    librosa = pytest.importorskip("librosa")
-    from embedders.openl3 import mel_filterbank
+    import librosa
+
+    from embedders.lib.openl3_net import mel_filterbank
 
     for n_mels in (128, 256):
         ref = librosa.filters.mel(sr=48000, n_fft=2048, n_mels=n_mels, htk=False, norm="slaney")
@@ -213,8 +216,9 @@ def test_frame_count_hint_never_changes_the_output(weights_file):
         np.testing.assert_array_equal(ts, ref_ts)
 
 
-def test_prefetch_keeps_order_forwards_errors_and_stops(weights_file, tmp_path):
-    """The background framing used on accelerators: same frames, same errors."""
+def test_prefetch_keeps_order_forwards_errors_and_stops():
+    """The background framing used on accelerators: same items, same errors, and an early exit
+    stops the producer thread."""
     from embedders.openl3 import prefetch
 
     assert list(prefetch(iter(range(50)), depth=2)) == list(range(50))
@@ -226,11 +230,32 @@ def test_prefetch_keeps_order_forwards_errors_and_stops(weights_file, tmp_path):
     assert next(it) == 1
     with pytest.raises(InputError, match="cannot be decoded"):
         next(it)
-    gen = prefetch(iter(range(10**9)))  # an early exit stops the producer thread
-    assert next(gen) == 0
-    gen.close()
 
+    # an early exit stops the producer thread: it reads no further and is gone when close()
+    # returns (without the stop signal it would wait forever on the full queue)
+    produced = []
+
+    def endless():
+        while True:
+            produced.append(len(produced))
+            yield produced[-1]
+    before = set(threading.enumerate())
+    gen = prefetch(endless(), depth=2)
+    assert next(gen) == 0
+    producers = [t for t in threading.enumerate()
+                 if t not in before and t.name == "openl3-prefetch"]
+    assert len(producers) == 1 and producers[0].is_alive()
+    gen.close()
+    assert not producers[0].is_alive()
+    n_read = len(produced)
+    time.sleep(0.3)
+    assert len(produced) == n_read <= 4  # the item taken, two queued, at most one in flight
+
+
+def test_prefetch_gives_the_same_frames(weights_file, tmp_path):
+    """The background framing used on accelerators, forced on here on CPU."""
     import soundfile as sf
+
     x = 0.1 * np.random.default_rng(8).standard_normal(int(2.2 * 44100))
     path = tmp_path / "a.wav"
     sf.write(str(path), x, 44100)
@@ -362,7 +387,7 @@ def test_truncated_and_garbage_weights(weights_file, tmp_path):
 
 
 def test_wrong_shapes_and_counts(tmp_path):
-    from embedders.openl3 import read_weights
+    from embedders.lib.openl3_net import read_weights
 
     layers = [(n, [(w, a.copy()) for w, a in arrs]) for n, arrs in make_weights.make_tensors(seed=1)]
     bad = [(n, list(arrs)) for n, arrs in layers]

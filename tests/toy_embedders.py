@@ -26,6 +26,7 @@ def byte_histogram(path: str, bins: int = 8) -> np.ndarray:
 class _ToyBase(Embedder):
     version = "1"
     option_defaults = {"bins": 8, "device": None, "batch_size": None}
+    option_types = {"device": str, "batch_size": int}
     parallel_files = True
     description = "byte histogram (tests only)"
 

@@ -1,19 +1,21 @@
-"""Where weight files live, and how they are fetched: a user cache folder, verified downloads.
+"""Where weight files live, how they are fetched and how they are named in cache keys: a user
+cache folder, verified downloads, one fingerprint per weight file.
 
 Weights never go into the user's data folder. The cache folder is ``$EMBCOMPARE_CACHE_DIR`` if
 set, else ``$XDG_CACHE_HOME/embcompare``, else ``~/.cache/embcompare``.
 """
 from __future__ import annotations
 
-import hashlib
+import json
 import os
 import shutil
+import threading
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 from ..base import WeightsError
-from common.fsutil import atomic_path
+from common.fsutil import atomic_path, sha256_file
 from common.progress import progress_bar
 
 CACHE_ENV = "EMBCOMPARE_CACHE_DIR"
@@ -37,13 +39,56 @@ def offline() -> bool:
                for v in (OFFLINE_ENV, "HF_HUB_OFFLINE"))
 
 
-def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(chunk_size), b""):
-            digest.update(block)
-    return digest.hexdigest()
+#: Name of the file (in the cache folder) remembering the SHA-256 of weight files by
+#: (real path, size, mtime), so a 1.3 GB checkpoint is hashed once, not at every run.
+FINGERPRINT_MEMO = "weights_sha256.json"
+
+_digests: dict[str, str] = {}
+_digests_lock = threading.Lock()
+
+
+def weights_fingerprint(path: str | os.PathLike) -> str:
+    """The identity of a weight file in cache keys: ``"name:size:sha256[:16]"``.
+
+    ``name`` is the file name as given (a link keeps its own name). The SHA-256 is memoised per
+    (real path, size, mtime) in this process and in ``FINGERPRINT_MEMO`` in the cache folder,
+    so repeats are free; a changed file (new size or mtime) is hashed again.
+    """
+    path = Path(path)
+    st = path.stat()
+    key = json.dumps([str(path.resolve()), st.st_size, st.st_mtime_ns])
+    with _digests_lock:
+        digest = _digests.get(key)
+    if digest is None:
+        memo_file = cache_dir() / FINGERPRINT_MEMO
+        memo = _read_memo(memo_file)
+        digest = memo.get(key)
+        if not isinstance(digest, str):
+            digest = sha256_file(path)
+            memo[key] = digest
+            _write_memo(memo_file, memo)
+        with _digests_lock:
+            _digests[key] = digest
+    return f"{path.name}:{st.st_size}:{digest[:16]}"
+
+
+def _read_memo(path: Path) -> dict:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_memo(path: Path, data: dict) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path, suffix=".part") as tmp:
+            with open(tmp, "w", encoding="utf-8") as fh:
+                json.dump(data, fh)
+    except OSError:  # a read-only cache only costs a re-hash next time
+        pass
 
 
 def download(url: str, dest: str | os.PathLike, *, sha256: str | None = None,
