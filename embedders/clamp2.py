@@ -19,6 +19,10 @@ Speed without changing the maths: the patch embedding gathers weight columns ins
 multiplying a one-hot matrix, segments of many files are batched together sorted by length and
 padded only to the longest one in the batch (padding is masked out of attention and pooling, so
 this equals the reference's padding to 512), attention uses ``scaled_dot_product_attention``.
+The opt-in ``precision`` option (bfloat16 / float16 autocast) does change the maths.
+
+Inputs: every MIDI file the reference converter accepts (see ``embedders/lib/mtf.py``); unusual
+ones (SMPTE division, no sounding note, ...) carry ``Embedding.info["notes"]``.
 """
 from __future__ import annotations
 
