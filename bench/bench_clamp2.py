@@ -14,8 +14,14 @@ memory (nothing is downloaded), writes synthetic MIDI files whose patch counts s
 Prints files/s, real patches/s, the speed-up and the max |difference| of clip and segment vectors
 between (a) and (b). MIDI → MTF → patch time is measured separately (same code for both).
 
+With ``--precision bfloat16`` (or ``float16`` on CUDA) the same corpus is also embedded with that
+``precision`` option and the float32 and reduced-precision paths are timed side by side (model
+only, best of ``--repeat`` runs each, alternating), with the parity cost of the reduced path:
+max and mean |diff| of the clip vectors and their cosine to the float32 vectors.
+
     python bench/bench_clamp2.py                 # default: 20 files, 25..3000 patches
     python bench/bench_clamp2.py --files 8 --max-patches 1200 --threads 2
+    python bench/bench_clamp2.py --skip-baseline --precision bfloat16 --repeat 2
 """
 from __future__ import annotations
 
@@ -186,6 +192,11 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--skip-baseline", action="store_true")
+    ap.add_argument("--precision", choices=("bfloat16", "float16"), default=None,
+                    help="also time this precision option side by side with float32")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="runs per path in the --precision comparison (best is reported)")
+    ap.add_argument("--device", default="cpu")
     args = ap.parse_args(argv)
 
     import torch
@@ -198,8 +209,13 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     state = official_state(args.seed)
     n_params = sum(v.numel() for v in state.values())
-    ours = CLaMP2Embedder.from_state_dict(state, name="random-official-shapes", device="cpu",
+    ours = CLaMP2Embedder.from_state_dict(state, name="random-official-shapes", device=args.device,
                                           batch_size=args.batch_size)
+    reduced = None
+    if args.precision:
+        reduced = CLaMP2Embedder.from_state_dict(state, name="random-official-shapes",
+                                                 device=args.device, batch_size=args.batch_size,
+                                                 precision=args.precision)
     print(f"model: {n_params:,} music-side parameters (random), built in {time.perf_counter() - t0:.1f}s; "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads")
 
@@ -236,6 +252,20 @@ def main(argv=None) -> int:
         model_only = ours._embed_patches(list(patches.values()))
         t_model = time.perf_counter() - t0
         rows.append(("ours (model only, patches given)", t_model))
+        if reduced is not None:
+            x_all = list(patches.values())
+            reduced._embed_patches([patches[small]])  # warm-up
+            best = {"float32": t_model, args.precision: math.inf}
+            out_red = None
+            for r in range(args.repeat):
+                for name, emb in ((args.precision, reduced), ("float32", ours)):
+                    if name == "float32" and r == 0:
+                        continue  # the float32 model-only run above is the first one
+                    t0 = time.perf_counter()
+                    res = emb._embed_patches(x_all)
+                    best[name] = min(best[name], time.perf_counter() - t0)
+                    if name == args.precision:
+                        out_red = res
 
     print()
     print(f"{'path':<48} {'seconds':>8} {'files/s':>8} {'patches/s':>10}")
@@ -257,6 +287,22 @@ def main(argv=None) -> int:
               f"{d_model:.2e} (max |value| {scale:.2f})")
         print(f"padding: baseline computes {n_segs * 512} patch rows, ours "
               f"{sum(b - a for x in patches.values() for a, b in segment_bounds(len(x)))}")
+    if reduced is not None:
+        print()
+        print(f"precision (model only, best of {args.repeat}, device {args.device}):")
+        print(f"{'precision':<12} {'seconds':>8} {'files/s':>8} {'patches/s':>10}")
+        for name in ("float32", args.precision):
+            t = best[name]
+            print(f"{name:<12} {t:8.2f} {len(paths) / t:8.2f} {n_real / t:10.1f}")
+        print(f"{args.precision} speed vs float32: {best['float32'] / best[args.precision]:.2f}x")
+        diffs = [np.abs(b.clip - a.clip) for a, b in zip(model_only, out_red)]
+        cos = [float(a.clip.astype(np.float64) @ b.clip / np.linalg.norm(a.clip) / np.linalg.norm(b.clip))
+               for a, b in zip(model_only, out_red)]
+        scale = float(np.mean([np.abs(a.clip).mean() for a in model_only]))
+        print(f"{args.precision} parity (clip vs float32): max |diff| {max(d.max() for d in diffs):.3g}, "
+              f"mean |diff| {float(np.mean([d.mean() for d in diffs])):.3g} (mean |value| {scale:.3g}), "
+              f"cosine min {min(cos):.6f}, mean {float(np.mean(cos)):.6f}")
+
     return 0
 
 

@@ -19,6 +19,10 @@ Speed without changing the maths: the patch embedding gathers weight columns ins
 multiplying a one-hot matrix, segments of many files are batched together sorted by length and
 padded only to the longest one in the batch (padding is masked out of attention and pooling, so
 this equals the reference's padding to 512), attention uses ``scaled_dot_product_attention``.
+The opt-in ``precision`` option (bfloat16 / float16 autocast) does change the maths.
+
+Inputs: every MIDI file the reference converter accepts (see ``embedders/lib/mtf.py``); unusual
+ones (SMPTE division, no sounding note, ...) carry ``Embedding.info["notes"]``.
 """
 from __future__ import annotations
 
@@ -41,7 +45,7 @@ from .base import (
 )
 from .lib.mtf import (
     PATCH_LENGTH,
-    midi_to_mtf,
+    midi_to_mtf_and_notes,
     patchilize,
     read_mtf,
     segment_bounds,
@@ -57,6 +61,12 @@ FILES_PER_CHUNK = 128
 #: A batch only takes a shorter segment while real patches fill at least this share of the
 #: padded batch (segments are sorted by length, so batches hold segments of similar length).
 MIN_FILL = 0.875
+
+#: ``precision`` choices: float32 (default, reference parity), bfloat16 (CPU and CUDA autocast),
+#: float16 (CUDA autocast only).
+PRECISIONS = ("float32", "bfloat16", "float16")
+#: Device types each reduced precision runs on.
+PRECISION_DEVICES = {"bfloat16": ("cpu", "cuda"), "float16": ("cuda",)}
 
 MIDI_EXTENSIONS = (".mid", ".midi")
 MTF_EXTENSIONS = (".mtf",)
@@ -192,13 +202,18 @@ class CLaMP2Embedder(Embedder):
         Segments per forward pass for full 512-patch segments; shorter segments are packed up to
         the same number of patches (``batch_size × 512``), grouped with segments of similar length
         so that padding stays under 12.5 % of each batch.
+    precision : str
+        ``float32`` (default: the reference's numbers), or opt-in reduced precision for the
+        encoder layers under ``torch.autocast``: ``bfloat16`` (CPU and CUDA) or ``float16`` (CUDA
+        only). It changes the numbers (see the README for the measured cost), so it is part of
+        the cache key; pooling and the projection stay in float32.
     """
 
     name = "clamp2"
     modality = SYMBOLIC
     version = "1"
     extensions = MIDI_EXTENSIONS + MTF_EXTENSIONS
-    option_defaults = {"weights": None, "device": None, "batch_size": 8}
+    option_defaults = {"weights": None, "device": None, "batch_size": 8, "precision": "float32"}
     option_types = {"weights": str, "device": str}
     description = ("CLaMP 2 symbolic encoder (M3 + music projection, sander-wood/clamp2): "
                    "MIDI→MTF text patches, 768-d, weighted mean of 512-patch segments")
@@ -214,6 +229,28 @@ class CLaMP2Embedder(Embedder):
         dev = self.options["device"]
         if dev is not None and not isinstance(dev, str):
             raise ConfigurationError(f"clamp2 device must be a string, got {dev!r}")
+        prec = self.options["precision"]
+        if prec not in PRECISIONS:
+            raise ConfigurationError(f"clamp2 precision must be one of {', '.join(PRECISIONS)}, "
+                                     f"got {prec!r}")
+        if dev not in (None, "", "auto"):  # an automatic device is checked once resolved
+            self._check_precision(dev)
+
+    def _check_precision(self, device: str) -> None:
+        prec = self.options["precision"]
+        kind = str(device).split(":")[0]
+        if prec != "float32" and kind not in PRECISION_DEVICES[prec]:
+            hint = " (use bfloat16 on CPU)" if kind == "cpu" else ""
+            raise ConfigurationError(f"clamp2 precision {prec} is not available on device "
+                                     f"{device!r}: it runs on {' and '.join(PRECISION_DEVICES[prec])} "
+                                     f"only{hint}")
+
+    def cache_options(self) -> dict[str, Any]:
+        """Cache key options; ``precision`` only when reduced (float32 keys stay as before)."""
+        opts = super().cache_options()
+        if opts.get("precision") == "float32":
+            opts.pop("precision")
+        return opts
 
     @property
     def dim(self) -> int | None:
@@ -233,6 +270,7 @@ class CLaMP2Embedder(Embedder):
         from .lib.clamp2_net import model_from_state
 
         self._device = resolve_device(self.options["device"])
+        self._check_precision(self._device)
         self._weights_path = resolve_weights(self.options["weights"])
         state = load_music_state(self._weights_path)
         model = model_from_state(state)
@@ -253,6 +291,7 @@ class CLaMP2Embedder(Embedder):
 
         self = cls(**options)
         self._device = resolve_device(self.options["device"])
+        self._check_precision(self._device)
         model = model_from_state(state)
         self._model = model.to(self._device)
         self._segment_length = min(PATCH_LENGTH, int(model.cfg["max_positions"]))
@@ -276,14 +315,19 @@ class CLaMP2Embedder(Embedder):
     # -- input side ---------------------------------------------------------------------------
     def patches(self, path: str) -> np.ndarray:
         """Patch ids [n_patches, patch_size] of a MIDI or MTF file (InputError if unusable)."""
+        return self.patches_and_notes(path)[0]
+
+    def patches_and_notes(self, path: str) -> tuple[np.ndarray, list[str]]:
+        """Patch ids and the notes on unusual input (e.g. SMPTE division) of a MIDI or MTF file."""
         ext = os.path.splitext(path)[1].lower()
+        notes: list[str] = []
         if ext in MTF_EXTENSIONS:
             text = read_mtf(path)
         else:
-            text = midi_to_mtf(path)
+            text, notes = midi_to_mtf_and_notes(path)
         patch_size = self._model.cfg["patch_size"] if getattr(self, "_model", None) else 64
         try:
-            return patchilize(text, patch_size, dtype=np.uint8)  # ids < 128: 8x less memory
+            return patchilize(text, patch_size, dtype=np.uint8), notes  # ids < 128: 8x less memory
         except ValueError as exc:
             raise InputError(path, str(exc)) from exc
 
@@ -315,16 +359,32 @@ class CLaMP2Embedder(Embedder):
                     n = len(segs[j])
                     ids[r, :n] = segs[j]
                     mask[r, :n] = 1.0
-                vec = self._model(torch.from_numpy(ids).to(self._device),
-                                  torch.from_numpy(mask).to(self._device))
+                vec = self._forward(torch.from_numpy(ids).to(self._device),
+                                    torch.from_numpy(mask).to(self._device))
                 vec = vec.float().cpu().numpy()
                 for r, j in enumerate(idx):
                     out[j] = vec[r]
                 i += count
         return out  # type: ignore[return-value]
 
-    def _embed_patches(self, patches_by_file: list[np.ndarray]) -> list[Embedding]:
+    def _forward(self, ids, mask):
+        """Segment vectors; with reduced ``precision`` only the encoder runs under autocast."""
+        prec = self.options["precision"]
+        if prec == "float32":
+            return self._model(ids, mask)
+        torch = self._torch
+        with torch.autocast(torch.device(self._device).type, dtype=getattr(torch, prec)):
+            x = self._model.hidden_states(ids, mask)
+        # the masked mean and the projection (one small matrix product) in float32
+        x = x.float()
+        m = mask.to(x.dtype).unsqueeze(-1)
+        return self._model.proj((x * m).sum(1) / m.sum(1))
+
+    def _embed_patches(self, patches_by_file: list[np.ndarray],
+                       notes_by_file: list[list[str]] | None = None) -> list[Embedding]:
         L = self._segment_length
+        if notes_by_file is None:
+            notes_by_file = [[] for _ in patches_by_file]
         segs, owners = [], []
         for f, x in enumerate(patches_by_file):
             for a, b in segment_bounds(len(x), L):
@@ -335,16 +395,19 @@ class CLaMP2Embedder(Embedder):
         for f, v in zip(owners, vecs):
             per_file[f].append(v)
         result = []
-        for x, vs in zip(patches_by_file, per_file):
+        for x, vs, notes in zip(patches_by_file, per_file, notes_by_file):
             frames = np.stack(vs).astype(np.float32)
             w = segment_weights(len(x), L)
+            info = {"n_patches": len(x), "n_segments": len(vs), "segment_weights": w}
+            if notes:  # unusual but accepted input (SMPTE division, no sounding notes, ...)
+                info["notes"] = list(notes)
             result.append(Embedding(frames=frames, clip=weighted_clip(frames, w), timestamps=None,
-                                    info={"n_patches": len(x), "n_segments": len(vs),
-                                          "segment_weights": w}))
+                                    info=info))
         return result
 
     def _embed_file(self, path: str) -> Embedding:
-        return self._embed_patches([self.patches(path)])[0]
+        x, notes = self.patches_and_notes(path)
+        return self._embed_patches([x], [notes])[0]
 
     def embed_many(self, paths: Iterable[str]) -> Iterator[tuple[str, Embedding | Exception]]:
         """Embed many files, batching the segments of up to ``FILES_PER_CHUNK`` files together.
@@ -362,22 +425,25 @@ class CLaMP2Embedder(Embedder):
             yield from self._embed_chunk(chunk)
 
     def _embed_chunk(self, paths: list[str]) -> Iterator[tuple[str, Embedding | Exception]]:
-        good_paths, good = [], []
+        good_paths, good, good_notes = [], [], []
         for path in paths:
             try:
-                good.append(self.patches(str(path)))
-                good_paths.append(path)
+                x, notes = self.patches_and_notes(str(path))
             except Exception as exc:  # one bad file must not end the run
                 yield path, exc
+                continue
+            good.append(x)
+            good_notes.append(notes)
+            good_paths.append(path)
         if not good:
             return
         try:
-            embs = self._embed_patches(good)
+            embs = self._embed_patches(good, good_notes)
         except Exception:
             # a failure in a shared batch (e.g. out of memory): fall back to one file at a time
-            for path, x in zip(good_paths, good):
+            for path, x, notes in zip(good_paths, good, good_notes):
                 try:
-                    yield path, self._embed_patches([x])[0]
+                    yield path, self._embed_patches([x], [notes])[0]
                 except Exception as exc:
                     yield path, exc
             return

@@ -18,11 +18,17 @@ The patchilizer merges consecutive lines of the same message type into patches o
 characters and encodes each one as ``[1] + ord(chars) + [2]`` cut / padded to 64 ids, with a BOS
 patch (64 × 1) in front and an EOS patch (1 followed by 63 × 2) at the end.
 
-Limits (documented refusals rather than crashes or hangs): files over :data:`MAX_FILE_BYTES`,
-over :data:`MAX_MESSAGES` messages, or holding a run of more than :data:`MAX_HIGH_BYTE_RUN`
-bytes ≥ 0x80 (mido's variable-length number reader would need quadratic time on it) are refused
-with :class:`~embedders.base.InputError`. So are type 2 files (no single timeline), SMPTE time
-division (CLaMP 2 was trained on metrical ``ticks_per_beat``) and files without any sounding note.
+Accepted inputs are exactly those the reference converter accepts: anything mido reads, except
+type 2 files (mido gives them no merged track, so the reference fails on them). Unusual ones are
+converted as the reference converts them and get a short note (:func:`midi_to_mtf_and_notes`):
+SMPTE time division (the header line holds the signed division as mido reads it, e.g.
+``ticks_per_beat -6360``), division 0, a non-standard format number (tracks merged as for type 1)
+and files without any sounding note.
+
+Our own safety limits (documented refusals rather than crashes or hangs): files over
+:data:`MAX_FILE_BYTES`, over :data:`MAX_MESSAGES` messages, or holding a run of more than
+:data:`MAX_HIGH_BYTE_RUN` bytes ≥ 0x80 (mido's variable-length number reader would need quadratic
+time on it) are refused with :class:`~embedders.base.InputError`.
 """
 from __future__ import annotations
 
@@ -113,7 +119,8 @@ def load_midi(source: Source, *, path: str | None = None):
     Raises
     ------
     InputError
-        Unreadable, oversized, malformed, type 2 or SMPTE-division files.
+        Unreadable, oversized or malformed files, and type 2 files (which the reference cannot
+        convert either).
     """
     import mido
 
@@ -135,14 +142,9 @@ def load_midi(source: Source, *, path: str | None = None):
         text = str(exc).strip() or type(exc).__name__
         raise InputError(label, f"not a readable MIDI file ({text[:160]})") from exc
     if mid.type == 2:
-        raise InputError(label, "type 2 MIDI (independent sequential patterns) is not supported")
-    if mid.type not in (0, 1):
-        raise InputError(label, f"invalid MIDI format {mid.type}")
-    if mid.ticks_per_beat < 0:
-        raise InputError(label, "SMPTE time division is not supported by CLaMP 2 "
-                                "(it was trained on ticks-per-beat files)")
-    if mid.ticks_per_beat == 0:
-        raise InputError(label, "invalid time division 0")
+        # mido builds no merged track for type 2, so the reference converter fails on these files
+        raise InputError(label, "type 2 MIDI (independent sequential patterns): the CLaMP 2 "
+                                "reference cannot merge its tracks either")
     n_messages = sum(len(t) for t in mid.tracks)
     if n_messages > MAX_MESSAGES:
         raise InputError(label, f"{n_messages:,} MIDI messages, over the {MAX_MESSAGES:,} limit")
@@ -198,17 +200,30 @@ def message_line(msg, delta: int) -> str:
     return line.encode("unicode_escape").decode("utf-8")
 
 
-def midi_to_mtf(source: Source, *, path: str | None = None, require_notes: bool = True) -> str:
-    """Convert a MIDI file (path or bytes) to CLaMP 2 MTF text (no trailing newline).
+def header_notes(mid) -> list[str]:
+    """Short notes on unusual but accepted header fields of a parsed file (empty if none)."""
+    notes = []
+    division = mid.ticks_per_beat
+    if division < 0:
+        fps, per_frame = -(division >> 8), division & 0xFF
+        notes.append(f"SMPTE time division ({fps} fps, {per_frame} ticks/frame)")
+    elif division == 0:
+        notes.append("time division 0")
+    if mid.type not in (0, 1):
+        notes.append(f"non-standard MIDI format {mid.type}: tracks merged as for type 1")
+    return notes
 
-    Parameters
-    ----------
-    source : str, os.PathLike, bytes
-        The MIDI file, or its bytes.
-    path : str, optional
-        Name used in error messages when ``source`` is bytes.
-    require_notes : bool
-        Refuse files without any ``note_on`` of velocity > 0 (there is nothing to embed).
+
+def midi_to_mtf_and_notes(source: Source, *, path: str | None = None) -> tuple[str, list[str]]:
+    """Convert a MIDI file (path or bytes) to CLaMP 2 MTF text, with notes on unusual input.
+
+    Returns
+    -------
+    text : str
+        The MTF text (no trailing newline), identical to the reference converter's.
+    notes : list of str
+        Short notes on accepted but unusual input (``"SMPTE time division (25 fps, 40
+        ticks/frame)"``, ``"no sounding notes"``, ...); empty for an ordinary file.
 
     Raises
     ------
@@ -217,6 +232,7 @@ def midi_to_mtf(source: Source, *, path: str | None = None, require_notes: bool 
     """
     label = _label(source, path)
     mid = load_midi(source, path=label)
+    notes = header_notes(mid)
     lines = [f"ticks_per_beat {mid.ticks_per_beat}"]
     has_note = False
     try:
@@ -231,9 +247,27 @@ def midi_to_mtf(source: Source, *, path: str | None = None, require_notes: bool 
             lines.append(message_line(msg, delta))
     except ValueError as exc:  # e.g. an absurd delta time beyond Python's int→str digit limit
         raise InputError(label, f"cannot convert MIDI to text ({str(exc)[:160]})") from exc
-    if require_notes and not has_note:
-        raise InputError(label, "MIDI file has no notes")
-    return "\n".join(lines)
+    if not has_note:
+        notes.append("no sounding notes")
+    return "\n".join(lines), notes
+
+
+def midi_to_mtf(source: Source, *, path: str | None = None) -> str:
+    """Convert a MIDI file (path or bytes) to CLaMP 2 MTF text (no trailing newline).
+
+    Parameters
+    ----------
+    source : str, os.PathLike, bytes
+        The MIDI file, or its bytes.
+    path : str, optional
+        Name used in error messages when ``source`` is bytes.
+
+    Raises
+    ------
+    InputError
+        Anything that makes the file unusable, with a one-line reason.
+    """
+    return midi_to_mtf_and_notes(source, path=path)[0]
 
 
 def read_mtf(path: str | os.PathLike) -> str:
