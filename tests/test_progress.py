@@ -121,4 +121,5 @@ def test_a_run_logged_to_a_file_writes_one_line_per_stage(tmp_path, capsys):
     err = capsys.readouterr().err  # captured: not a terminal
     assert "\r" not in err
     stages = [line.split(":")[0] for line in err.splitlines()]
-    assert stages == ["hashing files", "embedding with toy-audio", "embedding with toy-midi"], err
+    assert stages == ["hashing files", "embedding with toy-audio", "exporting toy-audio",
+                      "embedding with toy-midi", "exporting toy-midi"], err
