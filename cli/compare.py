@@ -267,6 +267,11 @@ def print_summary(result, analysis_seconds: float | None, out=None) -> None:
         print(f"{len(summ['skipped'])} skipped (reasons in {result.manifest_path}), e.g.:", file=out)
         for path, reason in summ["skipped"][:5]:
             print(f"  {path}: {reason}", file=out)
+    for name, counts in summ.get("note_counts", {}).items():
+        if counts:
+            listed = ", ".join(f"{note}: {n}" for note, n in sorted(counts.items()))
+            print(f"{name}: {sum(counts.values())} file(s) embedded with a note ({listed}; "
+                  f"see the manifest's note column)", file=out)
     for path, reason in summ["damaged_cache_entries"]:
         print(f"damaged cache entry recomputed: {path} ({reason})", file=out)
     for warning in summ["warnings"]:

@@ -1,9 +1,10 @@
 """The manifest: one CSV row per (file, embedder) saying what happened to it.
 
 Columns (:data:`~collection.scan.MANIFEST_FIELDS`): ``path, label, modality, pair_id,
-content_hash, embedder, status, cached, reason``. Every file found appears at least once: either
-``embedded`` by an embedder (``cached`` says whether it came from the store) or ``skipped`` with
-its reason.
+content_hash, embedder, status, cached, reason, note``. Every file found appears at least once:
+either ``embedded`` by an embedder (``cached`` says whether it came from the store) or
+``skipped`` with its reason. ``note`` holds what the embedder noted about an embedded file that
+is unusual but valid (e.g. CLaMP 2: "SMPTE time division"), several joined by ``"; "``.
 """
 from __future__ import annotations
 
@@ -32,10 +33,11 @@ def manifest_rows(scan: ScanResult, runs: dict, computed_ids: dict[str, set[str]
     for run in runs.values():
         computed = (computed_ids[run.name] if computed_ids and run.name in computed_ids
                     else {e.item.id for e in run.entries if e.computed})
-        for it in run.items:
-            by_item.setdefault(it.id, []).append(
+        for entry in run.entries:
+            by_item.setdefault(entry.item.id, []).append(
                 {"embedder": run.name, "status": EMBEDDED,
-                 "cached": "no" if it.id in computed else "yes", "reason": ""})
+                 "cached": "no" if entry.item.id in computed else "yes", "reason": "",
+                 "note": "; ".join(entry.notes)})
         for it, reason in run.skipped:
             by_item.setdefault(it.id, []).append(
                 {"embedder": run.name, "status": SKIPPED, "cached": "", "reason": reason})

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections import deque
+from collections import Counter, deque
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +50,8 @@ class RunEntry:
     n_frames : int
     computed : bool
         Computed in this run (``False``: found in the cache).
+    notes : tuple of str
+        The embedder's notes on this file (``Embedding.info["notes"]``), for the manifest.
     """
 
     item: Item
@@ -57,6 +59,7 @@ class RunEntry:
     clip: np.ndarray
     n_frames: int
     computed: bool
+    notes: tuple = ()
 
 
 @dataclass
@@ -124,6 +127,10 @@ class DatasetEmbeddings:
                    "cached": r.n_cached, "skipped": len(r.skipped), "seconds": round(r.seconds, 3)}
             for name, r in self.runs.items()}
         out["damaged_cache_entries"] = list(self.damaged_cache_entries)
+        out["noted"] = [(e.item.id, f"{name}: {'; '.join(e.notes)}")
+                        for name, r in self.runs.items() for e in r.entries if e.notes]
+        out["note_counts"] = {name: dict(Counter(n for e in r.entries for n in e.notes))
+                              for name, r in self.runs.items()}
         return out
 
 
@@ -238,7 +245,8 @@ def embed_items(items: Iterable[Item], embedder: Embedder, store: EmbeddingStore
         cached = store.peek(embedder.name, keys[it.id])  # clip + frame count, frames stay on disk
         if cached is not None:
             entries[it.id] = RunEntry(item=it, key=keys[it.id], clip=cached.clip,
-                                      n_frames=cached.n_frames, computed=False)
+                                      n_frames=cached.n_frames, computed=False,
+                                      notes=cached.notes)
         else:
             todo.append(it)
 
@@ -287,7 +295,7 @@ def _store_result(it: Item, out: Embedding | Exception, embedder: Embedder,
                     "content_hash": it.content_hash, "source_path": it.path})
     # a copy, so that a clip that is a view into the frames does not keep them alive
     return RunEntry(item=it, key=key, clip=out.clip.copy(), n_frames=out.frames.shape[0],
-                    computed=True)
+                    computed=True, notes=tuple(out.info.get("notes", ())))
 
 
 def export_run(run: EmbedderRun, embedder: Embedder, store: EmbeddingStore, *, meta: dict,

@@ -26,7 +26,7 @@ SYMBOLIC_EXTENSIONS = (".mid", ".midi", ".mtf")
 
 #: Manifest columns, in order.
 MANIFEST_FIELDS = ("path", "label", "modality", "pair_id", "content_hash", "embedder", "status",
-                   "cached", "reason")
+                   "cached", "reason", "note")
 
 SKIPPED = "skipped"
 EMBEDDED = "embedded"

@@ -65,10 +65,14 @@ class EntrySummary:
     ----------
     clip : np.ndarray [shape=(dim,), dtype=float32]
     n_frames : int
+    notes : tuple of str
+        What the embedder noted about this file (``info["notes"]``: e.g. an unusual MIDI
+        header it accepted), for the manifest.
     """
 
     clip: np.ndarray
     n_frames: int
+    notes: tuple = ()
 
 
 def cache_key(embedder_name: str, version: str, options: dict, content_hash: str) -> str:
@@ -178,7 +182,7 @@ class EmbeddingStore:
             return None
         try:
             with np.load(path, allow_pickle=False) as npz:
-                _checked_meta(npz, key)
+                meta = _checked_meta(npz, key)
                 clip = np.array(npz["clip"], dtype=np.float32)
                 ts = npz["timestamps"]
                 info = npz.zip.getinfo("frames.npy")
@@ -191,7 +195,8 @@ class EmbeddingStore:
         except _DAMAGE as exc:
             self._report_damaged(path, exc)
             return None
-        return EntrySummary(clip=clip, n_frames=n_frames)
+        return EntrySummary(clip=clip, n_frames=n_frames,
+                            notes=tuple(meta.get("info", {}).get("notes", ())))
 
     def iter_frames(self, embedder_name: str, key: str, *, block_bytes: int = FRAME_BLOCK_BYTES
                     ) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
@@ -211,7 +216,7 @@ class EmbeddingStore:
         path = self.entry_path(embedder_name, key)
         try:
             with np.load(path, allow_pickle=False) as npz:
-                _checked_meta(npz, key)
+                meta = _checked_meta(npz, key)
                 clip = np.array(npz["clip"], dtype=np.float32)
                 ts = np.array(npz["timestamps"], dtype=np.float64)
                 with npz.zip.open("frames.npy") as fh:

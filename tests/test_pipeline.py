@@ -1,5 +1,6 @@
 """Embedding a dataset through the store: caching, invalidation, resume after a kill."""
 import os
+from pathlib import Path
 import signal
 import subprocess
 import sys
@@ -239,3 +240,27 @@ def test_killed_run_resumes_and_matches_uninterrupted(tmp_path, sig):
     row = next(line for line in lines if line.startswith("toy-audio"))
     computed, cached = int(row.split()[3]), int(row.split()[4])
     assert computed + cached == 12 and cached >= 1
+
+
+def test_embedder_notes_reach_the_manifest_and_summary_also_when_cached(tmp_path):
+    """A file CLaMP 2 embeds with a note (SMPTE division) says so in its manifest row and in
+    the run summary, on the first run and on a fully cached re-run."""
+    import csv
+    import shutil
+
+    fixtures = Path(__file__).parent / "fixtures" / "clamp2"
+    data = tmp_path / "data" / "classical"
+    data.mkdir(parents=True)
+    shutil.copy(fixtures / "midi_edge" / "smpte_25fps_type1.mid", data / "smpte.mid")
+    shutil.copy(fixtures / "midi" / "scale.mid", data / "scale.mid")
+    for attempt in range(2):
+        emb = get_embedder("clamp2", weights=str(fixtures / "tiny_clamp2.pth"), device="cpu")
+        result = embed_dataset(tmp_path / "data", [emb], emb_dir=tmp_path / "emb",
+                               out_dir=tmp_path / "out", progress=False)
+        assert result.runs["clamp2"].n_cached == (0 if attempt == 0 else 2)
+        with open(result.manifest_path, newline="") as fh:
+            rows = {r["path"]: r for r in csv.DictReader(fh)}
+        assert rows["classical/smpte.mid"]["note"].startswith("SMPTE time division")
+        assert rows["classical/scale.mid"]["note"] == ""
+        counts = result.summary()["note_counts"]["clamp2"]
+        assert sum(counts.values()) == 1 and next(iter(counts)).startswith("SMPTE")
