@@ -1,0 +1,239 @@
+"""Recommendations: the nearest collection items of any query file, in one embedding space or
+across modalities.
+
+>>> rec = Recommender("results/embeddings", embedder="audio-stats")     # doctest: +SKIP
+>>> for r in rec.recommend("song.wav", k=5): print(r.rank, r.score, r.label, r.path)
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .index import (CROSS_SEPARATOR, VECTOR_NAME, IndexMismatchError, IndexMissingError,
+                    SearchError, config_identity, index_root, open_shard, read_index_meta,
+                    shard_path)
+
+#: Candidates fetched from the index before mutual proximity re-ranks them.
+MP_CANDIDATES = 200
+
+
+class QueryError(SearchError):
+    """The query file cannot be read or embedded."""
+
+
+@dataclass
+class Recommendation:
+    """One recommended item: 1-based ``rank``, cosine ``score`` (or mutual proximity)."""
+
+    rank: int
+    score: float
+    label: str
+    path: str
+    pair_id: str
+    modality: str
+    content_hash: str
+    item_id: str
+    duration: float | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class Recommender:
+    """Nearest-neighbour recommendations from the index of one embedder.
+
+    Parameters
+    ----------
+    emb_dir : path
+        The embeddings folder (``--emb-dir``) holding ``export/`` and ``index/``.
+    embedder : str
+        The space to search (and to embed query files with).
+    options : dict, optional
+        Embedder options; they must give the configuration the index was built for.
+    target_embedder : str, optional
+        For cross-modal queries: the other space (default: the only indexed one of the other
+        modality).
+    hubness_reduction : {None, "mp"}
+        ``"mp"`` re-ranks the top candidates by mutual proximity (Schnitzer et al. 2012).
+    """
+
+    def __init__(self, emb_dir: str | os.PathLike, *, embedder: str, options: dict | None = None,
+                 target_embedder: str | None = None, hubness_reduction: str | None = None):
+        if hubness_reduction not in (None, "none", "mp"):
+            raise ValueError(f"hubness_reduction must be None or 'mp', got {hubness_reduction!r}")
+        self.emb_dir = Path(emb_dir)
+        self.name = embedder
+        self.options = dict(options or {})
+        self.target_embedder = target_embedder
+        self.hubness_reduction = None if hubness_reduction == "none" else hubness_reduction
+        self.meta = self._meta(embedder)
+        self._embedder = None
+        self._export = None
+
+    # -- the indexes ----------------------------------------------------------------------------
+    def _meta(self, name: str) -> dict:
+        folder = index_root(self.emb_dir) / name
+        meta = read_index_meta(folder)
+        if meta is None or meta.get("state") != "complete":
+            raise IndexMissingError(
+                f"{folder}: no {'finished ' if meta else ''}index for {name!r}; build it with "
+                f"'python main.py index --emb-dir {self.emb_dir} --embedders {name}'")
+        return meta
+
+    def _cross_name(self) -> str:
+        if self.target_embedder:
+            return f"{self.name}{CROSS_SEPARATOR}{self.target_embedder}"
+        found = sorted(p.name for p in index_root(self.emb_dir).glob(
+            f"{self.name}{CROSS_SEPARATOR}*") if (p / "index.json").exists())
+        if not found:
+            raise IndexMissingError(
+                f"no cross-modal index from {self.name!r}: index an embedder of the other "
+                f"modality with pairs in the collection ('python main.py index --emb-dir "
+                f"{self.emb_dir}')")
+        if len(found) > 1:
+            raise SearchError(f"several cross-modal targets for {self.name!r} "
+                              f"({', '.join(f.split(CROSS_SEPARATOR)[1] for f in found)}): "
+                              f"choose one with --target-embedder")
+        return found[0]
+
+    def embedder(self):
+        """The query embedder, checked against the configuration the index was built for."""
+        if self._embedder is None:
+            from embedders import get_embedder
+
+            emb = get_embedder(self.name, **self.options)
+            emb.load()
+            mine = {"embedder": emb.name, "version": emb.version, "options": emb.cache_options()}
+            built = config_identity(self.meta)
+            if mine != built:
+                raise IndexMismatchError(
+                    f"the index of {self.name!r} was built for version {built['version']} with "
+                    f"options {built['options']}, the query embedder is version {mine['version']} "
+                    f"with {mine['options']}: re-run the embedding and 'main.py index', or query "
+                    f"with the index's options")
+            self._embedder = emb
+        return self._embedder
+
+    def export(self):
+        if self._export is None:
+            from collection import export_dir, read_export
+
+            self._export = read_export(export_dir(self.emb_dir, self.name))
+        return self._export
+
+    # -- queries --------------------------------------------------------------------------------
+    def query_vector(self, path: str | os.PathLike) -> tuple[np.ndarray, str, str]:
+        """The clip vector of a query file, its content hash and its pair id ("" outside the
+        collection). A collection item is read from the export; any other file is embedded
+        through the embeddings cache (and cached)."""
+        from collection.store import EmbeddingStore, cache_key
+        from common.fsutil import sha256_file
+
+        path = Path(path)
+        try:
+            content_hash = sha256_file(path)
+        except OSError as exc:
+            raise QueryError(f"{path}: cannot read the query file ({exc.strerror or exc})") from exc
+        export = self.export()
+        hits = np.flatnonzero(export.content_hashes == content_hash)
+        if hits.size and config_identity(export.meta) == config_identity(self.meta):
+            i = int(hits[0])
+            return np.asarray(export.clip[i], dtype=np.float32), content_hash, str(
+                export.pair_ids[i])
+        emb = self.embedder()
+        if not emb.accepts(path):
+            raise QueryError(f"{path}: {self.name} does not read {path.suffix or 'this'} files "
+                             f"(it reads {', '.join(sorted(emb.extensions))})")
+        store = EmbeddingStore(self.emb_dir)
+        key = cache_key(emb.name, emb.version, emb.cache_options(), content_hash)
+        cached = store.get(emb.name, key)
+        if cached is not None:
+            return np.asarray(cached.clip, dtype=np.float32), content_hash, ""
+        try:
+            out = emb.compute(path)
+        except Exception as exc:  # an embedder's InputError or a decoder's error: one line
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise QueryError(f"{path}: cannot embed the query with {self.name} ({reason})") \
+                from exc
+        store.put(emb.name, key, out, meta={"embedder": emb.name, "version": emb.version,
+                                            "options": emb.cache_options(),
+                                            "content_hash": content_hash,
+                                            "source_path": str(path)})
+        return np.asarray(out.clip, dtype=np.float32), content_hash, ""
+
+    def recommend(self, path: str | os.PathLike, k: int = 10, *, cross_modal: bool = False,
+                  exclude_same_piece: bool = False, label: str | None = None
+                  ) -> list[Recommendation]:
+        """The k nearest items of the file at ``path``.
+
+        The query's own content (same content hash) is never returned. ``cross_modal`` returns
+        items of the other modality through the alignment fitted on the collection's pairs;
+        ``exclude_same_piece`` drops the query's pair partner; ``label`` keeps one class.
+        """
+        vector, content_hash, pair_id = self.query_vector(path)
+        return self.recommend_vector(vector, k, content_hash=content_hash, pair_id=pair_id,
+                                     cross_modal=cross_modal,
+                                     exclude_same_piece=exclude_same_piece, label=label)
+
+    def recommend_vector(self, vector, k: int = 10, *, content_hash: str = "",
+                         pair_id: str = "", cross_modal: bool = False,
+                         exclude_same_piece: bool = False, label: str | None = None
+                         ) -> list[Recommendation]:
+        """As :meth:`recommend`, for a clip vector [shape=(dim,)] of this embedder's space."""
+        import qdrant_edge as q
+
+        if k < 1:
+            raise ValueError(f"k must be at least 1, got {k}")
+        vector = np.asarray(vector, dtype=np.float64).ravel()
+        name = self.name
+        if cross_modal:
+            name = self._cross_name()
+            fit = np.load(index_root(self.emb_dir) / name / "alignment.npz")
+            vector = (vector - fit["source_mean"]) @ fit["source_basis"] @ fit["rotation"]
+        meta = self._meta(name)
+        if vector.shape[0] != meta["dim"]:
+            raise IndexMismatchError(f"query vector has {vector.shape[0]} dimensions, the index "
+                                     f"of {name!r} {meta['dim']}")
+        must_not = []
+        if content_hash:
+            must_not.append(q.FieldCondition("content_hash", match=q.MatchValue(content_hash)))
+        if exclude_same_piece and pair_id:
+            must_not.append(q.FieldCondition("pair_id", match=q.MatchValue(pair_id)))
+        must = [q.FieldCondition("label", match=q.MatchValue(label))] if label else None
+        limit = max(k, MP_CANDIDATES) if self.hubness_reduction == "mp" else k
+        shard = open_shard(shard_path(index_root(self.emb_dir) / name))
+        try:
+            hits = shard.query(q.QueryRequest(
+                limit=limit, query=q.Query.Nearest(vector.astype(np.float32).tolist(),
+                                                   using=VECTOR_NAME),
+                filter=q.Filter(must=must, must_not=must_not or None), with_payload=True,
+                with_vector=self.hubness_reduction == "mp"))
+        finally:
+            shard.close()
+        scores = [float(h.score) for h in hits]
+        if self.hubness_reduction == "mp" and hits:
+            scores = self._mutual_proximity(vector, hits)
+            order = np.argsort(-np.asarray(scores), kind="stable")[:k]
+            hits, scores = [hits[i] for i in order], [scores[i] for i in order]
+        out = []
+        for rank, (h, s) in enumerate(zip(hits[:k], scores[:k]), start=1):
+            p = h.payload or {}
+            out.append(Recommendation(rank=rank, score=round(s, 6), label=p.get("label", ""),
+                                      path=p.get("path", ""), pair_id=p.get("pair_id", ""),
+                                      modality=p.get("modality", ""),
+                                      content_hash=p.get("content_hash", ""),
+                                      item_id=p.get("item_id", ""), duration=p.get("duration")))
+        return out
+
+    def _mutual_proximity(self, vector, hits) -> list[float]:
+        """Gaussian mutual proximity of the query to each candidate, each distance distribution
+        estimated against the candidate set (the local neighbourhood)."""
+        from analysis.recommendation import mutual_proximity_gaussian
+
+        V = np.asarray([h.vector[VECTOR_NAME] for h in hits], dtype=np.float64)
+        X = np.vstack([vector[None, :], V])
+        S = mutual_proximity_gaussian(X)
+        return [float(s) for s in S[0, 1:]]
