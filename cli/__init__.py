@@ -15,7 +15,11 @@ from .compare import (EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, list_embedders, par
 from .params import UsageError
 
 #: Subcommand name -> "module:function(argv) -> exit status".
-SUBCOMMANDS: dict[str, str] = {}
+SUBCOMMANDS: dict[str, str] = {
+    "index": "search.cli:index_main",
+    "recommend": "search.cli:recommend_main",
+    "serve": "search.cli:serve_main",
+}
 
 
 def _raise_interrupt(signum, frame):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .index import (CROSS_SEPARATOR, VECTOR_NAME, IndexMismatchError, IndexMissingError,
+from .index import (CROSS_SEPARATOR, VECTOR_NAME, DamagedIndexError, IndexMismatchError, IndexMissingError,
                     SearchError, config_identity, index_root, open_shard, read_index_meta,
                     shard_path)
 
@@ -100,12 +100,16 @@ class Recommender:
         return found[0]
 
     def embedder(self):
-        """The query embedder, checked against the configuration the index was built for."""
+        """The query embedder, checked against the configuration the index was built for
+        (constructed without loading its model; :meth:`query_vector` loads it when needed)."""
         if self._embedder is None:
             from embedders import get_embedder
 
-            emb = get_embedder(self.name, **self.options)
-            emb.load()
+            # by default the options the index was built with (the weights identity is not an
+            # option: it is checked below, from whatever weight file the options resolve to)
+            options = self.options or {k: v for k, v in config_identity(self.meta)["options"]
+                                       .items() if k != "weights_identity"}
+            emb = get_embedder(self.name, **options)
             mine = {"embedder": emb.name, "version": emb.version, "options": emb.cache_options()}
             built = config_identity(self.meta)
             if mine != built:
@@ -137,13 +141,13 @@ class Recommender:
             content_hash = sha256_file(path)
         except OSError as exc:
             raise QueryError(f"{path}: cannot read the query file ({exc.strerror or exc})") from exc
+        emb = self.embedder()  # refuses a query embedder configured unlike the index
         export = self.export()
         hits = np.flatnonzero(export.content_hashes == content_hash)
         if hits.size and config_identity(export.meta) == config_identity(self.meta):
             i = int(hits[0])
             return np.asarray(export.clip[i], dtype=np.float32), content_hash, str(
                 export.pair_ids[i])
-        emb = self.embedder()
         if not emb.accepts(path):
             raise QueryError(f"{path}: {self.name} does not read {path.suffix or 'this'} files "
                              f"(it reads {', '.join(sorted(emb.extensions))})")
@@ -156,6 +160,7 @@ class Recommender:
             out = emb.compute(path)
         except Exception as exc:  # an embedder's InputError or a decoder's error: one line
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            reason = reason.removeprefix(f"{path}: ")
             raise QueryError(f"{path}: cannot embed the query with {self.name} ({reason})") \
                 from exc
         store.put(emb.name, key, out, meta={"embedder": emb.name, "version": emb.version,
@@ -183,8 +188,6 @@ class Recommender:
                          exclude_same_piece: bool = False, label: str | None = None
                          ) -> list[Recommendation]:
         """As :meth:`recommend`, for a clip vector [shape=(dim,)] of this embedder's space."""
-        import qdrant_edge as q
-
         if k < 1:
             raise ValueError(f"k must be at least 1, got {k}")
         vector = np.asarray(vector, dtype=np.float64).ravel()
@@ -197,30 +200,18 @@ class Recommender:
         if vector.shape[0] != meta["dim"]:
             raise IndexMismatchError(f"query vector has {vector.shape[0]} dimensions, the index "
                                      f"of {name!r} {meta['dim']}")
-        must_not = []
-        if content_hash:
-            must_not.append(q.FieldCondition("content_hash", match=q.MatchValue(content_hash)))
-        if exclude_same_piece and pair_id:
-            must_not.append(q.FieldCondition("pair_id", match=q.MatchValue(pair_id)))
-        must = [q.FieldCondition("label", match=q.MatchValue(label))] if label else None
         limit = max(k, MP_CANDIDATES) if self.hubness_reduction == "mp" else k
-        shard = open_shard(shard_path(index_root(self.emb_dir) / name))
-        try:
-            hits = shard.query(q.QueryRequest(
-                limit=limit, query=q.Query.Nearest(vector.astype(np.float32).tolist(),
-                                                   using=VECTOR_NAME),
-                filter=q.Filter(must=must, must_not=must_not or None), with_payload=True,
-                with_vector=self.hubness_reduction == "mp"))
-        finally:
-            shard.close()
-        scores = [float(h.score) for h in hits]
+        hits = self._search(name, vector, limit=limit, label=label,
+                            exclude_hash=content_hash,
+                            exclude_pair=pair_id if exclude_same_piece else "",
+                            with_vector=self.hubness_reduction == "mp")
+        scores = [s for s, _, _ in hits]
         if self.hubness_reduction == "mp" and hits:
-            scores = self._mutual_proximity(vector, hits)
+            scores = self._mutual_proximity(vector, [v for _, _, v in hits])
             order = np.argsort(-np.asarray(scores), kind="stable")[:k]
             hits, scores = [hits[i] for i in order], [scores[i] for i in order]
         out = []
-        for rank, (h, s) in enumerate(zip(hits[:k], scores[:k]), start=1):
-            p = h.payload or {}
+        for rank, ((_, p, _), s) in enumerate(zip(hits[:k], scores[:k]), start=1):
             out.append(Recommendation(rank=rank, score=round(s, 6), label=p.get("label", ""),
                                       path=p.get("path", ""), pair_id=p.get("pair_id", ""),
                                       modality=p.get("modality", ""),
@@ -228,12 +219,43 @@ class Recommender:
                                       item_id=p.get("item_id", ""), duration=p.get("duration")))
         return out
 
-    def _mutual_proximity(self, vector, hits) -> list[float]:
+    def _search(self, name: str, vector: np.ndarray, *, limit: int, label: str | None,
+                exclude_hash: str, exclude_pair: str, with_vector: bool
+                ) -> list[tuple[float, dict, np.ndarray | None]]:
+        """The ``limit`` nearest points of index ``name``: (cosine score, payload, vector)."""
+        import qdrant_edge as q
+
+        must_not = []
+        if exclude_hash:
+            must_not.append(q.FieldCondition("content_hash", match=q.MatchValue(exclude_hash)))
+        if exclude_pair:
+            must_not.append(q.FieldCondition("pair_id", match=q.MatchValue(exclude_pair)))
+        must = [q.FieldCondition("label", match=q.MatchValue(label))] if label else None
+        folder = index_root(self.emb_dir) / name
+        shard = open_shard(shard_path(folder))
+        try:
+            count = shard.count(q.CountRequest(exact=True))
+            expected = self._meta(name).get("n_items")
+            if count != expected:  # never answer from a shard that lost or gained points
+                raise DamagedIndexError(f"{folder}: the index holds {count} points, index.json "
+                                        f"says {expected}; rebuild it with 'python main.py "
+                                        f"index --emb-dir {self.emb_dir}'")
+            hits = shard.query(q.QueryRequest(
+                limit=limit, query=q.Query.Nearest(vector.astype(np.float32).tolist(),
+                                                   using=VECTOR_NAME),
+                filter=q.Filter(must=must, must_not=must_not or None), with_payload=True,
+                with_vector=with_vector))
+        finally:
+            shard.close()
+        return [(float(h.score), dict(h.payload or {}),
+                 np.asarray(h.vector[VECTOR_NAME]) if with_vector else None) for h in hits]
+
+    def _mutual_proximity(self, vector, vectors) -> list[float]:
         """Gaussian mutual proximity of the query to each candidate, each distance distribution
-        estimated against the candidate set (the local neighbourhood)."""
+        estimated against the candidate set (the query's neighbourhood, not the collection)."""
         from analysis.recommendation import mutual_proximity_gaussian
 
-        V = np.asarray([h.vector[VECTOR_NAME] for h in hits], dtype=np.float64)
+        V = np.asarray(vectors, dtype=np.float64)
         X = np.vstack([vector[None, :], V])
         S = mutual_proximity_gaussian(X)
         return [float(s) for s in S[0, 1:]]
