@@ -120,6 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="bootstrap resamples for confidence intervals")
     an.add_argument("--no-analysis", action="store_true",
                     help="only embed (manifest, cache, exports); skip maps, metrics and report")
+    p.add_argument("--no-index", action="store_true",
+                   help="do not update the similar-item search index at the end of the run")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
@@ -316,6 +318,9 @@ def run(args: argparse.Namespace) -> int:
                      dataset_summary=result.summary(), run_config=plan.config(), **kwargs)
         analysis_seconds = time.perf_counter() - t0
     print_summary(result, analysis_seconds)
+    if not args.no_index:  # the search index follows the exports (python main.py recommend)
+        from search.cli import index_after_run
+        index_after_run(plan.emb_dir, [emb.name for emb in plan.embedders], quiet=args.quiet)
     print(f"outputs in {plan.out} (manifest.csv"
           f"{', metrics.json, report.html' if not args.no_analysis else ''}); "
           f"embeddings in {plan.emb_dir}")

@@ -68,6 +68,25 @@ def index_main(argv: list[str]) -> int:
     return EXIT_OK
 
 
+def index_after_run(emb_dir, names: list[str], *, quiet: bool = False) -> bool:
+    """Update the indexes of a run's embedders; a problem is one line, never a failed run
+    (the embeddings are complete; 'main.py index' can be run again)."""
+    from .index import build_indexes
+
+    try:
+        results = build_indexes(emb_dir, names,
+                                log=(lambda m: None) if quiet else (lambda m: print(m)))
+    except (SearchError, OSError, ImportError) as exc:
+        print(f"note: search index not updated ({exc}); run 'python main.py index --emb-dir "
+              f"{emb_dir}'", file=sys.stderr)
+        return False
+    if not quiet:
+        print("search index: " + ", ".join(f"{n} {r['n_items']} items" for n, r in
+                                            results.items() if "__to__" not in n)
+              + f" (python main.py recommend FILE --emb-dir {emb_dir} --embedder NAME)")
+    return True
+
+
 def _table(results) -> str:
     rows = [("rank", "score", "label", "path")] + [
         (str(r.rank), f"{r.score:.4f}", r.label, r.path) for r in results]

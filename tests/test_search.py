@@ -294,3 +294,18 @@ def test_recommender_refuses_an_index_that_lost_points(tmp_path):
 def test_missing_index_names_the_command(tmp_path):
     with pytest.raises(IndexMissingError, match="main.py index"):
         Recommender(tmp_path, embedder="audio-stats")
+
+
+def test_a_run_updates_the_index_unless_no_index(tmp_path, capsys):
+    pytest.importorskip("toy_embedders")
+    data = tmp_path / "data"
+    for genre, f in (("rock", 440.0), ("jazz", 220.0)):
+        for i in range(3):
+            write_wav(data / genre / f"{genre}{i}.wav", freq=f + 30 * i)
+    args = ["--dataset", str(data), "--embedders", "audio-stats", "--out", str(tmp_path / "o"),
+            "--no-analysis", "--quiet"]
+    assert cli.main(args + ["--emb-dir", str(tmp_path / "e1"), "--no-index"]) == 0
+    assert not (tmp_path / "e1" / "index").exists()
+    assert cli.main(args + ["--emb-dir", str(tmp_path / "e2")]) == 0
+    meta = read_index_meta(tmp_path / "e2" / "index" / "audio-stats")
+    assert meta["state"] == "complete" and meta["n_items"] == 6
