@@ -16,7 +16,7 @@ from .structure import centroid_cosine_matrix
 __all__ = ["validate", "match_items", "linear_cka", "linear_cka_resampler", "rsa", "rsa_from_distances",
            "cosine_distance_matrix", "knn_jaccard_per_item", "knn_jaccard",
            "centroid_matrix_correlation", "split_pairs", "procrustes_retrieval",
-           "retrieval_scores", "retrieval_chance", "fit_procrustes_alignment"]
+           "retrieval_scores", "retrieval_chance"]
 
 
 def validate(X, Y, labels=None):
@@ -405,8 +405,9 @@ def fit_procrustes_alignment(X, Y, *, max_components: int = 64) -> dict:
     d = int(min(X.shape[0] - 1, X.shape[1], Y.shape[1], max_components))
     if d < 1:
         raise UndefinedMetricError("alignment needs at least 2 pairs")
-    mx, Px = _pca_fit(X, d)
-    my, Py = _pca_fit(Y, d)
+    mx, my = X.mean(axis=0), Y.mean(axis=0)
+    Px = np.linalg.svd(X - mx, full_matrices=False)[2][:d].T  # the PCA axes, as retrieval's
+    Py = np.linalg.svd(Y - my, full_matrices=False)[2][:d].T
     d = min(d, Px.shape[1], Py.shape[1])
     Px, Py = Px[:, :d], Py[:, :d]
     U, _, Vt = np.linalg.svd(((X - mx) @ Px).T @ ((Y - my) @ Py))

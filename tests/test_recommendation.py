@@ -91,3 +91,15 @@ def test_recommendation_quality_names_and_perfect_clusters():
     assert 0 <= q["recommend_coverage_at_10"] <= 1
     assert q["recommend_coverage_at_10"] + q["hubness_never_recommended_k10"] == \
         pytest.approx(1.0)
+
+
+def test_procrustes_alignment_recovers_a_rotation():
+    from analysis.crossspace import fit_procrustes_alignment
+    rng = np.random.default_rng(2)
+    X = rng.standard_normal((40, 6)) * np.arange(6, 0, -1)  # distinct PCA variances
+    Q, _ = np.linalg.qr(rng.standard_normal((6, 6)))
+    Y = X @ Q + 3.0
+    fit = fit_procrustes_alignment(X, Y)
+    A = (X - fit["source_mean"]) @ fit["source_basis"] @ fit["rotation"]
+    B = (Y - fit["target_mean"]) @ fit["target_basis"]
+    assert np.allclose(A, B, atol=1e-8)
