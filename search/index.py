@@ -41,6 +41,9 @@ UPSERT_BATCH = 1024
 #: second); above it, by a background process on a copy of the shard.
 FOREGROUND_HNSW_MAX = 2000
 CROSS_SEPARATOR = "__to__"
+#: Candidate list size of an HNSW query: recall over latency (see bench/bench_search.py).
+HNSW_EF = 512
+QUERY_OVERSAMPLING = 2.0
 
 
 class SearchError(Exception):
@@ -116,8 +119,13 @@ def edge_config(dim: int):
     q = _edge()
     # indexing_threshold is set high: the graph is built explicitly (optimize), never as a side
     # effect of an insert, so inserts stay fast and predictable.
+    # int8 scalar quantization: the graph is built and walked on 4x smaller vectors (3x faster
+    # to build here), and the top candidates are rescored with the float32 originals.
     return q.EdgeConfig(
-        vectors={VECTOR_NAME: q.EdgeVectorParams(size=int(dim), distance=q.Distance.Cosine)},
+        vectors={VECTOR_NAME: q.EdgeVectorParams(
+            size=int(dim), distance=q.Distance.Cosine,
+            quantization_config=q.ScalarQuantizationConfig(type=q.ScalarType.Int8,
+                                                           always_ram=True))},
         hnsw_config=q.HnswIndexConfig(m=16, ef_construct=100, full_scan_threshold=1000),
         optimizers=q.EdgeOptimizersConfig(indexing_threshold=1000,
                                           default_segment_number=1))
@@ -141,6 +149,13 @@ def open_shard(path: Path, *, dim: int | None = None, create: bool = False):
             raise IndexBusyError(f"{path}: the index is open in another process (e.g. "
                                  f"'main.py serve'); stop it and run again") from exc
         raise DamagedIndexError(f"{path}: cannot open the index ({text.splitlines()[0]})") from exc
+
+
+def search_params():
+    """How queries walk the graph: a wide candidate list, quantized scores rescored."""
+    q = _edge()
+    return q.SearchParams(hnsw_ef=HNSW_EF, quantization=q.QuantizationSearchParams(
+        rescore=True, oversampling=QUERY_OVERSAMPLING))
 
 
 def shard_path(folder: Path) -> Path:

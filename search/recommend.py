@@ -14,7 +14,7 @@ import numpy as np
 
 from .index import (CROSS_SEPARATOR, VECTOR_NAME, DamagedIndexError, IndexMismatchError, IndexMissingError,
                     SearchError, config_identity, index_root, open_shard, read_index_meta,
-                    shard_path)
+                    search_params, shard_path)
 
 #: Candidates fetched from the index before mutual proximity re-ranks them.
 MP_CANDIDATES = 200
@@ -244,7 +244,7 @@ class Recommender:
                 limit=limit, query=q.Query.Nearest(vector.astype(np.float32).tolist(),
                                                    using=VECTOR_NAME),
                 filter=q.Filter(must=must, must_not=must_not or None), with_payload=True,
-                with_vector=with_vector))
+                with_vector=with_vector, params=search_params()))
         finally:
             shard.close()
         return [(float(h.score), dict(h.payload or {}),
