@@ -18,11 +18,12 @@ from scipy import stats
 
 from ._common import (UndefinedMetricError, as_labels, as_matrix, cosine_distance_matrix,
                       cosine_neighbors)
+from .crossspace import validate as validate_pair
 
 __all__ = ["validate", "wilson_interval", "neighbour_lists", "precision_at_k",
            "precision_chance", "k_occurrence", "hubness_skewness", "never_recommended_share",
            "coverage", "mutual_proximity_gaussian", "mutual_proximity_empirical",
-           "recommendation_quality"]
+           "recommendation_quality", "fit_procrustes_alignment"]
 
 
 def validate(X, labels=None, *, k: int = 1):
@@ -247,3 +248,36 @@ def recommendation_quality(X, labels, *, ks=(5, 10), hubness_k: int = 10,
         out[f"hubness_skewness_k{hubness_k}"] = None
     out[f"hubness_never_recommended_k{hubness_k}"] = never_recommended_share(occ)
     return out
+
+
+def fit_procrustes_alignment(X, Y, *, max_components: int = 64) -> dict:
+    """The map of :func:`analysis.crossspace.procrustes_retrieval`, fitted on *all* n pairs (to use, not to score).
+
+    Each space is centred and reduced by its own PCA to d = min(n - 1, dx, dy, max_components)
+    dimensions; R is the orthogonal map minimising ||A R - B||. A source vector x maps to
+    ``(x - source_mean) @ source_basis @ rotation``, a target vector y to
+    ``(y - target_mean) @ target_basis``; compare the two by cosine. How well such a map
+    generalises is what procrustes_retrieval measures on held-out pairs.
+
+    Parameters
+    ----------
+    X : np.ndarray [shape=(n, dx)]
+    Y : np.ndarray [shape=(n, dy)]
+
+    Returns
+    -------
+    dict of np.ndarray: ``source_mean`` (dx,), ``source_basis`` (dx, d), ``target_mean`` (dy,),
+    ``target_basis`` (dy, d), ``rotation`` (d, d).
+    """
+    X, Y, _ = validate_pair(X, Y)
+    d = int(min(X.shape[0] - 1, X.shape[1], Y.shape[1], max_components))
+    if d < 1:
+        raise UndefinedMetricError("alignment needs at least 2 pairs")
+    mx, my = X.mean(axis=0), Y.mean(axis=0)
+    Px = np.linalg.svd(X - mx, full_matrices=False)[2][:d].T  # the PCA axes, as retrieval's
+    Py = np.linalg.svd(Y - my, full_matrices=False)[2][:d].T
+    d = min(d, Px.shape[1], Py.shape[1])
+    Px, Py = Px[:, :d], Py[:, :d]
+    U, _, Vt = np.linalg.svd(((X - mx) @ Px).T @ ((Y - my) @ Py))
+    return {"source_mean": mx, "source_basis": Px, "target_mean": my, "target_basis": Py,
+            "rotation": U @ Vt}

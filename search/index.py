@@ -409,7 +409,8 @@ def build_cross_index(emb_dir: str | os.PathLike, source: str, target: str, *,
 
     Returns None when the two exports share fewer than 5 pairs (nothing to fit).
     """
-    from analysis.crossspace import fit_procrustes_alignment, match_items
+    from analysis.crossspace import match_items
+    from analysis.recommendation import fit_procrustes_alignment
 
     emb_dir = Path(emb_dir)
     src, tgt = _load_export(emb_dir, source), _load_export(emb_dir, target)

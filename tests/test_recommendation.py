@@ -94,7 +94,7 @@ def test_recommendation_quality_names_and_perfect_clusters():
 
 
 def test_procrustes_alignment_recovers_a_rotation():
-    from analysis.crossspace import fit_procrustes_alignment
+    from analysis.recommendation import fit_procrustes_alignment
     rng = np.random.default_rng(2)
     X = rng.standard_normal((40, 6)) * np.arange(6, 0, -1)  # distinct PCA variances
     Q, _ = np.linalg.qr(rng.standard_normal((6, 6)))
