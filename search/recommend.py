@@ -61,7 +61,8 @@ class Recommender:
     """
 
     def __init__(self, emb_dir: str | os.PathLike, *, embedder: str, options: dict | None = None,
-                 target_embedder: str | None = None, hubness_reduction: str | None = None):
+                 target_embedder: str | None = None, hubness_reduction: str | None = None,
+                 keep_open: bool = False):
         if hubness_reduction not in (None, "none", "mp"):
             raise ValueError(f"hubness_reduction must be None or 'mp', got {hubness_reduction!r}")
         self.emb_dir = Path(emb_dir)
@@ -70,8 +71,32 @@ class Recommender:
         self.target_embedder = target_embedder
         self.hubness_reduction = None if hubness_reduction == "none" else hubness_reduction
         self.meta = self._meta(embedder)
+        # keep_open: hold shards open between queries (opening one costs ~2 s at 100k items;
+        # meanwhile no other process can update the index). Call close() when done.
+        self.keep_open = keep_open
+        self._open: dict[str, tuple[Path, object]] = {}
         self._embedder = None
         self._export = None
+
+    def close(self) -> None:
+        """Close the shards held open (``keep_open``)."""
+        for _, shard in self._open.values():
+            shard.close()
+        self._open.clear()
+
+    def _shard(self, name: str):
+        """The shard of index ``name``: the held one while its link still points at it."""
+        path = shard_path(index_root(self.emb_dir) / name)
+        held = self._open.get(name)
+        if held is not None and held[0] == path:
+            return held[1]
+        if held is not None:  # the HNSW graph was swapped in, or the index rebuilt
+            held[1].close()
+            del self._open[name]
+        shard = open_shard(path)
+        if self.keep_open:
+            self._open[name] = (path, shard)
+        return shard
 
     # -- the indexes ----------------------------------------------------------------------------
     def _meta(self, name: str) -> dict:
@@ -232,7 +257,7 @@ class Recommender:
             must_not.append(q.FieldCondition("pair_id", match=q.MatchValue(exclude_pair)))
         must = [q.FieldCondition("label", match=q.MatchValue(label))] if label else None
         folder = index_root(self.emb_dir) / name
-        shard = open_shard(shard_path(folder))
+        shard = self._shard(name)
         try:
             count = shard.count(q.CountRequest(exact=True))
             expected = self._meta(name).get("n_items")
@@ -246,7 +271,8 @@ class Recommender:
                 filter=q.Filter(must=must, must_not=must_not or None), with_payload=True,
                 with_vector=with_vector, params=search_params()))
         finally:
-            shard.close()
+            if not self.keep_open:
+                shard.close()
         return [(float(h.score), dict(h.payload or {}),
                  np.asarray(h.vector[VECTOR_NAME]) if with_vector else None) for h in hits]
 

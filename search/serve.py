@@ -55,6 +55,11 @@ class _Spaces:
         self._maps: dict[str, dict] = {}
         self._recommenders: dict[str, Recommender] = {}
 
+    def close(self) -> None:
+        with self.lock:
+            for rec in self._recommenders.values():
+                rec.close()
+
     def spaces(self) -> list[dict]:
         out = []
         for name, meta in self.metas.items():
@@ -70,7 +75,8 @@ class _Spaces:
         if name not in self._recommenders:
             if name not in self.metas or CROSS_SEPARATOR in name:
                 raise SearchError(f"no index for embedder {name!r}")
-            self._recommenders[name] = Recommender(self.emb_dir, embedder=name)
+            # shards stay open between queries: opening one costs seconds at 100k items
+            self._recommenders[name] = Recommender(self.emb_dir, embedder=name, keep_open=True)
         return self._recommenders[name]
 
     def map(self, name: str) -> dict:
@@ -225,6 +231,7 @@ def make_server(emb_dir, *, host: str = "127.0.0.1", port: int = 8501) -> Thread
     spaces = _Spaces(Path(emb_dir))
     server = ThreadingHTTPServer((host, port), _handler(spaces))
     server.daemon_threads = True
+    server.spaces = spaces
     return server
 
 
@@ -238,6 +245,7 @@ def serve(emb_dir, *, host: str = "127.0.0.1", port: int = 8501) -> int:
         pass
     finally:
         server.server_close()
+        server.spaces.close()
     return 0
 
 

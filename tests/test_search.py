@@ -169,6 +169,7 @@ def test_queries_are_exact_while_hnsw_builds_in_the_background(tmp_path):
     assert r["hnsw"] == "building"
     rec = Recommender.__new__(Recommender)  # the search step alone, no embedder needed
     rec.emb_dir, rec.hubness_reduction = tmp_path, None
+    rec.keep_open, rec._open = False, {}
     rec._meta = lambda name: read_index_meta(folder)
     import search.recommend as sr
     old = sr.index_root
@@ -288,6 +289,7 @@ def test_recommender_refuses_an_index_that_lost_points(tmp_path):
     write_index_meta(folder, dict(meta, n_items=11))
     rec = Recommender.__new__(Recommender)
     rec.emb_dir, rec.hubness_reduction = tmp_path, None
+    rec.keep_open, rec._open = False, {}
     rec._meta = lambda name: read_index_meta(folder)
     with pytest.raises(DamagedIndexError, match="rebuild"):
         rec._search("toy", X[0], limit=3, label=None, exclude_hash="", exclude_pair="",
@@ -312,3 +314,16 @@ def test_a_run_updates_the_index_unless_no_index(tmp_path, capsys):
     assert cli.main(args + ["--emb-dir", str(tmp_path / "e2")]) == 0
     meta = read_index_meta(tmp_path / "e2" / "index" / "audio-stats")
     assert meta["state"] == "complete" and meta["n_items"] == 6
+
+
+def test_index_held_open_by_the_page_is_reported_busy(corpus, capsys):
+    root, emb = corpus
+    rec = Recommender(emb, embedder="audio-stats", keep_open=True)
+    try:
+        rec.recommend(sorted(root.rglob("*.wav"))[0], k=2)
+        assert cli.main(["index", "--emb-dir", str(emb), "--embedders", "audio-stats"]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "open in another process" in err[0]
+    finally:
+        rec.close()
+    assert cli.main(["index", "--emb-dir", str(emb), "--embedders", "audio-stats"]) == 0

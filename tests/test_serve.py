@@ -57,6 +57,9 @@ def _cli_json(emb, query, *extra, capsys):
 
 def test_api_answers_like_the_cli_and_keeps_uploads_out(indexed, tmp_path, capsys):
     root, emb = indexed
+    # the CLI first: while the page runs it holds the shards (one process per shard)
+    want = _cli_json(emb, root / "rock" / "rock_00.wav", "--embedder", "audio-stats", "-k",
+                     "4", "--cross-modal", capsys=capsys)
     server = make_server(emb, port=0)
     port = server.server_address[1]
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -68,8 +71,6 @@ def test_api_answers_like_the_cli_and_keeps_uploads_out(indexed, tmp_path, capsy
         body = json.dumps({"embedder": "audio-stats", "item": "rock/rock_00.wav", "k": 4,
                            "cross_modal": True}).encode()
         res = json.loads(_get(base + "/api/recommend", body)[1])
-        want = _cli_json(emb, root / "rock" / "rock_00.wav", "--embedder", "audio-stats", "-k",
-                         "4", "--cross-modal", capsys=capsys)
         assert [r["path"] for r in res["results"]] == [w["path"] for w in want]
         assert len(res["query"]["xy"]) == 2 and all("xy" in r for r in res["results"])
         before = sorted(p.name for p in root.rglob("*"))
@@ -85,6 +86,7 @@ def test_api_answers_like_the_cli_and_keeps_uploads_out(indexed, tmp_path, capsy
     finally:
         server.shutdown()
         server.server_close()
+        server.spaces.close()  # the page holds its shards open; free them for the next test
 
 
 def _chromium():
@@ -100,6 +102,9 @@ def test_page_in_headless_chromium_shows_the_cli_results(indexed, tmp_path, caps
     if exe is None:
         pytest.skip("no chromium on this machine: the browser test of 'serve' is skipped")
     root, emb = indexed
+    k = 5
+    want = _cli_json(emb, root / "electronic" / "electronic_00.mid", "--embedder", "midi-stats",
+                     "-k", str(k), capsys=capsys)
     port = _free_port()
     proc = subprocess.Popen([sys.executable, "main.py", "serve", "--emb-dir", str(emb),
                              "--port", str(port)], cwd=ROOT, stdout=subprocess.PIPE,
@@ -114,7 +119,6 @@ def test_page_in_headless_chromium_shows_the_cli_results(indexed, tmp_path, caps
                 pass
             assert time.monotonic() < t_end and proc.poll() is None, "serve did not come up"
             time.sleep(0.2)
-        k = 5
         url = (f"http://127.0.0.1:{port}/?embedder=midi-stats&item=electronic/electronic_00.mid"
                f"&k={k}&auto=1")
         dom = subprocess.run(
@@ -124,8 +128,6 @@ def test_page_in_headless_chromium_shows_the_cli_results(indexed, tmp_path, caps
              "--dump-dom", url], capture_output=True, text=True, timeout=120).stdout
         # (the page's script holds the row template too: skip it)
         shown = [unescape(p) for p in re.findall(r'<tr class="result" data-path="([^"$]*)"', dom)]
-        want = _cli_json(emb, root / "electronic" / "electronic_00.mid", "--embedder", "midi-stats",
-                         "-k", str(k), capsys=capsys)
         assert len(shown) == k, dom[-2000:]
         assert shown == [w["path"] for w in want]
         assert re.search(r'<path id="querymark" d="M[-0-9]', dom)  # the query is on the map
