@@ -273,13 +273,29 @@ def sync_shard(folder: Path, meta: dict, vectors: np.ndarray, payloads: list[dic
             shard = open_shard(folder / name, dim=dim, create=True)
             have = {}
             _set_link(folder, name)
+        want = {point_id(p["item_id"], p["content_hash"]): i for i, p in enumerate(payloads)}
+        gone = [pid for pid in have if pid not in want]
+        todo = [i for pid, i in want.items() if pid not in have]
+        if (old is not None and old.get("state") == "complete" and not gone and not todo
+                and (old.get("hnsw") == "ready" or hnsw in ("auto", "background", "off"))
+                and not (hnsw == "auto" and old.get("hnsw") != "ready"
+                         and len(want) <= FOREGROUND_HNSW_MAX)):
+            # nothing changed: keep the generation (and a graph built or being built)
+            shard.close()
+            hnsw_state = old.get("hnsw", "none")
+            if hnsw_state == "none" and hnsw in ("auto", "background") and want:
+                old["hnsw"] = hnsw_state = "building"
+                write_index_meta(folder, old)
+            if hnsw_state == "building" and hnsw != "off" and not _alive(old.get("hnsw_pid")):
+                # (re)start it: a killed background build leaves 'building' behind
+                old["hnsw_pid"] = start_background_hnsw(folder).pid
+                write_index_meta(folder, old)
+            return {"added": 0, "removed": 0, "kept": len(want), "rebuilt": False,
+                    "hnsw": hnsw_state, "n_items": len(want)}
         state = dict(meta, format=INDEX_FORMAT, dim=dim, generation=generation,
                      state="building", hnsw="none", n_items=None)
         write_index_meta(folder, state)  # from here on a kill leaves state=building: resumable
         try:
-            want = {point_id(p["item_id"], p["content_hash"]): i for i, p in enumerate(payloads)}
-            gone = [pid for pid in have if pid not in want]
-            todo = [i for pid, i in want.items() if pid not in have]
             if gone:
                 shard.update(q.UpdateOperation.delete_points(gone))
             pids = list(want)
@@ -308,9 +324,28 @@ def sync_shard(folder: Path, meta: dict, vectors: np.ndarray, payloads: list[dic
         write_index_meta(folder, state)
         _remove_stale_shards(folder)
     if hnsw_state == "building":
-        start_background_hnsw(folder)
+        with writer_lock(folder):
+            state = read_index_meta(folder)
+            if state.get("generation") == generation:
+                state["hnsw_pid"] = start_background_hnsw(folder).pid
+                write_index_meta(folder, state)
     return {"added": len(todo), "removed": len(gone), "kept": len(want) - len(todo),
             "rebuilt": rebuilt, "hnsw": hnsw_state, "n_items": len(want)}
+
+
+def _alive(pid) -> bool:
+    """Whether process ``pid`` still runs (a background HNSW build)."""
+    if not pid:
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except (OSError, ValueError):
+        return False
+    try:  # a finished child of this process stays a zombie until reaped
+        done, _ = os.waitpid(int(pid), os.WNOHANG)
+        return done == 0
+    except ChildProcessError:
+        return True  # not our child: it exists
 
 
 def start_background_hnsw(folder: Path) -> subprocess.Popen:

@@ -327,3 +327,15 @@ def test_index_held_open_by_the_page_is_reported_busy(corpus, capsys):
     finally:
         rec.close()
     assert cli.main(["index", "--emb-dir", str(emb), "--embedders", "audio-stats"]) == 0
+
+
+def test_unchanged_reindex_keeps_generation_and_graph(tmp_path):
+    folder = tmp_path / "idx"
+    X, pay = _random_payloads(50)
+    sync_shard(folder, META, X, pay)
+    before = read_index_meta(folder)
+    assert before["hnsw"] == "ready"
+    r = sync_shard(folder, META, X, pay)
+    after = read_index_meta(folder)
+    assert r["hnsw"] == "ready" and after["generation"] == before["generation"]
+    assert shard_path(folder).exists()
