@@ -60,27 +60,27 @@ def compare_case(case: dict, doc: dict, expected, features: dict, taggram: np.nd
                      "ok": bool(mx <= tol["max_abs"] and mean <= tol["mean_abs"])})
 
     arrays = case["arrays"]
-    has_true = {n for n in TRUE_PER_PATCH if f"per_patch.{n}" in arrays}
+    has_true = {n for n in TRUE_PER_PATCH if any(k.startswith(f"per_patch.{n}") for k in arrays)}
     for label, spec in arrays.items():
         ref = expected[spec["key"]]
-        if label == "input_batch":
-            if level == "end_to_end" and input_batch is not None:
-                add(label, "input_batch", input_batch, ref)
-            continue
-        if label == "taggram":
-            add(label, "taggram", taggram, ref)
-            continue
-        if label.startswith("per_patch."):
-            n = label.split(".", 1)[1]
-            got = features[n]
-            add(label, n, got.reshape(ref.shape) if got.size == ref.size else got, ref)
-            continue
-        m = re.fullmatch(r"features\.(\w+)(?:\[\.\.\., ::(\d+)\]| (stats))?", label)
+        m = re.fullmatch(r"(?:(features|per_patch)\.)?(\w+)(?:\[\.\.\., ::(\d+)\]| (stats))?",
+                         label)
         assert m, label
-        n, every, stats = m.group(1), m.group(2), m.group(3)
-        if n in has_true:
-            continue  # the reference repeats patch 0 here; per_patch.* holds the truth
-        got = features[n]
+        group, n, every, stats = m.groups()
+        if n == "input_batch":
+            if level != "end_to_end" or input_batch is None:
+                continue
+            got = input_batch
+        elif n == "taggram":
+            got = taggram
+        elif group == "per_patch":
+            got = features[n]
+            per_patch = (ref.shape[0],) + tuple(spec.get("full_shape", ref.shape))[1:]
+            got = got.reshape(per_patch)
+        else:
+            if n in has_true:
+                continue  # the reference repeats patch 0 here; per_patch.* holds the truth
+            got = features[n]
         if stats:
             add(label, n, got, ref, kind="stats")
         elif every:

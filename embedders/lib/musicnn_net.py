@@ -28,7 +28,8 @@ VGG_OUTPUTS = ("pool1", "pool2", "pool3", "pool4", "pool5", "taggram")
 
 
 def _t(a) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
+    """A float32 tensor owning a copy of ``a`` (buffers are modified in place at build time)."""
+    return torch.from_numpy(np.array(a, dtype=np.float32, copy=True, order="C"))
 
 
 def bn_affine(tensors: dict, name: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -102,7 +103,7 @@ class PlainMusicnn(torch.nn.Module):
         for j, (_, k) in enumerate(TEMPORAL):                 # temporal s1..s3
             w, b = self._w(2 + j)
             y = F.conv2d(F.pad(x, (0, 0) + _same_pad_time(k)), w, b)
-            front.append(self.bn[4 + j](F.relu(y)).amax(dim=3))
+            front.append(self.bn[3 + j](F.relu(y)).amax(dim=3))
         fe = torch.cat(front, dim=1)                          # (B, 561, T)
         out["timbral"] = fe[:, :408].transpose(1, 2)
         out["temporal"] = fe[:, 408:].transpose(1, 2)
@@ -135,9 +136,11 @@ class Musicnn(torch.nn.Module):
     """musicnn, computed faster than :class:`PlainMusicnn` with the same arithmetic result.
 
     * Max over frequency before ReLU/BN: ReLU is monotone and BN is a per-channel affine map, so
-      ``max_f BN(ReLU(z))`` equals ``BN(ReLU(max_f z))`` where the BN scale is >= 0 and
-      ``BN(ReLU(min_f z))`` where it is < 0. Only the (B, C, T) reductions get ReLU and BN, not the
-      (B, C, T, F) maps (exact: the same elements are selected).
+      ``max_f BN(ReLU(z))`` is ``BN(ReLU(max_f z))`` for channels whose BN scale is >= 0 and
+      ``BN(ReLU(min_f z))`` for the others (263 of the 561 front-end channels of MTT_musicnn).
+      Those channels' kernels and biases are negated once at load time, so that one ``amax``
+      gives ``-min_f z`` exactly; ReLU and BN then run on the (B, C, T) reductions only, never on
+      the (B, C, T, F) maps (the same elements are selected: exact up to the convs' round-off).
     * The three temporal convs have one input channel and a width-1 kernel: they are one
       ``conv1d`` over time on the 96 mel columns folded into the batch, with their kernels zero-padded
       and aligned into a single 128-tap kernel (153 outputs), which replaces three small calls by one.
@@ -166,6 +169,14 @@ class Musicnn(torch.nn.Module):
         fs, ft = zip(*(bn_affine(tensors, f"batch_normalization_{i}") for i in range(1, 6)))
         self.register_buffer("fe_scale", torch.cat(fs))      # (561,)
         self.register_buffer("fe_shift", torch.cat(ft))
+        sign = torch.where(self.fe_scale < 0, -1.0, 1.0)      # see the class docstring
+        self.register_buffer("fe_sign", sign)
+        for i in (0, 1):
+            part = sign[204 * i:204 * (i + 1)]
+            getattr(self, f"tw{i}").mul_(part.view(-1, 1, 1, 1))
+            getattr(self, f"tb{i}").mul_(part)
+        self.sw.mul_(sign[408:].view(-1, 1, 1))
+        self.sb.mul_(sign[408:])
         for i, n in enumerate(("conv2d_5", "conv2d_6", "conv2d_7")):
             w = tensors[f"{n}/kernel"][:, :, 0, :]            # (7, C, 64)
             self.register_buffer(f"mw{i}", _t(np.transpose(w, (2, 1, 0))))  # (64, C, 7)
@@ -184,30 +195,18 @@ class Musicnn(torch.nn.Module):
         self.register_buffer("dense1_w", _t(tensors["dense_1/kernel"]))
         self.register_buffer("dense1_b", _t(tensors["dense_1/bias"]))
 
-    @staticmethod
-    def _relu_bn_max(z: torch.Tensor, dim: int, scale: torch.Tensor, shift: torch.Tensor):
-        """``max over dim of BN(ReLU(z))`` for z (B, C, ...) without materialising BN(ReLU(z))."""
-        pick = torch.where((scale >= 0).view(-1, *([1] * (z.dim() - 3))),
-                           z.amax(dim=dim), z.amin(dim=dim))
-        shape = (-1,) + (1,) * (pick.dim() - 2)
-        return F.relu(pick) * scale.view(shape) + shift.view(shape)
-
     def frontend(self, x: torch.Tensor) -> torch.Tensor:
         """(B, T, 96) -> front-end features (B, 561, T)."""
         B, T, M = x.shape
         x = x * self.in_scale + self.in_shift                 # input BN (1 channel)
         padded = F.pad(x.unsqueeze(1), (0, 0, 3, 3))          # (B, 1, T+6, 96)
-        parts = []
-        for i in (0, 1):
-            z = F.conv2d(padded, getattr(self, f"tw{i}"), getattr(self, f"tb{i}"))  # (B,204,T,W)
-            parts.append(self._relu_bn_max(z, 3, self.fe_scale[204 * i:204 * (i + 1)],
-                                           self.fe_shift[204 * i:204 * (i + 1)]))
+        peaks = [F.conv2d(padded, getattr(self, f"tw{i}"), getattr(self, f"tb{i}")).amax(dim=3)
+                 for i in (0, 1)]                             # (B, 204, T) each
         cols = x.transpose(1, 2).reshape(B * M, 1, T)         # every mel column a sequence
         z = F.conv1d(F.pad(cols, _same_pad_time(128)), self.sw, self.sb)  # (B*96, 153, T)
-        z = z.view(B, M, 153, T)
-        parts.append(self._relu_bn_max(z.transpose(1, 2), 2, self.fe_scale[408:],
-                                       self.fe_shift[408:]))
-        return torch.cat(parts, dim=1)
+        peaks.append(z.view(B, M, 153, T).amax(dim=1))
+        m = torch.cat(peaks, dim=1) * self.fe_sign.view(-1, 1)  # max_f z, or min_f z if flipped
+        return F.relu(m) * self.fe_scale.view(-1, 1) + self.fe_shift.view(-1, 1)
 
     def forward(self, x: torch.Tensor, outputs=MUSICNN_OUTPUTS) -> dict:
         want = set(outputs)
