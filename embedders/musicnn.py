@@ -194,7 +194,7 @@ class MusicnnEmbedder(Embedder):
         "layer": None,
         "weights": None,
         "device": None,
-        "batch_size": 32,
+        "batch_size": 8,
     }
 
     # -- options ---------------------------------------------------------------------------------
