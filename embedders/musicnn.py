@@ -316,6 +316,8 @@ class MusicnnEmbedder(Embedder):
             raise WeightsError(f"musicnn: cannot read the {self.options['model']} checkpoint in "
                                f"{self._weights_dir}: {exc}") from exc
         self._torch_device = torch.device(self.device)
+        if self._torch_device.type != "cpu":
+            net.micro_batch = None  # the cache-sized CPU micro-batches only slow a GPU down
         self._net = net.to(self._torch_device).eval()
         _warm = _file_sha256(self._weights_dir / CHECKPOINT_FILES[1])  # identity, hashed once
         del _warm
