@@ -80,9 +80,6 @@ MSD_LABELS = [
     "easy listening", "sexy", "catchy", "funk", "electro", "heavy metal", "Progressive rock",
     "60s", "rnb", "indie pop", "sad", "House", "happy"]
 
-_HASH_CACHE: dict[tuple, str] = {}
-
-
 def seconds_to_frames(seconds: float) -> int:
     """librosa ``time_to_frames(seconds, sr=16000, n_fft=512, hop_length=256)``: the frame whose
     window centre is at or before ``seconds``, i.e. ``floor((int(seconds*16000) - 256) / 256)``."""
@@ -121,14 +118,6 @@ def load_audio(path: str) -> np.ndarray:
         import librosa
         y = librosa.resample(y, orig_sr=sr, target_sr=SR, res_type="soxr_hq")
     return np.ascontiguousarray(y, dtype=np.float32)
-
-
-def _file_sha256(path: Path) -> str:
-    st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _HASH_CACHE:
-        _HASH_CACHE[key] = wts.sha256_file(path)
-    return _HASH_CACHE[key]
 
 
 def _has_checkpoint(folder: Path) -> bool:
@@ -197,6 +186,7 @@ class MusicnnEmbedder(Embedder):
         "device": None,
         "batch_size": 8,
     }
+    option_types = {"layer": str, "weights": str, "device": str}
 
     # -- options ---------------------------------------------------------------------------------
     def validate_options(self) -> None:
@@ -299,7 +289,7 @@ class MusicnnEmbedder(Embedder):
         if folder is None:
             return None
         data = folder / CHECKPOINT_FILES[1]
-        return f"{self.options['model']}:{data.stat().st_size}:{_file_sha256(data)[:16]}"
+        return f"{self.options['model']}:{wts.weights_fingerprint(data)}"
 
     # -- model -----------------------------------------------------------------------------------
     def _load(self) -> None:
@@ -320,8 +310,7 @@ class MusicnnEmbedder(Embedder):
         if self._torch_device.type != "cpu":
             net.micro_batch = None  # the cache-sized CPU micro-batches only slow a GPU down
         self._net = net.to(self._torch_device).eval()
-        _warm = _file_sha256(self._weights_dir / CHECKPOINT_FILES[1])  # identity, hashed once
-        del _warm
+        wts.weights_fingerprint(self._weights_dir / CHECKPOINT_FILES[1])  # hash once, at load
 
     # -- computation -----------------------------------------------------------------------------
     def input_patches(self, path: str) -> tuple[np.ndarray, np.ndarray]:

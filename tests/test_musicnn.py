@@ -424,5 +424,5 @@ def test_cli_flag_and_optional_embedder(tmp_path, monkeypatch, capsys):
     assert code == 0
     notes = [line for line in err.splitlines() if "musicnn weights not found" in line]
     assert len(notes) == 1 and "running the other embedders without musicnn" in notes[0]
-    assert (tmp_path / "emb" / "audio-stats.npz").is_file()
+    assert (tmp_path / "emb" / "export" / "audio-stats" / "clip.npy").is_file()
     assert not (tmp_path / "emb" / "musicnn.npz").exists()
