@@ -335,7 +335,7 @@ def transcribe(src, dst, *, method: str = "basic-pitch", note_options=None, mode
     src, dst = check_dirs(src, dst)
     options = {"method": method, "link": link}
     if method == "basic-pitch":
-        net = bp.BasicPitchModel(model, threads=None if workers <= 1 else 1)
+        net = bp.BasicPitchModel(model)
         options.update(model=net.identity, save_model_output=save_model_output,
                        notes=vars(note_options))
     jobs, skipped = _select(list_sources(src), _is_audio, "not an audio file")

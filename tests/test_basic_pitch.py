@@ -123,3 +123,38 @@ def test_frequency_limits_remove_notes_outside():
 def test_explicit_missing_model_path_is_a_clear_error(tmp_path):
     with pytest.raises(bp.WeightsError, match="not found"):
         bp.resolve_model(tmp_path / "nope.onnx")
+
+
+def _melodia_by_full_scans(note, onset, **kw):
+    """The melodia step as the reference states it (argmax of the whole array while above the
+    threshold), to check the sorted-candidates version against."""
+    events = bp.output_to_note_frames(note.copy(), onset.copy(), melodia_trick=False, **kw)
+    # rebuild the energy left after the onset pass, then scan
+    energy = note.astype(np.float64).copy()
+    for s, e, p, _ in events:
+        energy[s:e, max(p - 21 - 1, 0):p - 21 + 2] = 0
+    thr, n = kw["frame_threshold"], note.shape[0]
+    while np.max(energy) > thr:
+        t_mid, p = np.unravel_index(np.argmax(energy), energy.shape)
+        energy[t_mid, p] = 0
+        i, k = bp._extend(energy, t_mid + 1, p, 1, thr, n - 1, zero=True)
+        end = i - 1 - k
+        i, k = bp._extend(energy, t_mid - 1, p, -1, thr, 0, zero=True)
+        start = i + 1 + k
+        if end - start > kw["minimum_note_frames"]:
+            events.append((int(start), int(end), int(p) + 21, np.mean(note[start:end, p])))
+    return events
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_melodia_sorted_candidates_equal_full_scans(seed):
+    import scipy.ndimage
+    rng = np.random.default_rng(seed)
+    raw = rng.random((400, 88))
+    note = scipy.ndimage.uniform_filter(raw, size=(9, 1)).astype(np.float32)
+    note = np.round(note * 20) / 20  # many exact ties
+    onset = (rng.random((400, 88)) * 0.6).astype(np.float32)
+    kw = dict(onset_threshold=0.5, frame_threshold=0.5, minimum_note_frames=3)
+    fast = bp.output_to_note_frames(note.copy(), onset.copy(), **kw)
+    assert fast == _melodia_by_full_scans(note, onset, **kw)
+    assert len(fast) > 5
