@@ -272,3 +272,13 @@ def test_heuristic_finds_a_scale(tmp_path):
     # extra onsets inside a note are the heuristic's nature: compare the melody
     assert [p for i, p in enumerate(pitches) if i == 0 or p != pitches[i - 1]] == \
         [60, 62, 64, 65, 67, 69, 71, 72]
+
+
+def test_transcribe_without_model_offline_is_one_line_exit_2(tmp_path, monkeypatch, capsys):
+    from main import main
+    from prepare import basic_pitch as bp
+    monkeypatch.setattr(bp, "installed_package_model", lambda: None)
+    src = _src(tmp_path)
+    assert main(["prepare", "transcribe", str(src), "--out", str(tmp_path / "dst")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "nmp.onnx" in err[0] and "--no-deps basic-pitch" in err[0]
