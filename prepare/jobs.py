@@ -3,9 +3,10 @@ content-hash cache of finished work, running jobs with progress and workers, and
 ``DST/prepare_manifest.csv``.
 
 A job turns one source file into output files under DST. Its cache key is the SHA-256 of the
-subcommand, its version, the options that change the outputs, and the source file's content
-hash. When a job finishes, a small record ``DST/.prepare/<key[:2]>/<key>.json`` (listing its
-outputs) is written atomically, after the outputs themselves, which are written atomically too.
+subcommand, its version, the options that change the outputs, and the source file's path and
+content hash. When a job finishes, a small record ``DST/.prepare/<key[:2]>/<key>.json``
+(listing its outputs) is written atomically, after the outputs themselves, which are written
+atomically too.
 A re-run skips a job whose record exists and whose outputs are all present, so a killed run
 resumes where it stopped and a changed file or option redoes only what changed.
 """
@@ -104,9 +105,9 @@ def list_sources(src: Path) -> list[SourceFile]:
     return sorted(found, key=lambda s: s.rel)
 
 
-def job_key(command: str, version: int, options: dict, content_hashes: list[str]) -> str:
-    """SHA-256 of what decides a job's outputs."""
-    blob = json.dumps([command, version, options, content_hashes], sort_keys=True, default=str)
+def job_key(command: str, version: int, options: dict, inputs: list) -> str:
+    """SHA-256 of what decides a job's outputs (``inputs``: source paths and content hashes)."""
+    blob = json.dumps([command, version, options, inputs], sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -149,7 +150,10 @@ class Runner:
                 hashes = [sha256_file(s.path) for s in job.sources]
             except OSError as exc:
                 return Outcome(job, SKIPPED, reason=f"cannot read file: {exc.strerror or exc}")
-            key = job_key(self.command, self.version, self.options, hashes)
+            # the paths are part of the key: outputs are named after them, and two copies of
+            # one recording in two folders must each get their own outputs
+            key = job_key(self.command, self.version, self.options,
+                          [[s.rel for s in job.sources], hashes])
             record = self._record_path(key)
             if record.is_file():
                 try:

@@ -48,7 +48,8 @@ def _check_midi(pm, case, tmp_path):
     import pretty_midi
     out = tmp_path / "ours.mid"
     pm.write(str(out))
-    ours, ref = pretty_midi.PrettyMIDI(str(out)), pretty_midi.PrettyMIDI(str(FIX / case["expected_midi"]))
+    ours = pretty_midi.PrettyMIDI(str(out))
+    ref = pretty_midi.PrettyMIDI(str(FIX / case["expected_midi"]))
     assert [(i.program, len(i.notes)) for i in ours.instruments] == \
         [(i.program, len(i.notes)) for i in ref.instruments]
     for a, b in zip(ours.instruments, ref.instruments):

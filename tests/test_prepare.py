@@ -149,6 +149,15 @@ def test_render_builtin_cache_and_bad_input(tmp_path, capsys):
     assert {o.job.main.rel: o.status for o in third}["rock/song.mid"] == "cached"
 
 
+def test_same_content_in_two_folders_gets_outputs_in_both(tmp_path):
+    src = tmp_path / "src"
+    write_midi(src / "a" / "x.mid")
+    write_midi(src / "b" / "x.mid")
+    out = commands.render(src, tmp_path / "dst", synth="builtin", progress=False)
+    assert [o.status for o in out] == ["made", "made"]
+    assert all((tmp_path / "dst" / d / "x.wav").is_file() for d in "ab")
+
+
 def test_render_without_fluidsynth_says_so_once(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(shutil, "which", lambda name: None)
     src = _src(tmp_path)
