@@ -268,6 +268,7 @@ def test_transcribe_basic_pitch_end_to_end(tmp_path):
 
 @pytest.mark.slow
 def test_heuristic_finds_a_scale(tmp_path):
+    """The baseline hears a plain melody (and runs from the command line)."""
     from prepare.heuristic import transcribe_heuristic
     from collection.demo_corpus import synthesize
     pm = pretty_midi.PrettyMIDI()
@@ -281,6 +282,13 @@ def test_heuristic_finds_a_scale(tmp_path):
     # extra onsets inside a note are the heuristic's nature: compare the melody
     assert [p for i, p in enumerate(pitches) if i == 0 or p != pitches[i - 1]] == \
         [60, 62, 64, 65, 67, 69, 71, 72]
+    from main import main
+    (tmp_path / "src" / "folk").mkdir(parents=True)
+    sf.write(str(tmp_path / "src" / "folk" / "scale.wav"), synthesize(pm, 22050), 22050)
+    assert main(["prepare", "transcribe", str(tmp_path / "src"), "--out", str(tmp_path / "dst"),
+                 "--method", "heuristic", "--quiet"]) == 0
+    got = pretty_midi.PrettyMIDI(str(tmp_path / "dst" / "folk" / "scale.mid"))
+    assert {n.pitch for n in got.instruments[0].notes} == {60, 62, 64, 65, 67, 69, 71, 72}
 
 
 def test_transcribe_without_model_offline_is_one_line_exit_2(tmp_path, monkeypatch, capsys):
@@ -291,3 +299,33 @@ def test_transcribe_without_model_offline_is_one_line_exit_2(tmp_path, monkeypat
     assert main(["prepare", "transcribe", str(src), "--out", str(tmp_path / "dst")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "nmp.onnx" in err[0] and "--no-deps basic-pitch" in err[0]
+
+
+@pytest.mark.slow
+def test_kill_9_then_rerun_completes(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+    from conftest import ROOT
+    src = tmp_path / "src"
+    for k in range(40):
+        write_midi(src / "g" / f"p{k:02d}.mid", pitches=tuple(range(48, 72)), note_seconds=0.5)
+    dst = tmp_path / "dst"
+    cmd = [sys.executable, str(ROOT / "main.py"), "prepare", "render", str(src), "--out",
+           str(dst), "--synth", "builtin", "--quiet"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while time.time() < deadline and len(list((dst / ".prepare").rglob("*.json"))) < 3:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_before = len(list((dst / ".prepare").rglob("*.json")))
+    assert 3 <= done_before < 40
+    assert subprocess.run(cmd, timeout=300).returncode == 0
+    rows = read_manifest(dst)
+    assert len(rows) == 40
+    assert sum(r["status"] == "cached" for r in rows) == done_before
+    assert all(r["status"] in ("made", "cached") for r in rows)
+    for k in range(40):  # every output complete and readable
+        assert sf.info(str(dst / "g" / f"p{k:02d}.wav")).frames > 0
