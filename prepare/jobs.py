@@ -200,9 +200,15 @@ class Runner:
             bar.close()
         result = list(skipped) + [o for o in outcomes if o is not None]
         write_manifest(self.dst, result)
-        for o in result:
-            if o.status == SKIPPED and self.progress:
-                print(f"skipped {o.job.main.rel}: {o.reason}", flush=True)
+        if self.progress:
+            # a file that failed gets its own line; files of a kind this subcommand does not
+            # use (MIDI for transcribe, ...) only a count: the manifest lists them all
+            for o in outcomes:
+                if o is not None and o.status == SKIPPED:
+                    print(f"skipped {o.job.main.rel}: {o.reason}", flush=True)
+            if skipped:
+                print(f"{len(skipped)} file(s) not used by prepare {self.command} "
+                      f"(reasons in {MANIFEST_NAME})", flush=True)
         return result
 
 
