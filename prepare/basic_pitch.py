@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from embedders.base import InputError, WeightsError
+from embedders.base import WeightsError
 from embedders.lib.audio_io import read_audio
 from embedders.lib.weights import cache_dir, download, weights_fingerprint
 from common.fsutil import atomic_path, sha256_file

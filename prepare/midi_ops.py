@@ -70,11 +70,6 @@ def seconds_to_tick(mid: mido.MidiFile, seconds: float) -> float:
     return float(ticks[i] + (seconds - secs[i]) / spt[i])
 
 
-def midi_duration(mid: mido.MidiFile) -> float:
-    """Seconds to the last event of any track."""
-    return float(mid.length)
-
-
 def crop_midi(mid: mido.MidiFile, start: float, end: float) -> mido.MidiFile:
     """The window ``[start, end)`` seconds of a piece as a new file starting at 0.
 
@@ -97,36 +92,32 @@ def crop_midi(mid: mido.MidiFile, start: float, end: float) -> mido.MidiFile:
     out = mido.MidiFile(type=mid.type if mid.type in (0, 1) else 1,
                         ticks_per_beat=mid.ticks_per_beat, charset=mid.charset)
     for track in mid.tracks:
-        events: list[tuple[int, mido.Message]] = []
+        timed_in = [(t, m) for t, m in _absolute(track) if m.type != "end_of_track"]
+        # before the window: everything earlier, and note-offs exactly at its start (a note
+        # ending there does not sound in the window)
+        is_before = [t < first or (t == first and _is_note_off(m)) for t, m in timed_in]
         state: dict = {}  # carried-in state: key -> message
         sounding: dict[tuple[int, int], mido.Message] = {}
-        for tick, msg in _absolute(track):
-            if msg.type == "end_of_track":
+        for (tick, msg), before in zip(timed_in, is_before):
+            if not before:
                 continue
-            is_off = msg.type == "note_off" or (msg.type == "note_on" and msg.velocity == 0)
-            if tick < first:
-                if msg.type in _CONDUCTOR_META:
-                    state[msg.type] = msg
-                elif msg.type == "track_name":
-                    state["track_name"] = msg
-                elif msg.type == "program_change":
-                    state[("program", msg.channel)] = msg
-                elif msg.type == "control_change":
-                    state[("cc", msg.channel, msg.control)] = msg
-                elif msg.type == "pitchwheel":
-                    state[("bend", msg.channel)] = msg
-                elif msg.type == "note_on" and not is_off:
-                    sounding[(msg.channel, msg.note)] = msg
-                elif is_off:
-                    sounding.pop((msg.channel, msg.note), None)
-            elif tick < stop:
+            if msg.type in _CONDUCTOR_META or msg.type == "track_name":
+                state[msg.type] = msg
+            elif msg.type == "program_change":
+                state[("program", msg.channel)] = msg
+            elif msg.type == "control_change":
+                state[("cc", msg.channel, msg.control)] = msg
+            elif msg.type == "pitchwheel":
+                state[("bend", msg.channel)] = msg
+            _track_note(sounding, msg)
+        at_start = list(sounding.values())  # notes sounding when the window opens
+        events: list[tuple[int, mido.Message]] = []
+        for (tick, msg), before in zip(timed_in, is_before):
+            if not before and tick < stop:
                 events.append((max(0, tick - shift), msg))
-                if msg.type == "note_on" and not is_off:
-                    sounding[(msg.channel, msg.note)] = msg
-                elif is_off:
-                    sounding.pop((msg.channel, msg.note), None)
+                _track_note(sounding, msg)
         head = [m.copy(time=0) for m in state.values()]
-        head += [m.copy(time=0) for m in sounding_before(track, first)]
+        head += [m.copy(time=0) for m in at_start]
         end_tick = max(0, stop - shift)
         tail = [(end_tick, mido.Message("note_off", channel=m.channel, note=m.note, velocity=0))
                 for m in sounding.values()]
@@ -141,17 +132,16 @@ def crop_midi(mid: mido.MidiFile, start: float, end: float) -> mido.MidiFile:
     return out
 
 
-def sounding_before(track, first: int) -> list[mido.Message]:
-    """Note-ons before tick ``first`` without a note-off before it (they sound at ``first``)."""
-    sounding: dict[tuple[int, int], mido.Message] = {}
-    for tick, msg in _absolute(track):
-        if tick >= first:
-            break
-        if msg.type == "note_on" and msg.velocity > 0:
-            sounding[(msg.channel, msg.note)] = msg
-        elif msg.type in ("note_on", "note_off"):
-            sounding.pop((msg.channel, msg.note), None)
-    return list(sounding.values())
+def _is_note_off(msg) -> bool:
+    return msg.type == "note_off" or (msg.type == "note_on" and msg.velocity == 0)
+
+
+def _track_note(sounding: dict, msg) -> None:
+    """Keep ``sounding`` ((channel, note) -> note-on) up to date with one message."""
+    if msg.type == "note_on" and msg.velocity > 0:
+        sounding[(msg.channel, msg.note)] = msg
+    elif _is_note_off(msg):
+        sounding.pop((msg.channel, msg.note), None)
 
 
 @dataclasses.dataclass

@@ -2,11 +2,9 @@
 machinery (manifest, cache, resume, bad input, DST checks)."""
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
-import mido
 import numpy as np
 import pretty_midi
 import pytest
@@ -329,3 +327,15 @@ def test_kill_9_then_rerun_completes(tmp_path):
     assert all(r["status"] in ("made", "cached") for r in rows)
     for k in range(40):  # every output complete and readable
         assert sf.info(str(dst / "g" / f"p{k:02d}.wav")).frames > 0
+
+
+def test_crop_midi_note_ending_at_the_window_start_is_not_carried(tmp_path):
+    pm = pretty_midi.PrettyMIDI(initial_tempo=120)
+    inst = pretty_midi.Instrument(program=0)
+    inst.notes += [pretty_midi.Note(90, 60, 0.0, 1.0), pretty_midi.Note(90, 64, 1.0, 1.5)]
+    pm.instruments.append(inst)
+    pm.write(str(tmp_path / "p.mid"))
+    midi_ops.crop_midi(midi_ops.read_midi(tmp_path / "p.mid"), 1.0, 2.0).save(
+        str(tmp_path / "c.mid"))
+    notes = pretty_midi.PrettyMIDI(str(tmp_path / "c.mid")).instruments[0].notes
+    assert [(n.pitch, round(n.start, 3), round(n.end, 3)) for n in notes] == [(64, 0.0, 0.5)]
