@@ -9,6 +9,7 @@ import numpy as np
 import pretty_midi
 import pytest
 import soundfile as sf
+from hypothesis import given, settings, strategies as st
 
 from conftest import FIXTURES, write_midi, write_wav
 from prepare import commands, midi_ops
@@ -339,3 +340,35 @@ def test_crop_midi_note_ending_at_the_window_start_is_not_carried(tmp_path):
         str(tmp_path / "c.mid"))
     notes = pretty_midi.PrettyMIDI(str(tmp_path / "c.mid")).instruments[0].notes
     assert [(n.pitch, round(n.start, 3), round(n.end, 3)) for n in notes] == [(64, 0.0, 0.5)]
+
+
+
+@settings(max_examples=40, deadline=None)
+@given(notes=st.lists(st.tuples(st.integers(0, 3), st.integers(1, 40), st.integers(1, 30)),
+                      min_size=1, max_size=20),
+       start=st.integers(0, 60), length=st.integers(1, 40))
+def test_crop_midi_equals_clipping_the_notes(tmp_path_factory, notes, start, length):
+    """Cropping = intersecting every note with the window (times on a 50 ms grid; one note at
+    a time per pitch so note-on/off pairs are unambiguous)."""
+    grid = 0.05
+    pm = pretty_midi.PrettyMIDI(initial_tempo=120)
+    inst = pretty_midi.Instrument(program=0)
+    busy_until = {}
+    for voice, gap, dur in notes:
+        pitch = 60 + voice
+        s = busy_until.get(pitch, 0) + gap
+        inst.notes.append(pretty_midi.Note(80, pitch, s * grid, (s + dur) * grid))
+        busy_until[pitch] = s + dur
+    pm.instruments.append(inst)
+    folder = tmp_path_factory.mktemp("crop")
+    pm.write(str(folder / "p.mid"))
+    a, b = start * grid, (start + length) * grid
+    midi_ops.crop_midi(midi_ops.read_midi(folder / "p.mid"), a, b).save(str(folder / "c.mid"))
+    got = sorted((n.pitch, round(n.start / grid), round(n.end / grid))
+                 for i in pretty_midi.PrettyMIDI(str(folder / "c.mid")).instruments
+                 for n in i.notes)
+    want = sorted((n.pitch, max(round(n.start / grid), start) - start,
+                   min(round(n.end / grid), start + length) - start)
+                  for n in inst.notes
+                  if round(n.start / grid) < start + length and round(n.end / grid) > start)
+    assert got == want
