@@ -185,6 +185,8 @@ def test_instruments_classes_are_families(tmp_path):
     scan = scan_dataset(dst)
     assert {i.label for i in scan.usable} == {"drums", "piano"}
     assert all(i.pair_id for i in scan.usable)  # every part is an audio/MIDI pair
+    assert (dst / "prepare_manifest.csv").is_file()
+    assert len(scan.items) == len(scan.usable)  # prepare's own manifest is not an item
 
 
 def test_dst_inside_src_or_unwritable_is_one_line_exit_2(tmp_path, capsys):
