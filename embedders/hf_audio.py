@@ -172,7 +172,7 @@ def plan_windows(n_samples: int, *, window: int, hop: int | None, receptive_fiel
 def _how_to_provide(model: str) -> str:
     from .clamp2 import hf_cache_dir
 
-    return (f"Download it while online (e.g. `huggingface-cli download {model}`, which fills the "
+    return (f"Download it while online (e.g. `hf download {model}`, which fills the "
             f"Hugging Face cache {hf_cache_dir()}), or pass a local folder written by "
             f"save_pretrained with --set hf-audio.model=PATH.")
 

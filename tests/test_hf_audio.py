@@ -188,7 +188,7 @@ def test_offline_missing_model_is_one_clear_error(tmp_path, monkeypatch):
         emb.load()
     msg = str(err.value)
     assert "someone/not-cached-model" in msg and "HF_HUB_OFFLINE" in msg
-    assert str(tmp_path / "empty_hub") in msg and "huggingface-cli download" in msg
+    assert str(tmp_path / "empty_hub") in msg and "hf download someone/not-cached-model" in msg
     assert "\n" not in msg
 
 
