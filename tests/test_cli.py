@@ -222,5 +222,5 @@ def test_embed_only_run_writes_manifest_and_summary(tmp_path, capsys):
     assert "toy-midi" in out and "marked bad for the test" in out
     manifest = (tmp_path / "out" / "manifest.csv").read_text()
     assert manifest.splitlines()[0] == ("path,label,modality,pair_id,content_hash,embedder,"
-                                        "status,cached,reason")
+                                        "status,cached,reason,note")
     assert "rock/bad.mid" in manifest and "skipped" in manifest
