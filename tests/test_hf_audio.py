@@ -275,3 +275,15 @@ def test_bad_and_too_short_audio_are_input_errors(tiny_model, tmp_path):
     assert isinstance(results[str(junk)], InputError)
     for exc in results.values():
         assert "\n" not in exc.reason
+
+
+def test_bfloat16_is_opt_in_close_and_keyed(tiny_model):
+    signal = np.random.default_rng(3).standard_normal(int(1.2 * SR)).astype(np.float32)
+    f32 = get_embedder("hf-audio", model=str(tiny_model))
+    bf16 = get_embedder("hf-audio", model=str(tiny_model), precision="bfloat16")
+    a, b = f32.embed_signal(signal)[0], bf16.embed_signal(signal)[0]
+    assert a.dtype == b.dtype == np.float32 and a.shape == b.shape
+    cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    assert cos.min() > 0.99
+    assert "precision" not in f32.cache_options()
+    assert bf16.cache_options()["precision"] == "bfloat16"
