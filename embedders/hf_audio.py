@@ -47,6 +47,7 @@ from . import register
 from .base import (AUDIO, ConfigurationError, Embedder, Embedding, InputError, WeightsError,
                    mean_pool, resolve_device)
 from .lib import audio_io
+from .lib.weights import hf_cache_dir
 
 DEFAULT_MODEL = "facebook/wav2vec2-base"
 #: Window length by ``config.model_type`` when ``window_seconds`` is not given: the length the
@@ -170,7 +171,6 @@ def plan_windows(n_samples: int, *, window: int, hop: int | None, receptive_fiel
 # model resolution
 
 def _how_to_provide(model: str) -> str:
-    from .clamp2 import hf_cache_dir
 
     return (f"Download it while online (e.g. `hf download {model}`, which fills the "
             f"Hugging Face cache {hf_cache_dir()}), or pass a local folder written by "
@@ -213,7 +213,6 @@ def resolve_model(model: str, *, revision: str | None = None) -> tuple[Path, str
     # a hub id is "name" or "owner/name"; anything else can only have been meant as a folder
     if model.startswith(("/", ".", "~")) or model.count("/") > 1 or (os.sep != "/" and os.sep in model):
         raise WeightsError(f"hf-audio model folder {model!r} does not exist")
-    from .clamp2 import hf_cache_dir
 
     try:
         import huggingface_hub
