@@ -79,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="registered embedders to use, e.g. audio-stats midi-stats openl3 "
                           "clamp2 (combined with --emb-methods; default when neither is given: "
                           f"{' '.join(DEFAULT_EMBEDDERS)})")
+    emb.add_argument("--optional-embedders", nargs="+", metavar="NAME", default=[],
+                     help="embedders to add when their weights can be found or fetched; one "
+                          "whose weights are missing is dropped with one line and the run goes on")
     emb.add_argument("--list-embedders", action="store_true",
                      help="list the registered embedders with their options and exit")
     emb.add_argument("--set", dest="set_options", action="append", default=[],
@@ -109,6 +112,11 @@ def build_parser() -> argparse.ArgumentParser:
                           "file names")
     cl2 = p.add_argument_group("CLaMP 2 options")
     cl2.add_argument("--clamp2-weights", metavar="PATH", help="official CLaMP 2 .pth checkpoint")
+    mnn = p.add_argument_group("musicnn options")
+    mnn.add_argument("--musicnn-weights", metavar="DIR",
+                     help="folder of the musicnn package (holding <MODEL>/.index and "
+                          "<MODEL>/.data-00000-of-00001); default: user cache, installed "
+                          "package, else the published wheel fetched once")
     an = p.add_argument_group("analysis")
     an.add_argument("--plot", nargs=3, metavar=("TITLE", "METHOD", "DIR"),
                     help="maps: plot title, method (tsne, pca or both) and folder for the plots")
@@ -152,6 +160,7 @@ def embedder_options(args: argparse.Namespace, names: list[str]) -> dict[str, di
                    "content_type": args.content_type, "hop_size": args.hop_size,
                    "center": args.center, "weights": args.openl3_weights},
         "clamp2": {"weights": args.clamp2_weights},
+        "musicnn": {"weights": getattr(args, "musicnn_weights", None)},
     }
     out: dict[str, dict] = {}
     for name in names:
@@ -182,6 +191,7 @@ def selected_embedders(args: argparse.Namespace) -> list[str]:
         names.extend(args.embedders)
     if not names:
         names = list(DEFAULT_EMBEDDERS)
+    names.extend(getattr(args, "optional_embedders", None) or [])
     return list(dict.fromkeys(names))  # de-duplicate, keep order
 
 
@@ -294,9 +304,18 @@ def run(args: argparse.Namespace) -> int:
         from collection.demo_corpus import build_demo_corpus
         info = build_demo_corpus(plan.dataset)
         print(f"demo corpus in {plan.dataset} (synth: {info.get('synth', '?')})")
+    optional = set(getattr(args, "optional_embedders", None) or []) - set(args.embedders or [])
     try:
-        for emb in plan.embedders:
-            emb.load()
+        for emb in list(plan.embedders):
+            try:
+                emb.load()
+            except WeightsError as exc:
+                if emb.name not in optional:
+                    raise
+                # optional (e.g. the demo's learned model): say so once, go on without it
+                print(f"note: {' '.join(str(exc).split())} -- running the other embedders "
+                      f"without {emb.name}", file=sys.stderr)
+                plan.embedders.remove(emb)
     except (WeightsError, EmbedderError) as exc:
         raise UsageError(str(exc)) from None
     try:

@@ -212,9 +212,12 @@ def compose(genre: str, index: int, *, bars: int = 4):
 
 # -- rendering ---------------------------------------------------------------------------------
 
-def _render_fluidsynth(midi_path: Path, wav_path: Path, sr: int) -> None:
+def render_fluidsynth(midi_path: str | os.PathLike, wav_path: str | os.PathLike, sr: int, *,
+                      soundfont: str | os.PathLike | None = None) -> None:
+    """Render a MIDI file to a WAV file with the ``fluidsynth`` program and a General MIDI
+    soundfont (default: pretty_midi's). Raises RuntimeError when FluidSynth fails."""
     cmd = ["fluidsynth", "-ni", "-q", "-g", "0.6", "-r", str(sr), "-T", "wav",
-           "-F", str(wav_path), str(soundfont_path()), str(midi_path)]
+           "-F", str(wav_path), str(soundfont or soundfont_path()), str(midi_path)]
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=300)
     if proc.returncode != 0 or not wav_path.is_file() or wav_path.stat().st_size < 1000:
         raise RuntimeError(f"fluidsynth failed on {midi_path}: "
@@ -340,7 +343,7 @@ def build_demo_corpus(root: str | os.PathLike, *, n_per_genre: int = 8,
             if not mid.is_file():
                 _atomic_write_bytes(mid, lambda p: pm.write(str(p)))
             if synth == "fluidsynth":
-                _atomic_write_bytes(wav, lambda p: _render_fluidsynth(mid, p, sample_rate))
+                _atomic_write_bytes(wav, lambda p: render_fluidsynth(mid, p, sample_rate))
             else:
                 audio = synthesize(pm, sample_rate)
                 _atomic_write_bytes(wav, lambda p: sf.write(str(p), audio, sample_rate,

@@ -28,6 +28,10 @@ SYMBOLIC_EXTENSIONS = (".mid", ".midi", ".mtf")
 MANIFEST_FIELDS = ("path", "label", "modality", "pair_id", "content_hash", "embedder", "status",
                    "cached", "reason", "note")
 
+#: Files the tool itself writes at a collection's root (``prepare``'s manifest): not part of the
+#: collection, so a scan neither embeds nor lists them.
+ROOT_BOOKKEEPING_FILES = frozenset({"prepare_manifest.csv"})
+
 SKIPPED = "skipped"
 EMBEDDED = "embedded"
 
@@ -158,7 +162,7 @@ def scan_dataset(root: str | os.PathLike) -> ScanResult:
             result.warnings.append(f"{rel or '.'}: cannot list folder ({exc.strerror})")
             return
         for entry in entries:
-            if _hidden(entry.name):
+            if _hidden(entry.name) or (not rel and entry.name in ROOT_BOOKKEEPING_FILES):
                 continue
             child_rel = f"{rel}/{entry.name}" if rel else entry.name
             label = child_rel.split("/", 1)[0]

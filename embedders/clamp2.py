@@ -43,6 +43,7 @@ from .base import (
     WeightsError,
     resolve_device,
 )
+from .lib.weights import hf_cache_dir
 from .lib.mtf import (
     PATCH_LENGTH,
     midi_to_mtf_and_notes,
@@ -75,21 +76,8 @@ MTF_EXTENSIONS = (".mtf",)
 # ---------------------------------------------------------------------------------------------
 # weights
 
-def hf_cache_dir() -> Path:
-    """The Hugging Face hub cache, read from the environment at call time."""
-    if os.environ.get("HF_HUB_CACHE"):
-        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
-    if os.environ.get("HUGGINGFACE_HUB_CACHE"):
-        return Path(os.environ["HUGGINGFACE_HUB_CACHE"]).expanduser()
-    if os.environ.get("HF_HOME"):
-        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
-    return base / "huggingface" / "hub"
-
-
 def _how_to_provide() -> str:
-    return (f"Download {HF_FILENAME} from {HF_URL} (e.g. `huggingface-cli download {HF_REPO_ID} "
+    return (f"Download {HF_FILENAME} from {HF_URL} (e.g. `hf download {HF_REPO_ID} "
             f"{HF_FILENAME}`, which puts it in the Hugging Face cache {hf_cache_dir()}), or pass "
             f"the file with --clamp2-weights PATH (option weights=PATH).")
 
