@@ -3,7 +3,8 @@ names, and finding or constructing an embedder imports no torch.
 
 Ranks: ``common`` 0, ``embedders`` 1, ``collection`` and ``prepare`` 2, ``analysis`` 3,
 ``search`` 4, ``cli`` 5. A module may import its own package and packages of lower rank, never
-higher, at the top or inside a function alike. (Tests, ``bench/`` and ``main.py`` sit outside the packages and may import anything.)
+higher, at the top or inside a function alike. (Tests, ``bench/`` and ``main.py`` sit outside
+the packages and may import anything.)
 """
 from __future__ import annotations
 
