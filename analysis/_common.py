@@ -37,7 +37,7 @@ def as_labels(labels, n: int, *, name: str = "labels") -> np.ndarray:
     return labels
 
 
-def validate_xy(X, labels=None, groups=None):
+def validate_xy(X, labels=None, groups=None) -> tuple:
     """Validate a vectors/labels/groups triple; returns the converted arrays.
 
     Parameters
@@ -55,7 +55,8 @@ def validate_xy(X, labels=None, groups=None):
     return X, labels, groups
 
 
-def require_classes(labels, *, min_classes: int = 2, min_items: int = 1, what: str = "metric"):
+def require_classes(labels, *, min_classes: int = 2, min_items: int = 1,
+                    what: str = "metric") -> int:
     """Raise UndefinedMetricError unless there are >= min_classes classes and >= min_items items."""
     n = len(labels)
     if n < min_items:
@@ -71,6 +72,26 @@ def l2_normalize(X: np.ndarray, *, eps: float = 1e-12) -> np.ndarray:
     X = np.asarray(X, dtype=np.float64)
     norms = np.linalg.norm(X, axis=1, keepdims=True)
     return X / np.maximum(norms, eps)
+
+
+def center_unit(X: np.ndarray) -> np.ndarray:
+    """Rows of ``X`` [shape=(n, dim)] L2-normalised, then the collection mean of those unit
+    vectors subtracted.
+
+    This is the "centred" geometry of the cosine measures. A large offset shared by every
+    vector (hand-made descriptors, post-ReLU embeddings) otherwise puts every cosine near 1;
+    normalising *before* removing the mean keeps the result invariant to a positive rescaling
+    of any single vector, as the uncentred cosine measures are.
+    """
+    Xn = l2_normalize(X)
+    if len(Xn):
+        Xn = Xn - Xn.mean(axis=0, keepdims=True)
+    return Xn
+
+
+def cosine_geometry(X: np.ndarray, *, center: bool) -> np.ndarray:
+    """``X`` prepared for a cosine measure: :func:`center_unit` if ``center`` else ``X``."""
+    return center_unit(X) if center else np.asarray(X, dtype=np.float64)
 
 
 def cosine_distance_matrix(X: np.ndarray) -> np.ndarray:
@@ -121,7 +142,7 @@ def cosine_neighbors(X: np.ndarray, k: int, *, rows=None, chunk: int = 2048) -> 
     return out
 
 
-def finite_or_none(x):
+def finite_or_none(x) -> float | None:
     """``float(x)`` or ``None`` for None/NaN/inf."""
     if x is None:
         return None

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["resample_indices", "bootstrap_ci", "bootstrap_mean_ci"]
+__all__ = ["resample_indices", "bootstrap_ci", "bootstrap_mean_ci", "bootstrap_values"]
 
 
 class _Plan:
@@ -116,6 +116,28 @@ def bootstrap_ci(metric, *arrays, n_boot: int = 200, seed: int = 0, strata=None,
         lo, hi = np.percentile(vals, [100 * alpha / 2, 100 * (1 - alpha / 2)])
         res["ci95"] = [float(lo), float(hi)]
     return res
+
+
+def bootstrap_values(metric, n: int, *, n_boot: int = 200, seed: int = 0, strata=None,
+                     groups=None) -> np.ndarray:
+    """``metric(idx)`` on each of ``n_boot`` resamples of ``n`` rows: [shape=(n_valid, m)] for a
+    metric returning m numbers (resamples where it raises ``ValueError`` or gives a non-finite
+    number are dropped). The resamples are those :func:`bootstrap_ci` draws with the same seed,
+    strata and groups; for statistics computed jointly (e.g. two CKA estimators from one set of
+    Gram products)."""
+    vals = []
+    if n_boot > 0 and n > 0:
+        rng = np.random.default_rng(seed)
+        plan = _Plan(n, strata, groups)
+        for _ in range(int(n_boot)):
+            idx = plan.draw(rng)
+            try:
+                v = np.atleast_1d(np.asarray(metric(idx), dtype=np.float64))
+            except ValueError:
+                continue
+            if np.all(np.isfinite(v)):
+                vals.append(v)
+    return np.array(vals).reshape(len(vals), -1) if vals else np.zeros((0, 1))
 
 
 def bootstrap_mean_ci(values, *, n_boot: int = 200, seed: int = 0, strata=None,
