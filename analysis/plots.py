@@ -169,7 +169,7 @@ def plot_metric_bars(table: dict, metrics: list, base: Path, *, title: str) -> l
     ax.set_xticklabels(metrics, rotation=30, ha="right", fontsize=8)
     ax.axhline(0, color="black", lw=0.6)
     ax.set_ylim(min(-0.1, ax.get_ylim()[0]), 1.05)
-    ax.set_ylabel("value (error bars: bootstrap 95% CI)")
+    ax.set_ylabel("value (error bars: 95% interval, method per metric)")
     ax.legend(fontsize=8, frameon=False)
     ax.set_title(title, fontsize=10)
     return save(fig, base)

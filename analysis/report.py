@@ -138,6 +138,15 @@ def _dataset_blocks(ds: dict):
     return blocks
 
 
+def _intervals_sentence(metrics: dict) -> str:
+    p = metrics.get("parameters", {})
+    return (f"95% intervals; each metric's params.ci_method says how: exact binomial "
+            f"(Clopper-Pearson) for accuracies, Beta posterior for balanced accuracies, "
+            f"repeated splits for retrieval, otherwise a bootstrap ({p.get('n_bootstrap')} "
+            f"resamples, seed {p.get('seed')}). Every interval contains its value; cosine "
+            f"measures between spaces and the centroid matrix use centred vectors.")
+
+
 def _embedder_summary_rows(metrics):
     rows = []
     for name, r in metrics.get("embedders", {}).items():
@@ -184,9 +193,7 @@ def render_html(metrics: dict, images: dict, *, title: str = "") -> str:
              f"<title>{_e(t)}</title><style>{CSS}</style></head><body>",
              f"<h1>{_e(t)}</h1>",
              f"<p>Generated {_e(_dt.datetime.now().isoformat(timespec='seconds'))}. "
-             f"Intervals are percentile bootstrap 95% CIs "
-             f"({_e(metrics.get('parameters', {}).get('n_bootstrap'))} resamples, fixed seed "
-             f"{_e(metrics.get('parameters', {}).get('seed'))}).</p>"]
+             f"{_e(_intervals_sentence(metrics))}</p>"]
     toc = ["Dataset", "Notes", "Summary", "Maps", "Per embedder", "Between embedders",
            "How to read the metrics", "Run configuration", "Software"]
     parts.append("<p>" + " · ".join(f"<a href='#{s.lower().replace(' ', '-')}'>{_e(s)}</a>"
@@ -240,7 +247,11 @@ def render_html(metrics: dict, images: dict, *, title: str = "") -> str:
                                f"dim={r.get('dim')})", r, EMBEDDER_METRICS)
         for key, cap in ((f"{name}_pca", "PCA map"), (f"{name}_tsne", "t-SNE map"),
                          (f"{name}_umap", "UMAP map"),
-                         (f"{name}_centroid_cosine", "Centroid cosine similarity (fixed -1..1)"),
+                         (f"{name}_centroid_cosine",
+                          "Centroid cosine similarity, centred (fixed -1..1)"),
+                         (f"{name}_centroid_cosine_uncentred",
+                          "Centroid cosine similarity, uncentred as in the original study "
+                          "(fixed -1..1)"),
                          (f"{name}_confusion", "Nearest-centroid confusion (leave-one-out)")):
             for png in _pngs(images, key):
                 parts.append(_img_tag(png, f"{name}: {cap}"))
@@ -301,8 +312,7 @@ def render_markdown(metrics: dict, images: dict, out: Path, *, title: str = "") 
         return [f"![{cap}]({Path(os.path.relpath(p, out)).as_posix()})"
                 for p in _pngs(images, key)]
     L = [f"# {t}", "", f"Generated {_dt.datetime.now().isoformat(timespec='seconds')}. "
-         f"Intervals: percentile bootstrap 95% CI "
-         f"({metrics.get('parameters', {}).get('n_bootstrap')} resamples).", ""]
+         f"{_intervals_sentence(metrics)}", ""]
     L += ["## Dataset", ""]
     for heading, header, rows in _dataset_blocks(metrics.get("dataset") or {}):
         L += [f"### {heading}", "", _md_table(header, rows), ""]
@@ -330,7 +340,7 @@ def render_markdown(metrics: dict, images: dict, out: Path, *, title: str = "") 
         L += ["", _md_table(["metric", "value", "95% CI", "parameters", "note"],
                             _metric_detail_rows(r, EMBEDDER_METRICS)), ""]
         for key in (f"{name}_pca", f"{name}_tsne", f"{name}_umap", f"{name}_centroid_cosine",
-                    f"{name}_confusion"):
+                    f"{name}_centroid_cosine_uncentred", f"{name}_confusion"):
             L += link(key, key)
         nbs = r.get("nearest_neighbours") or []
         if nbs:
