@@ -231,14 +231,15 @@ def _balanced(ctx: EmbedderContext, y_pred: np.ndarray, extra: dict) -> Measured
     recall = correct / size
     value = float(np.mean(recall))
     units = ctx.units_per_class()
-    lo, hi = balanced_accuracy_interval(recall * units, units, seed=ctx.seed)
+    ci = balanced_accuracy_interval(recall * units, units, seed=ctx.seed)
     ch = ctx.chance()
-    return Measured(value, [min(lo, value), max(hi, value)], {
+    return Measured(value, ci, {
         **extra, "chance_uniform": ch["uniform"], "chance_majority": ch["majority_rate"],
-        "class_imbalance": ch["imbalance"], "ci_method": "beta-posterior per class",
-        "ci_note": "central 95% of the mean of independent Beta(correct+1, wrong+1) per-class "
-                   "recalls (Brodersen et al. 2010), over " + _units_note(ctx.n_units, ctx.n)
-                   + "; stretched to the value where the prior pulls it inwards"})
+        "class_imbalance": ch["imbalance"], "ci_method": "per-class beta (clopper-pearson "
+                                                         "families), monte carlo",
+        "ci_note": "2.5% / 97.5% quantiles of the mean of independent per-class Beta draws "
+                   "(the Clopper-Pearson families; one class = Clopper-Pearson), over "
+                   + _units_note(ctx.n_units, ctx.n)})
 
 
 def silhouette_cosine(ctx: EmbedderContext) -> Measured:

@@ -6,8 +6,9 @@ functions here give
 
 - :func:`clopper_pearson` -- the exact binomial interval of a proportion, over the independent
   units (items or pieces), never zero-width;
-- :func:`balanced_accuracy_interval` -- the posterior interval of a mean of per-class
-  proportions (Brodersen et al., ICPR 2010: independent Beta posteriors per class);
+- :func:`balanced_accuracy_interval` -- an interval of a mean of per-class proportions from
+  independent per-class Beta distributions (after Brodersen et al., ICPR 2010), equal to
+  Clopper-Pearson for one class;
 - :func:`rubin_interval` -- an interval for a mean over repeated train/test splits that adds the
   between-split variance to the within-split sampling variance (Rubin's rules);
 - :func:`finalize_interval` -- the last step for every reported interval: it contains the
@@ -44,11 +45,15 @@ def balanced_accuracy_interval(correct_per_class, n_per_class, *, alpha: float =
                                n_draws: int = 20000, seed: int = 0) -> list[float]:
     """Interval [lo, hi] of the balanced accuracy (mean of per-class recalls).
 
-    Each class's recall gets an independent Beta(correct + 1, wrong + 1) posterior (uniform
-    prior); the interval is the central ``1 - alpha`` range of the mean of one draw per class,
-    by seeded Monte Carlo (``n_draws`` draws: O(n_draws * n_classes)). It never has zero width
-    and stays inside [0, 1] (Brodersen et al., "The balanced accuracy and its posterior
-    distribution", ICPR 2010).
+    Each class's recall gets independent Beta distributions, as in Brodersen et al. ("The
+    balanced accuracy and its posterior distribution", ICPR 2010), but with the two Beta
+    families whose quantiles make the Clopper-Pearson bounds: the lower bound is the
+    ``alpha/2`` quantile of the mean of per-class Beta(c, m - c + 1) draws, the upper bound the
+    ``1 - alpha/2`` quantile of the mean of Beta(c + 1, m - c) draws (c correct of m; a
+    class with c = 0 or c = m contributes 0 or 1 on that side). With one class this *is* the
+    Clopper-Pearson interval; it never has zero width, stays in [0, 1] and contains c/m
+    (a uniform-prior posterior would pull a near-perfect class below its own estimate).
+    Seeded Monte Carlo: O(n_draws * n_classes).
 
     Parameters
     ----------
@@ -65,9 +70,15 @@ def balanced_accuracy_interval(correct_per_class, n_per_class, *, alpha: float =
     if np.any(m <= 0) or np.any(c < 0) or np.any(c > m):
         raise ValueError("per-class counts need 0 <= correct <= n and n > 0")
     rng = np.random.default_rng(seed)
-    draws = rng.beta(c + 1.0, m - c + 1.0, size=(n_draws, len(c))).mean(axis=1)
-    lo, hi = np.quantile(draws, [alpha / 2, 1 - alpha / 2])
-    return [float(lo), float(hi)]
+
+    def mean_of_draws(a, b):
+        draws = np.empty((n_draws, len(a)))
+        for j, (aj, bj) in enumerate(zip(a, b)):  # Beta(0, b) = 0 and Beta(a, 0) = 1
+            draws[:, j] = 0.0 if aj <= 0 else (1.0 if bj <= 0 else rng.beta(aj, bj, n_draws))
+        return draws.mean(axis=1)
+    lo = float(np.quantile(mean_of_draws(c, m - c + 1), alpha / 2))
+    hi = float(np.quantile(mean_of_draws(c + 1, m - c), 1 - alpha / 2))
+    return [lo, hi]
 
 
 def rubin_interval(split_values, within_variances, *, proportion_units: float | None = None,
@@ -143,12 +154,12 @@ def finalize_interval(value, ci, *, n_units: float | None = None,
     if not np.isfinite(v):
         return ci, flags
     lo, hi = float(ci[0]), float(ci[1])
-    if v < lo or v > hi:
+    if v < lo - 1e-12 or v > hi + 1e-12:  # beyond round-off
         flags["ci_extended_to_value"] = float(max(lo - v, v - hi))
-        lo, hi = min(lo, v), max(hi, v)
+    lo, hi = min(lo, v), max(hi, v)
     if hi - lo <= 1e-12 and n_units:
         h = all_agree_halfwidth(n_units)
-        lo, hi = max(bounds[0], v - h), min(bounds[1], v + h)
+        lo, hi = min(max(bounds[0], v - h), v), max(min(bounds[1], v + h), v)
         flags["ci_degenerate_widened"] = (f"every resample gave {v:.6g}; widened by the exact "
                                           f"binomial margin of {n_units:g} agreeing units")
     return [lo, hi], flags
