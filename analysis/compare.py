@@ -27,8 +27,10 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from . import crossspace, outputs, separability, structure
 from ._common import UndefinedMetricError, center_unit, cosine_distance_matrix, finite_or_none
@@ -332,7 +334,8 @@ _KMEANS_PARAMS = {"algorithm": "KMeans(n_clusters=n_classes, n_init=10) on L2-no
                                "vectors"}
 
 
-def embedder_metric_table(*, knn_ks=(1, 5), n_splits: int = 5, seed: int = 0) -> list:
+def embedder_metric_table(*, knn_ks: Sequence[int] = (1, 5), n_splits: int = 5,
+                          seed: int = 0) -> list:
     """(name, function of the context, fixed params) of every per-embedder metric, in order."""
     probe = {**_PROBE_PARAMS, "n_splits_requested": n_splits, "seed": seed}
     kmeans = {**_KMEANS_PARAMS, "seed": seed}
@@ -355,9 +358,10 @@ def embedder_metric_table(*, knn_ks=(1, 5), n_splits: int = 5, seed: int = 0) ->
     return rows
 
 
-def evaluate_embedder(X, labels, groups=None, *, ids=None, seed: int = 0,
+def evaluate_embedder(X: ArrayLike, labels: ArrayLike, groups: ArrayLike | None = None, *,
+                      ids: ArrayLike | None = None, seed: int = 0,
                       n_bootstrap: int = DEFAULT_N_BOOTSTRAP, n_splits: int = 5,
-                      knn_ks=(1, 5), neighbours_per_class: int = 3,
+                      knn_ks: Sequence[int] = (1, 5), neighbours_per_class: int = 3,
                       n_neighbours: int = 5) -> OrderedDict:
     """Every single-space metric of one embedder.
 
@@ -689,7 +693,8 @@ def pair_metric_table(*, knn_k: int = 10, seed: int = 0, test_fraction: float = 
     return rows
 
 
-def evaluate_pair(X, Y, labels=None, *, seed: int = 0, n_bootstrap: int = DEFAULT_N_BOOTSTRAP,
+def evaluate_pair(X: ArrayLike, Y: ArrayLike, labels: ArrayLike | None = None, *, seed: int = 0,
+                  n_bootstrap: int = DEFAULT_N_BOOTSTRAP,
                   n_permutations: int = DEFAULT_N_PERMUTATIONS, knn_k: int = 10,
                   test_fraction: float = 0.3, max_components: int = 64,
                   retrieval_splits: int = DEFAULT_RETRIEVAL_SPLITS) -> OrderedDict:
@@ -836,9 +841,10 @@ def _run_parameters(*, seed, n_bootstrap, n_permutations, methods, title,
                        projections={}, run_config=run_config)
 
 
-def run_analysis(sets, out, *, plot_dir, cos_dir, var_dir, title: str = "",
-                 methods=("pca", "tsne"), seed: int = 0, dataset_summary: dict | None = None,
-                 run_config: dict | None = None, n_bootstrap: int = DEFAULT_N_BOOTSTRAP,
+def run_analysis(sets: Sequence, out: str | Path, *, plot_dir: str | Path, cos_dir: str | Path,
+                 var_dir: str | Path, title: str = "", methods: Sequence[str] = ("pca", "tsne"),
+                 seed: int = 0, dataset_summary: dict | None = None, run_config: dict | None = None,
+                 n_bootstrap: int = DEFAULT_N_BOOTSTRAP,
                  n_permutations: int = DEFAULT_N_PERMUTATIONS, progress: bool = False) -> dict:
     """Analyse every embedding set and every pair; write metrics, tables, plots and the report.
 

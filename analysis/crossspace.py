@@ -6,8 +6,10 @@ across modalities (an audio file and its MIDI twin), by item id within one modal
 """
 from __future__ import annotations
 
+from typing import Callable, Sequence
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from ._common import (UndefinedMetricError, as_labels, as_matrix, cosine_distance_matrix,
                       cosine_geometry, cosine_neighbors, l2_normalize)
@@ -21,7 +23,7 @@ __all__ = ["validate", "match_items", "linear_cka", "cka_debiased", "linear_cka_
            "retrieval_chance"]
 
 
-def validate(X, Y, labels=None) -> tuple:
+def validate(X: ArrayLike, Y: ArrayLike, labels: ArrayLike | None = None) -> tuple:
     """Check X [shape=(n, dx)], Y [shape=(n, dy)] (same n) and labels [shape=(n,)]."""
     X = as_matrix(X, name="X")
     Y = as_matrix(Y, name="Y")
@@ -32,7 +34,7 @@ def validate(X, Y, labels=None) -> tuple:
     return X, Y, labels
 
 
-def match_items(keys_a, keys_b) -> tuple[np.ndarray, np.ndarray]:
+def match_items(keys_a: ArrayLike, keys_b: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     """Indices (ia, ib) [shape=(m,)] of items whose non-empty key appears in both sets.
 
     Keys are pair ids (across modalities) or item ids (same modality). Empty keys never match; a
@@ -63,7 +65,7 @@ def _cka_centred(X, Y):
     return Xc / sx, Yc / sy
 
 
-def linear_cka(X, Y) -> float:
+def linear_cka(X: ArrayLike, Y: ArrayLike) -> float:
     """Linear centred kernel alignment, in [0, 1] (1 = same geometry up to rotation and scale).
 
     CKA = ||Yc^T Xc||_F^2 / (||Xc^T Xc||_F ||Yc^T Yc||_F) with column-centred Xc, Yc. Invariant to
@@ -90,7 +92,7 @@ def linear_cka(X, Y) -> float:
 CKA_GRAM_MAX_ITEMS = 8000
 
 
-def cka_debiased(X, Y) -> float:
+def cka_debiased(X: ArrayLike, Y: ArrayLike) -> float:
     """Debiased linear CKA: CKA from the unbiased HSIC estimator, about 0 for independent spaces.
 
     The plain (biased) HSIC counts each item's pairing with itself, so two *independent*
@@ -219,7 +221,8 @@ class _CkaWeighted:
         return out[0], out[1]
 
 
-def linear_cka_resampler(X, Y, *, max_gram_items: int | None = None, debiased: bool = False):
+def linear_cka_resampler(X: ArrayLike, Y: ArrayLike, *, max_gram_items: int | None = None,
+                         debiased: bool = False) -> Callable[[np.ndarray], float]:
     """A function ``f(idx) -> float``: the linear CKA of the rows ``X[idx], Y[idx]`` (``idx`` may
     repeat rows, as a bootstrap resample does) without building the resampled matrices.
 
@@ -265,7 +268,7 @@ def linear_cka_resampler(X, Y, *, max_gram_items: int | None = None, debiased: b
 CKA_PERM_FLOP_BUDGET = 4e10
 
 
-def cka_permutation_test(X, Y, *, n_permutations: int = 999, seed: int = 0,
+def cka_permutation_test(X: ArrayLike, Y: ArrayLike, *, n_permutations: int = 999, seed: int = 0,
                          max_gram_items: int | None = None,
                          flop_budget: float | None = None) -> dict:
     """Permutation null of :func:`cka_debiased`: the rows of Y shuffled against those of X.
@@ -367,7 +370,7 @@ def _rank(v):
     return rankdata(v)
 
 
-def rsa_from_distances(DA, DB, *, exclude=None) -> float:
+def rsa_from_distances(DA: ArrayLike, DB: ArrayLike, *, exclude: ArrayLike | None = None) -> float:
     """Spearman correlation of the upper triangles of two distance matrices [shape=(n, n)].
 
     ``exclude`` [shape=(n,)]: source index per row; pairs of rows sharing a source are left out
@@ -387,8 +390,9 @@ def rsa_from_distances(DA, DB, *, exclude=None) -> float:
     return float(spearmanr(a, b).statistic)
 
 
-def rsa(X, Y, *, n_permutations: int = 999, seed: int = 0, exclude=None,
-        distances=None, center: bool = True) -> dict:
+def rsa(X: ArrayLike, Y: ArrayLike, *, n_permutations: int = 999, seed: int = 0,
+        exclude: ArrayLike | None = None, distances: tuple[np.ndarray, np.ndarray] | None = None,
+        center: bool = True) -> dict:
     """Representational similarity: Spearman correlation of the two pairwise cosine-distance
     matrices' upper triangles, with a one-sided Mantel permutation p-value.
 
@@ -457,7 +461,8 @@ def rsa(X, Y, *, n_permutations: int = 999, seed: int = 0, exclude=None,
 
 
 # ----------------------------------------------------------------------------- kNN overlap
-def knn_jaccard_per_item(X, Y, *, k: int = 10, center: bool = True) -> np.ndarray:
+def knn_jaccard_per_item(X: ArrayLike, Y: ArrayLike, *, k: int = 10,
+                         center: bool = True) -> np.ndarray:
     """Per-item Jaccard index [shape=(n,)] of the k-nearest-neighbour sets (cosine) in X and Y.
 
     ``center``: neighbours by cosine of centred unit vectors (default; see
@@ -476,7 +481,7 @@ def knn_jaccard_per_item(X, Y, *, k: int = 10, center: bool = True) -> np.ndarra
     return out
 
 
-def knn_jaccard(X, Y, *, k: int = 10, center: bool = True) -> float:
+def knn_jaccard(X: ArrayLike, Y: ArrayLike, *, k: int = 10, center: bool = True) -> float:
     """Mean Jaccard index of the k-NN sets in the two spaces, in [0, 1] (1 = same neighbours).
 
     Parameters
@@ -504,7 +509,8 @@ def knn_jaccard_chance(n: int, k: int) -> float:
 
 
 # ----------------------------------------------------------------------------- centroids
-def centroid_matrix_correlation(X, Y, labels, *, center: bool = True) -> float:
+def centroid_matrix_correlation(X: ArrayLike, Y: ArrayLike, labels: ArrayLike, *,
+                                center: bool = True) -> float:
     """Pearson correlation of the off-diagonal (upper) entries of the two centroid cosine
     matrices (centred by default, as :func:`analysis.structure.centroid_cosine_matrix`), in
     [-1, 1]. Needs >= 3 classes (3 class pairs).
@@ -544,8 +550,8 @@ def split_pairs(n: int, *, test_fraction: float = 0.3, seed: int = 0, min_test: 
     return np.sort(perm[n_test:]), np.sort(perm[:n_test])
 
 
-def stratified_split(labels, *, test_fraction: float = 0.3, seed: int = 0, min_test: int = 2,
-                     min_train: int = 3) -> tuple[np.ndarray, np.ndarray]:
+def stratified_split(labels: ArrayLike, *, test_fraction: float = 0.3, seed: int = 0,
+                     min_test: int = 2, min_train: int = 3) -> tuple[np.ndarray, np.ndarray]:
     """Seeded split of aligned items into (train, test) index arrays, stratified by label.
 
     The test set has the size :func:`split_pairs` would give; each class contributes its share
@@ -576,7 +582,7 @@ def stratified_split(labels, *, test_fraction: float = 0.3, seed: int = 0, min_t
     return train, test
 
 
-def retrieval_chance(n_test: int, ks=(1, 5, 10)) -> dict:
+def retrieval_chance(n_test: int, ks: Sequence[int] = (1, 5, 10)) -> dict:
     """Chance levels of random ranking among n_test candidates: recall@k = min(k, n)/n and the
     expected MRR = H_n / n."""
     out = {f"recall_at_{k}": min(k, n_test) / n_test for k in ks}
@@ -584,7 +590,7 @@ def retrieval_chance(n_test: int, ks=(1, 5, 10)) -> dict:
     return out
 
 
-def retrieval_scores(Q, G) -> np.ndarray:
+def retrieval_scores(Q: ArrayLike, G: ArrayLike) -> np.ndarray:
     """1-based rank [shape=(n,)] of the true partner G[i] among all rows of G for query Q[i]
     (cosine similarity; ties count against the query)."""
     S = l2_normalize(Q) @ l2_normalize(G).T
@@ -626,9 +632,10 @@ class _SplitPca:
         return mu + self.offset, vecs[:, ::-1]
 
 
-def procrustes_retrieval(X, Y, *, test_fraction: float = 0.3, seed: int = 0,
-                         max_components: int = 64, ks=(1, 5, 10), split=None,
-                         _pcas=None) -> dict:
+def procrustes_retrieval(X: ArrayLike, Y: ArrayLike, *, test_fraction: float = 0.3, seed: int = 0,
+                         max_components: int = 64, ks: Sequence[int] = (1, 5, 10),
+                         split: tuple[np.ndarray, np.ndarray] | None = None,
+                         _pcas: tuple | None = None) -> dict:
     """Cross-space retrieval of held-out partners via PCA + orthogonal Procrustes.
 
     Items are split (seeded; or ``split`` = (train, test) indices) into train and test. Each
@@ -679,9 +686,9 @@ def procrustes_retrieval(X, Y, *, test_fraction: float = 0.3, seed: int = 0,
     return res
 
 
-def repeated_procrustes_retrieval(X, Y, labels=None, *, n_splits: int = 20,
-                                  test_fraction: float = 0.3, seed: int = 0,
-                                  max_components: int = 64, ks=(1, 5, 10)) -> dict:
+def repeated_procrustes_retrieval(X: ArrayLike, Y: ArrayLike, labels: ArrayLike | None = None, *,
+                                  n_splits: int = 20, test_fraction: float = 0.3, seed: int = 0,
+                                  max_components: int = 64, ks: Sequence[int] = (1, 5, 10)) -> dict:
     """:func:`procrustes_retrieval` over ``n_splits`` seeded train/test splits stratified by
     label (split s uses seed ``seed + s``).
 

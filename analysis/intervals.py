@@ -16,7 +16,10 @@ functions here give
 """
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
+from numpy.typing import ArrayLike
 
 __all__ = ["clopper_pearson", "balanced_accuracy_interval", "rubin_interval",
            "finalize_interval", "all_agree_halfwidth"]
@@ -41,8 +44,9 @@ def clopper_pearson(successes: float, n_units: float, *, alpha: float = 0.05) ->
     return [lo, hi]
 
 
-def balanced_accuracy_interval(correct_per_class, n_per_class, *, alpha: float = 0.05,
-                               n_draws: int = 20000, seed: int = 0) -> list[float]:
+def balanced_accuracy_interval(correct_per_class: ArrayLike, n_per_class: ArrayLike, *,
+                               alpha: float = 0.05, n_draws: int = 20000,
+                               seed: int = 0) -> list[float]:
     """Interval [lo, hi] of the balanced accuracy (mean of per-class recalls).
 
     Each class's recall gets independent Beta distributions, as in Brodersen et al. ("The
@@ -81,8 +85,9 @@ def balanced_accuracy_interval(correct_per_class, n_per_class, *, alpha: float =
     return [lo, hi]
 
 
-def rubin_interval(split_values, within_variances, *, proportion_units: float | None = None,
-                   alpha: float = 0.05) -> tuple[list[float], dict]:
+def rubin_interval(split_values: ArrayLike, within_variances: ArrayLike, *,
+                   proportion_units: float | None = None, alpha: float = 0.05) -> tuple[list[float],
+                   dict]:
     """Interval of the mean over ``m`` repeated splits, covering split and sampling variation.
 
     Total variance T = W + (1 + 1/m) B, with W the mean within-split sampling variance and B the
@@ -131,7 +136,8 @@ def all_agree_halfwidth(n_units: float, *, alpha: float = 0.05) -> float:
     return 1.0 - (alpha / 2) ** (1.0 / max(1.0, float(n_units)))
 
 
-def finalize_interval(value, ci, *, n_units: float | None = None,
+def finalize_interval(value: float | None, ci: Sequence[float] | None, *,
+                      n_units: float | None = None,
                       bounds: tuple[float, float] = (-np.inf, np.inf)) -> tuple[list | None, dict]:
     """Make a reported interval honest: it contains ``value`` and has non-zero width.
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import traceback
 from collections import OrderedDict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -36,7 +37,7 @@ def safe_name(name: str) -> str:
 
 def write_tables_and_figures(metrics: dict, sets: list, out: Path, plot_dir: Path,
                              cos_dir: Path, var_dir: Path, *, title: str, methods: tuple,
-                             seed: int, all_classes: list, bar) -> OrderedDict:
+                             seed: int, all_classes: list, bar: Any) -> OrderedDict:
     """Every CSV and figure; file paths go to ``metrics["files"]``, failures to its notes.
 
     Returns
@@ -107,7 +108,7 @@ def write_metric_tables(metrics: dict, out: Path, files: dict) -> None:
     files["metrics_pairs_csv"] = str(write_csv_atomic(out / "metrics_pairs.csv", header, rows))
 
 
-def _matrix_csv(path: Path, classes: list, M, cast=finite_or_none, corner: str = "") -> Path:
+def _matrix_csv(path: Path, classes: list, M, cast = finite_or_none, corner: str = "") -> Path:
     M = np.asarray(M)
     return write_csv_atomic(path, [corner] + list(classes),
                             [[c] + [cast(v) for v in M[i]] for i, c in enumerate(classes)])
@@ -148,7 +149,7 @@ def write_embedder_tables(metrics: dict, out: Path, cos_dir: Path, var_dir: Path
 
 
 def draw_maps(sets: list, plot_dir: Path, *, methods: tuple, seed: int, all_classes: list,
-              prefix: str, images: dict, notes: list, projections: dict, bar) -> None:
+              prefix: str, images: dict, notes: list, projections: dict, bar: Any) -> None:
     """2-d maps per embedder and method, and one side-by-side panel per method."""
     from . import plots, projection
     for method in methods:

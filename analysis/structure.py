@@ -8,7 +8,10 @@ uncentred, a shared offset puts every centroid at cosine ~1 with every other.
 """
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
+from numpy.typing import ArrayLike
 
 from ._common import (UndefinedMetricError, cosine_neighbors, l2_normalize, require_classes,
                       validate_xy)
@@ -18,7 +21,7 @@ __all__ = ["validate", "class_centroids", "centroid_cosine_matrix",
            "nearest_centroid_confusion", "nearest_neighbours"]
 
 
-def validate(X, labels) -> tuple[np.ndarray, np.ndarray]:
+def validate(X: ArrayLike, labels: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     """Check ``X`` [shape=(n, dim)] and ``labels`` [shape=(n,)]; raise ValueError otherwise."""
     X, labels, _ = validate_xy(X, labels)
     return X, labels
@@ -34,7 +37,7 @@ def _classes(labels, classes):
     return classes
 
 
-def class_centroids(X, labels, *, classes=None,
+def class_centroids(X: ArrayLike, labels: ArrayLike, *, classes: Sequence | None = None,
                     normalize: bool = True) -> tuple[list, np.ndarray]:
     """Class means [shape=(n_classes, dim)].
 
@@ -59,7 +62,7 @@ def class_centroids(X, labels, *, classes=None,
     return classes, C
 
 
-def centroid_cosine_matrix(X, labels, *, classes=None,
+def centroid_cosine_matrix(X: ArrayLike, labels: ArrayLike, *, classes: Sequence | None = None,
                            center: bool = True) -> tuple[list, np.ndarray]:
     """Cosine similarity between class centroids [shape=(n_classes, n_classes)], in [-1, 1].
 
@@ -87,7 +90,8 @@ def centroid_cosine_matrix(X, labels, *, classes=None,
     return classes, M
 
 
-def within_total_variance_ratio(X, labels, *, normalize: bool = True) -> float:
+def within_total_variance_ratio(X: ArrayLike, labels: ArrayLike, *,
+                                normalize: bool = True) -> float:
     """trace(within-class scatter) / trace(total scatter), in [0, 1] (0 = classes are points).
 
     With ``normalize`` (the default) the vectors are L2-normalised first, so the ratio is
@@ -115,7 +119,7 @@ def within_total_variance_ratio(X, labels, *, normalize: bool = True) -> float:
     return within / total
 
 
-def within_total_contributions(X, labels, *,
+def within_total_contributions(X: ArrayLike, labels: ArrayLike, *,
                                normalize: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Per-item squared distances to the class mean and to the grand mean, each [shape=(n,)].
 
@@ -135,7 +139,8 @@ def within_total_contributions(X, labels, *,
     return w, t
 
 
-def class_variance_table(X, labels, *, classes=None) -> list[dict]:
+def class_variance_table(X: ArrayLike, labels: ArrayLike, *,
+                         classes: Sequence | None = None) -> list[dict]:
     """Per-class spread.
 
     Returns
@@ -167,7 +172,7 @@ def class_variance_table(X, labels, *, classes=None) -> list[dict]:
     return rows
 
 
-def nearest_centroid_confusion(X, labels, *, classes=None,
+def nearest_centroid_confusion(X: ArrayLike, labels: ArrayLike, *, classes: Sequence | None = None,
                                leave_one_out: bool = True) -> tuple[list, np.ndarray, np.ndarray]:
     """Confusion matrix [shape=(n_classes, n_classes)] of nearest-centroid (cosine) classification.
 
@@ -209,7 +214,8 @@ def nearest_centroid_confusion(X, labels, *, classes=None,
     return classes, M, np.array(classes, dtype=object)[pred]
 
 
-def nearest_neighbours(X, labels, ids, *, k: int = 5, per_class: int = 3, seed: int = 0) -> list:
+def nearest_neighbours(X: ArrayLike, labels: ArrayLike, ids: ArrayLike, *, k: int = 5,
+                       per_class: int = 3, seed: int = 0) -> list:
     """For up to ``per_class`` items per class (seeded choice), their k nearest neighbours (cosine).
 
     Returns
