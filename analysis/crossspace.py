@@ -298,60 +298,73 @@ def cka_permutation_test(X: ArrayLike, Y: ArrayLike, *, n_permutations: int = 99
     max_gram_items = CKA_GRAM_MAX_ITEMS if max_gram_items is None else max_gram_items
     flop_budget = CKA_PERM_FLOP_BUDGET if flop_budget is None else flop_budget
     Xc, Yc = _cka_centred(X, Y)
-    Xr, Yr = _rank_reduce(Xc), _rank_reduce(Yc)
-    cost_feat = float(n) * Xr.shape[1] * Yr.shape[1]
-    cost_gram = 20.0 * n * n  # a gather moves ~20x slower than a multiply-add in a GEMM
-    use_gram = n <= max_gram_items and cost_gram < cost_feat
-    cost = cost_gram if use_gram else cost_feat
+    parts = _DebiasedParts(Xc, Yc)
+    t1_of, cost, path = _permuted_trace(Xc, Yc, parts, max_gram_items=max_gram_items)
     n_perm = int(min(n_permutations, max(99, flop_budget // max(cost, 1.0))))
-    dK, dL = np.einsum("ij,ij->i", Xc, Xc), np.einsum("ij,ij->i", Yc, Yc)
-    ones = np.ones(n)
-    counts = (float(n), n * (n - 1.0), n * (n - 1.0) * (n - 2.0),
-              n * (n - 1.0) * (n - 2.0) * (n - 3.0))
-    a = Xc @ (Xc.T @ ones)
-    b = Yc @ (Yc.T @ ones)
-    at, bt = a - dK, b - dL  # off-diagonal row sums
-    sum_K, sum_L = float(ones @ at), float(ones @ bt)
-
-    def hsic(t1, sum_ab):
-        # Song et al. with w = 1: T3 = sum a~ b~ - T1, T2 = 1'K~1 1'L~1 - 2 T1 - 4 T3
-        t3 = sum_ab - t1
-        t2 = sum_K * sum_L - 2.0 * t1 - 4.0 * t3
-        return t1 / counts[1] + t2 / counts[3] - 2.0 * t3 / counts[2]
-
-    def self_hsic(A, dA, rs):
-        t1 = float(np.sum((A.T @ A) ** 2)) - float(np.sum(dA * dA))
-        tot = float(rs.sum())
-        t3 = float(np.sum(rs * rs)) - t1
-        return t1 / counts[1] + (tot * tot - 2 * t1 - 4 * t3) / counts[3] - 2 * t3 / counts[2]
-    den = np.sqrt(max(self_hsic(Xc, dK, at), 0.0) * max(self_hsic(Yc, dL, bt), 0.0))
-    if den < 1e-300:
-        raise UndefinedMetricError("debiased CKA undefined: a space has no variance left")
-    if use_gram:
-        K = (Xc @ Xc.T).astype(np.float32)
-        L = (Yc @ Yc.T).astype(np.float32)
-        np.fill_diagonal(K, 0.0)
-        np.fill_diagonal(L, 0.0)
-
-        def t1_of(perm):
-            return float(np.sum(K * L[np.ix_(perm, perm)], dtype=np.float64))
-    else:
-        X32, Y32 = Xr.astype(np.float32), Yr.astype(np.float32)
-
-        def t1_of(perm):
-            C = (X32.T @ Y32[perm]).astype(np.float64)
-            return float(np.sum(C * C)) - float(np.sum(dK * dL[perm]))
-    ident = np.arange(n)
-    observed = hsic(t1_of(ident), float(np.sum(at * bt))) / den
+    observed = parts.cka(t1_of(np.arange(n)), np.arange(n))
     rng = np.random.default_rng(seed)
     null = np.empty(n_perm)
     for i in range(n_perm):
         perm = rng.permutation(n)
-        null[i] = hsic(t1_of(perm), float(np.sum(at * bt[perm]))) / den
+        null[i] = parts.cka(t1_of(perm), perm)
     p = (1 + int(np.sum(null >= observed - 1e-12))) / (1 + n_perm)
     return {"cka": float(observed), "p": float(p), "null_q95": float(np.quantile(null, 0.95)),
-            "null_mean": float(null.mean()), "n_permutations": n_perm,
-            "path": "gram" if use_gram else "features"}
+            "null_mean": float(null.mean()), "n_permutations": n_perm, "path": path}
+
+
+class _DebiasedParts:
+    """The pieces of the debiased CKA of ``Xc, Yc`` that a permutation of Y's rows leaves
+    alone (diagonals, off-diagonal row sums, totals, the denominator), so each permutation
+    only needs T1 = tr(K~ P L~ P') and an O(n) sum."""
+
+    def __init__(self, Xc, Yc):
+        n = Xc.shape[0]
+        self.dK, self.dL = np.einsum("ij,ij->i", Xc, Xc), np.einsum("ij,ij->i", Yc, Yc)
+        self.counts = (n * (n - 1.0), n * (n - 1.0) * (n - 2.0),
+                       n * (n - 1.0) * (n - 2.0) * (n - 3.0))
+        self.at = Xc @ Xc.sum(axis=0) - self.dK  # off-diagonal row sums of K
+        self.bt = Yc @ Yc.sum(axis=0) - self.dL
+        hxx = self._hsic(float(np.sum((Xc.T @ Xc) ** 2)) - float(np.sum(self.dK ** 2)),
+                         float(np.sum(self.at ** 2)), self.at.sum() ** 2)
+        hyy = self._hsic(float(np.sum((Yc.T @ Yc) ** 2)) - float(np.sum(self.dL ** 2)),
+                         float(np.sum(self.bt ** 2)), self.bt.sum() ** 2)
+        self.den = np.sqrt(max(hxx, 0.0) * max(hyy, 0.0))
+        if self.den < 1e-300:
+            raise UndefinedMetricError("debiased CKA undefined: a space has no variance left")
+
+    def _hsic(self, t1, sum_ab, totals):
+        # Song et al. with w = 1: T3 = sum a~ b~ - T1, T2 = 1'K~1 1'L~1 - 2 T1 - 4 T3
+        N2, N3, N4 = self.counts
+        t3 = sum_ab - t1
+        return t1 / N2 + (totals - 2.0 * t1 - 4.0 * t3) / N4 - 2.0 * t3 / N3
+
+    def cka(self, t1: float, perm: np.ndarray) -> float:
+        """Debiased CKA with Y's rows permuted by ``perm``, given that permutation's T1."""
+        return self._hsic(t1, float(np.sum(self.at * self.bt[perm])),
+                          float(self.at.sum()) * float(self.bt.sum())) / self.den
+
+
+def _permuted_trace(Xc, Yc, parts: _DebiasedParts, *, max_gram_items: int):
+    """(t1_of(perm), cost of one call, path): T1 = sum_{i != j} K_ij L_perm(i)perm(j) by a gather
+    of the zero-diagonal Gram matrix L or by ||X' P Y||_F^2 minus the diagonal terms."""
+    n = Xc.shape[0]
+    Xr, Yr = _rank_reduce(Xc), _rank_reduce(Yc)
+    cost_feat = float(n) * Xr.shape[1] * Yr.shape[1]
+    cost_gram = 20.0 * n * n  # a gather moves ~20x slower than a multiply-add in a GEMM
+    if n <= max_gram_items and cost_gram < cost_feat:
+        K = (Xc @ Xc.T).astype(np.float32)
+        L = (Yc @ Yc.T).astype(np.float32)
+        np.fill_diagonal(K, 0.0)
+        np.fill_diagonal(L, 0.0)
+        return (lambda perm: float(np.sum(K * L[np.ix_(perm, perm)], dtype=np.float64)),
+                cost_gram, "gram")
+    X32, Y32 = Xr.astype(np.float32), Yr.astype(np.float32)
+    dK, dL = parts.dK, parts.dL
+
+    def t1_of(perm):
+        C = (X32.T @ Y32[perm]).astype(np.float64)
+        return float(np.sum(C * C)) - float(np.sum(dK * dL[perm]))
+    return t1_of, cost_feat, "features"
 
 
 def _rank_reduce(A):
