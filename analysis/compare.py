@@ -37,7 +37,7 @@ from ._common import UndefinedMetricError, center_unit, cosine_distance_matrix, 
 from .bootstrap import bootstrap_ci, bootstrap_mean_ci, bootstrap_values
 from .intervals import (balanced_accuracy_interval, clopper_pearson, finalize_interval,
                         rubin_interval)
-from .schema import EMBEDDER_METRICS, PAIR_METRICS
+from .schema import EMBEDDER_METRICS, P_VALUES, PAIR_METRICS
 from common.progress import progress_bar
 
 from .io import jsonable, write_json_atomic
@@ -663,7 +663,8 @@ def retrieval(ctx: PairContext, *, key: str) -> Measured:
 def pair_metric_table(*, knn_k: int = 10, seed: int = 0, test_fraction: float = 0.3,
                       max_components: int = 64,
                       retrieval_splits: int = DEFAULT_RETRIEVAL_SPLITS) -> list:
-    """(name, function of the context, fixed params, has interval) of every pair metric."""
+    """(name, function of the context, fixed params) of every pair metric, in order (the
+    p-values of :data:`analysis.schema.P_VALUES` get no interval)."""
     ret = {"method": "PCA (fit on train) + orthogonal Procrustes (train pairs only), cosine "
                      "retrieval among held-out pairs, both directions averaged",
            "splits": "stratified by label, seeds seed..seed+n_splits-1",
@@ -671,25 +672,24 @@ def pair_metric_table(*, knn_k: int = 10, seed: int = 0, test_fraction: float = 
            "n_splits_requested": retrieval_splits, "seed": seed}
     cka = {"kernel": "linear", "centered": True}
     rows = [("cka_debiased", cka_debiased, {**cka, "estimator": "unbiased HSIC (Song et al. "
-                                                                "2012)"}, True),
-            ("cka_linear", cka_linear, {**cka, "estimator": "biased HSIC"}, True),
+                                                                "2012)"}),
+            ("cka_linear", cka_linear, {**cka, "estimator": "biased HSIC"}),
             ("cka_permutation_p", cka_permutation_p,
              {"test": "permutation of the pairing, one-sided, statistic cka_debiased",
-              "seed": seed}, False),
+              "seed": seed}),
             ("rsa_spearman", rsa_spearman, {"distance": "cosine", "centered": True,
                                             "correlation": "spearman",
-                                            "entries": "upper triangle"}, True),
+                                            "entries": "upper triangle"}),
             ("rsa_mantel_p", rsa_mantel_p, {"test": "Mantel, one-sided, items of one matrix "
-                                                    "permuted", "seed": seed}, False),
+                                                    "permuted", "seed": seed}),
             (f"knn_jaccard_k{knn_k}", knn_jaccard, {"k": knn_k, "metric": "cosine",
-                                                    "centered": True}, True),
+                                                    "centered": True}),
             ("centroid_matrix_correlation", centroid_matrix_correlation,
              {"correlation": "pearson", "entries": "off-diagonal upper triangle",
-              "centered": True}, True)]
+              "centered": True})]
     for k in (1, 5, 10):
-        rows.append((f"retrieval_recall_at_{k}", partial(retrieval, key=f"recall_at_{k}"), ret,
-                     True))
-    rows.append(("retrieval_mrr", partial(retrieval, key="mrr"), ret, True))
+        rows.append((f"retrieval_recall_at_{k}", partial(retrieval, key=f"recall_at_{k}"), ret))
+    rows.append(("retrieval_mrr", partial(retrieval, key="mrr"), ret))
     return rows
 
 
@@ -718,10 +718,10 @@ def evaluate_pair(X: ArrayLike, Y: ArrayLike, labels: ArrayLike | None = None, *
                       max_components=max_components, retrieval_splits=retrieval_splits)
     notes = [] if ctx.n else ["no shared items: every between-space metric is undefined"]
     res = OrderedDict()
-    for name, fn, params, with_ci in pair_metric_table(
+    for name, fn, params in pair_metric_table(
             knn_k=knn_k, seed=seed, test_fraction=test_fraction, max_components=max_components,
             retrieval_splits=retrieval_splits):
-        res[name] = _guard(fn, ctx, params, with_ci=with_ci)
+        res[name] = _guard(fn, ctx, params, with_ci=name not in P_VALUES)
     _pair_caveats(res, ctx)
     res["n_shared"] = int(ctx.n)
     res["n_classes"] = len(np.unique(ctx.labels)) if ctx.n else 0

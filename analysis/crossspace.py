@@ -264,8 +264,9 @@ def linear_cka_resampler(X: ArrayLike, Y: ArrayLike, *, max_gram_items: int | No
 
 
 #: Upper bound on the multiply-adds of all permutations of the CKA permutation test; the
-#: number of permutations is cut to fit (never below 99); 4e10 is a few seconds on 2 cores.
-CKA_PERM_FLOP_BUDGET = 4e10
+#: number of permutations is cut to fit (never below 99): 999 up to ~1000 items, 250 at 2000
+#: (Gram gathers), 99 at 10,000 items in 512 and 768 dims (feature products, ~4e9 each).
+CKA_PERM_FLOP_BUDGET = 2e10
 
 
 def cka_permutation_test(X: ArrayLike, Y: ArrayLike, *, n_permutations: int = 999, seed: int = 0,
@@ -356,8 +357,10 @@ def _permuted_trace(Xc, Yc, parts: _DebiasedParts, *, max_gram_items: int):
         L = (Yc @ Yc.T).astype(np.float32)
         np.fill_diagonal(K, 0.0)
         np.fill_diagonal(L, 0.0)
-        return (lambda perm: float(np.sum(K * L[np.ix_(perm, perm)], dtype=np.float64)),
-                cost_gram, "gram")
+        def gathered(perm):  # two 1-d takes beat one 2-d fancy index by ~1.5x
+            Lp = L.take(perm, axis=0).take(perm, axis=1)
+            return float(np.einsum("ij,ij->", K, Lp, dtype=np.float64))
+        return gathered, cost_gram, "gram"
     X32, Y32 = Xr.astype(np.float32), Yr.astype(np.float32)
     dK, dL = parts.dK, parts.dL
 
