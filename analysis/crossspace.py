@@ -161,8 +161,8 @@ class _CkaWeighted:
     Built once per pair (the Gram matrices or nothing), evaluated per resample. Gram path
     (``gram=True``): five n x n matrices K, L, K*L, K*K, L*L; a resample costs one pass over
     each (a matrix times [w, w^2]), O(n^2). Feature path: X'diag(w)Y, X'diag(w)X,
-    Y'diag(w)Y and the same with w^2, O(n (dx + dy)^2) per resample and O(n (dx + dy))
-    memory.
+    Y'diag(w)Y and the same with w^2 over the drawn rows only, O(0.63 n (dx + dy)^2) per
+    resample (about what the biased-only version cost on all rows) and O(n (dx + dy)) memory.
     """
 
     def __init__(self, Xc, Yc, *, gram: bool, dtype=np.float32):
@@ -176,27 +176,33 @@ class _CkaWeighted:
             self.K, self.L = K, L
             self.prods = {"KL": K * L, "KK": K * K, "LL": L * L}
 
-    def _moments(self, w):
-        """u-triples of (K, L), (K, K), (L, L) and the vectors K w, L w."""
-        W = np.stack([w, w * w], axis=1).astype(self.X.dtype)
+    def _moments(self, w, nz):
+        """u-triples of (K, L), (K, K), (L, L) and the vectors K w, L w on the rows ``nz``.
+
+        Every term of the estimators carries a factor w_i for each of its items, so only the
+        rows of a resample with w > 0 (~63% of them) take part: the feature path multiplies
+        only those.
+        """
         if self.gram:
-            a = (self.K @ W[:, 0]).astype(np.float64)
-            b = (self.L @ W[:, 0]).astype(np.float64)
+            W = np.stack([w, w * w], axis=1).astype(self.X.dtype)
+            a = (self.K @ W[:, 0]).astype(np.float64)[nz]
+            b = (self.L @ W[:, 0]).astype(np.float64)[nz]
             u = {}
             for key, M in self.prods.items():
                 MW = (M @ W).astype(np.float64)
                 u[key] = (float(w @ MW[:, 0]), float((w * w) @ MW[:, 0]),
                           float((w * w) @ MW[:, 1]))
             return u, a, b
-        X, Y = self.X, self.Y
-        xs = (X.T @ W[:, 0]).astype(np.float64)
-        ys = (Y.T @ W[:, 0]).astype(np.float64)
+        wz = w[nz]
+        X, Y = self.X[nz], self.Y[nz]
+        w1 = wz.astype(X.dtype)[:, None]
+        xs, ys = (X.T @ w1[:, 0]).astype(np.float64), (Y.T @ w1[:, 0]).astype(np.float64)
         a, b = X.astype(np.float64) @ xs, Y.astype(np.float64) @ ys
         u = {}
         for key, (A, B) in {"KL": (X, Y), "KK": (X, X), "LL": (Y, Y)}.items():
-            C1 = (A.T * W[:, 0]) @ B  # sum_i w_i a_i b_i': w'(K*L)w = ||C1||_F^2
-            C2 = (A.T * W[:, 1]) @ B
-            C1, C2 = C1.astype(np.float64), C2.astype(np.float64)
+            # [A' diag(w) B | A' diag(w^2) B] in one product; w'(K*L)w = ||A' diag(w) B||_F^2
+            C = (A.T @ np.hstack([w1 * B, (w1 * w1) * B])).astype(np.float64)
+            C1, C2 = C[:, :B.shape[1]], C[:, B.shape[1]:]
             u[key] = (float(np.sum(C1 * C1)), float(np.sum(C1 * C2)), float(np.sum(C2 * C2)))
         return u, a, b
 
@@ -208,10 +214,12 @@ class _CkaWeighted:
         p2, p3, p4 = (float(np.sum(w ** k)) for k in (2, 3, 4))
         counts = (S, S * S - p2, S ** 3 - 3 * S * p2 + 2 * p3,
                   S ** 4 - 6 * S * S * p2 + 8 * S * p3 + 3 * p2 * p2 - 6 * p4)
-        u, a, b = self._moments(w)
-        hxy = _hsic_weighted(u["KL"], a, b, self.dK, self.dL, w, counts)
-        hxx = _hsic_weighted(u["KK"], a, a, self.dK, self.dK, w, counts)
-        hyy = _hsic_weighted(u["LL"], b, b, self.dL, self.dL, w, counts)
+        nz = np.flatnonzero(w > 0)
+        u, a, b = self._moments(w, nz)
+        wz, dK, dL = w[nz], self.dK[nz], self.dL[nz]
+        hxy = _hsic_weighted(u["KL"], a, b, dK, dL, wz, counts)
+        hxx = _hsic_weighted(u["KK"], a, a, dK, dK, wz, counts)
+        hyy = _hsic_weighted(u["LL"], b, b, dL, dL, wz, counts)
         out = []
         for i in range(2):
             den = np.sqrt(max(hxx[i], 0.0) * max(hyy[i], 0.0))
