@@ -630,11 +630,11 @@ def knn_jaccard(ctx: PairContext) -> Measured:
 
 
 def centroid_matrix_correlation(ctx: PairContext) -> Measured:
-    """Correlation of the two centred centroid cosine matrices; item bootstrap."""
-    def f(X, Y, labels):
-        return crossspace.centroid_matrix_correlation(X, Y, labels, center=True)
-    v = f(ctx.X, ctx.Y, ctx.labels)
-    b = bootstrap_ci(f, ctx.X, ctx.Y, ctx.labels, n_boot=ctx.n_bootstrap, seed=ctx.seed,
+    """Correlation of the two centred centroid cosine matrices; item bootstrap (resamples as
+    weights, :func:`analysis.crossspace.centroid_matrix_correlation_resampler`)."""
+    v = crossspace.centroid_matrix_correlation(ctx.X, ctx.Y, ctx.labels, center=True)
+    f = crossspace.centroid_matrix_correlation_resampler(ctx.X, ctx.Y, ctx.labels, center=True)
+    b = bootstrap_ci(f, np.arange(ctx.n), n_boot=ctx.n_bootstrap, seed=ctx.seed,
                      strata=ctx.labels)
     return Measured(v, b["ci95"], _boot_params(b), n_units=ctx.n, bounds=(-1.0, 1.0))
 

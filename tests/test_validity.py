@@ -201,6 +201,20 @@ def test_centred_rsa_and_jaccard_see_through_an_offset():
     assert rho(Xo, Y, center=False) < rho(X, Y, center=False) - 0.15
 
 
+def test_centroid_correlation_resampler_equals_the_resampled_rows():
+    """The weighted bootstrap of centroid_matrix_correlation (no gathered copies) is the metric
+    of X[idx], Y[idx], labels[idx], also when a class is missing from the resample."""
+    X, y = clusters(n_per=6, k=5, dim=8, spread=0.8, seed=1, offset=2.0)
+    Y = X @ np.random.default_rng(0).normal(size=(8, 6)) + np.random.default_rng(1).normal(
+        size=(30, 6))
+    rng = np.random.default_rng(3)
+    for center in (True, False):
+        f = crossspace.centroid_matrix_correlation_resampler(X, Y, y, center=center)
+        for idx in [rng.integers(0, 30, 30) for _ in range(3)] + [np.arange(6, 30)]:
+            want = crossspace.centroid_matrix_correlation(X[idx], Y[idx], y[idx], center=center)
+            assert f(idx) == pytest.approx(want, abs=1e-10)
+
+
 def test_jaccard_chance_matches_simulation():
     n, k = 40, 10
     rng = np.random.default_rng(0)
