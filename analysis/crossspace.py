@@ -784,10 +784,11 @@ def repeated_procrustes_retrieval(X: ArrayLike, Y: ArrayLike, labels: ArrayLike 
     if n_splits < 1:
         raise ValueError(f"n_splits must be >= 1, got {n_splits}")
     labels = np.zeros(X.shape[0], dtype=str) if labels is None else labels
-    splits = []
-    pcas = (_SplitPca(X), _SplitPca(Y))  # the full scatter matrices, built once
+    splits, pcas = [], None
     for s in range(n_splits):
         tr, te = stratified_split(labels, test_fraction=test_fraction, seed=seed + s)
+        if pcas is None:  # the full scatter matrices, built once (after the size check)
+            pcas = (_SplitPca(X), _SplitPca(Y))
         r = procrustes_retrieval(X, Y, max_components=max_components, ks=ks, split=(tr, te),
                                  _pcas=pcas)
         per_pair = {f"recall_at_{k}": (r["ranks"] <= k).mean(axis=0) for k in ks}
