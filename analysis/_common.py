@@ -7,13 +7,14 @@ valid but the metric has no value for them (one class, too few items, ...); othe
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 
 class UndefinedMetricError(ValueError):
     """The inputs are well-formed but the metric is undefined for them (e.g. a single class)."""
 
 
-def as_matrix(X, *, name: str = "X") -> np.ndarray:
+def as_matrix(X: ArrayLike, *, name: str = "X") -> np.ndarray:
     """Return ``X`` as a finite float64 matrix [shape=(n, dim)] or raise ValueError."""
     X = np.asarray(X)
     if X.ndim != 2:
@@ -27,7 +28,7 @@ def as_matrix(X, *, name: str = "X") -> np.ndarray:
     return X
 
 
-def as_labels(labels, n: int, *, name: str = "labels") -> np.ndarray:
+def as_labels(labels: ArrayLike, n: int, *, name: str = "labels") -> np.ndarray:
     """Return ``labels`` as a 1-d array of length ``n`` or raise ValueError."""
     labels = np.asarray(labels)
     if labels.ndim != 1:
@@ -37,7 +38,8 @@ def as_labels(labels, n: int, *, name: str = "labels") -> np.ndarray:
     return labels
 
 
-def validate_xy(X, labels=None, groups=None):
+def validate_xy(X: ArrayLike, labels: ArrayLike | None = None,
+                groups: ArrayLike | None = None) -> tuple:
     """Validate a vectors/labels/groups triple; returns the converted arrays.
 
     Parameters
@@ -55,7 +57,8 @@ def validate_xy(X, labels=None, groups=None):
     return X, labels, groups
 
 
-def require_classes(labels, *, min_classes: int = 2, min_items: int = 1, what: str = "metric"):
+def require_classes(labels: ArrayLike, *, min_classes: int = 2, min_items: int = 1,
+                    what: str = "metric") -> int:
     """Raise UndefinedMetricError unless there are >= min_classes classes and >= min_items items."""
     n = len(labels)
     if n < min_items:
@@ -73,6 +76,26 @@ def l2_normalize(X: np.ndarray, *, eps: float = 1e-12) -> np.ndarray:
     return X / np.maximum(norms, eps)
 
 
+def center_unit(X: np.ndarray) -> np.ndarray:
+    """Rows of ``X`` [shape=(n, dim)] L2-normalised, then the collection mean of those unit
+    vectors subtracted.
+
+    This is the "centred" geometry of the cosine measures. A large offset shared by every
+    vector (hand-made descriptors, post-ReLU embeddings) otherwise puts every cosine near 1;
+    normalising *before* removing the mean keeps the result invariant to a positive rescaling
+    of any single vector, as the uncentred cosine measures are.
+    """
+    Xn = l2_normalize(X)
+    if len(Xn):
+        Xn = Xn - Xn.mean(axis=0, keepdims=True)
+    return Xn
+
+
+def cosine_geometry(X: np.ndarray, *, center: bool) -> np.ndarray:
+    """``X`` prepared for a cosine measure: :func:`center_unit` if ``center`` else ``X``."""
+    return center_unit(X) if center else np.asarray(X, dtype=np.float64)
+
+
 def cosine_distance_matrix(X: np.ndarray) -> np.ndarray:
     """Pairwise cosine distances [shape=(n, n)] of rows of ``X`` [shape=(n, dim)], in [0, 2]."""
     Xn = l2_normalize(X)
@@ -82,7 +105,8 @@ def cosine_distance_matrix(X: np.ndarray) -> np.ndarray:
     return D
 
 
-def cosine_neighbors(X: np.ndarray, k: int, *, rows=None, chunk: int = 2048) -> np.ndarray:
+def cosine_neighbors(X: np.ndarray, k: int, *, rows: ArrayLike | None = None,
+                     chunk: int = 2048) -> np.ndarray:
     """Indices [shape=(len(rows), k)] of the k nearest neighbours (cosine) of each row, self
     excluded (``rows``: the query rows, default all).
 
@@ -121,7 +145,7 @@ def cosine_neighbors(X: np.ndarray, k: int, *, rows=None, chunk: int = 2048) -> 
     return out
 
 
-def finite_or_none(x):
+def finite_or_none(x: object) -> float | None:
     """``float(x)`` or ``None`` for None/NaN/inf."""
     if x is None:
         return None

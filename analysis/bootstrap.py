@@ -8,9 +8,12 @@ the 2.5th and 97.5th percentiles. Resamples where the metric is undefined (it ra
 """
 from __future__ import annotations
 
-import numpy as np
+from typing import Callable
 
-__all__ = ["resample_indices", "bootstrap_ci", "bootstrap_mean_ci"]
+import numpy as np
+from numpy.typing import ArrayLike
+
+__all__ = ["resample_indices", "bootstrap_ci", "bootstrap_mean_ci", "bootstrap_values"]
 
 
 class _Plan:
@@ -49,7 +52,8 @@ class _Plan:
         return np.concatenate([self.rows_of[u] for u in drawn]).astype(np.int64)
 
 
-def resample_indices(n: int, rng, *, strata=None, groups=None) -> np.ndarray:
+def resample_indices(n: int, rng: np.random.Generator, *, strata: ArrayLike | None = None,
+                     groups: ArrayLike | None = None) -> np.ndarray:
     """One bootstrap resample: row indices [shape=(~n,)] drawn with replacement.
 
     Parameters
@@ -62,7 +66,8 @@ def resample_indices(n: int, rng, *, strata=None, groups=None) -> np.ndarray:
     return _Plan(n, strata, groups).draw(rng)
 
 
-def bootstrap_ci(metric, *arrays, n_boot: int = 200, seed: int = 0, strata=None, groups=None,
+def bootstrap_ci(metric: Callable, *arrays: ArrayLike, n_boot: int = 200, seed: int = 0,
+                 strata: ArrayLike | None = None, groups: ArrayLike | None = None,
                  alpha: float = 0.05, pass_index: bool = False) -> dict:
     """Percentile bootstrap CI of ``metric(*[a[idx] for a in arrays])``.
 
@@ -118,8 +123,31 @@ def bootstrap_ci(metric, *arrays, n_boot: int = 200, seed: int = 0, strata=None,
     return res
 
 
-def bootstrap_mean_ci(values, *, n_boot: int = 200, seed: int = 0, strata=None,
-                      groups=None) -> dict:
+def bootstrap_values(metric: Callable, n: int, *, n_boot: int = 200, seed: int = 0,
+                     strata: ArrayLike | None = None,
+                     groups: ArrayLike | None = None) -> np.ndarray:
+    """``metric(idx)`` on each of ``n_boot`` resamples of ``n`` rows: [shape=(n_valid, m)] for a
+    metric returning m numbers (resamples where it raises ``ValueError`` or gives a non-finite
+    number are dropped). The resamples are those :func:`bootstrap_ci` draws with the same seed,
+    strata and groups; for statistics computed jointly (e.g. two CKA estimators from one set of
+    Gram products)."""
+    vals = []
+    if n_boot > 0 and n > 0:
+        rng = np.random.default_rng(seed)
+        plan = _Plan(n, strata, groups)
+        for _ in range(int(n_boot)):
+            idx = plan.draw(rng)
+            try:
+                v = np.atleast_1d(np.asarray(metric(idx), dtype=np.float64))
+            except ValueError:
+                continue
+            if np.all(np.isfinite(v)):
+                vals.append(v)
+    return np.array(vals).reshape(len(vals), -1) if vals else np.zeros((0, 1))
+
+
+def bootstrap_mean_ci(values: ArrayLike, *, n_boot: int = 200, seed: int = 0,
+                      strata: ArrayLike | None = None, groups: ArrayLike | None = None) -> dict:
     """Percentile bootstrap CI of the mean of per-item scores ``values`` [shape=(n,)]."""
     values = np.asarray(values, dtype=np.float64)
     return bootstrap_ci(lambda v: float(np.mean(v)), values, n_boot=n_boot, seed=seed,

@@ -2,12 +2,19 @@
 
 Notebook use::
 
-    from analysis.compare import evaluate_embedder, evaluate_pair
+    from analysis import evaluate_embedder, evaluate_pair
     m = evaluate_embedder(X, labels, groups)          # ordered dict of metric entries
     p = evaluate_pair(X_audio, X_midi, labels)       # rows aligned by pair id
 
 Each metric entry is ``{"value": float|None, "ci95": [lo, hi]|None, "params": {...},
 "note": "..."}`` (``note`` only when the value is undefined or caveated).
+
+As mir_eval's ``evaluate()``: each metric is a module-level function of a context
+(:class:`EmbedderContext`, :class:`PairContext`) that computes what several metrics share once
+(k-NN predictions, probe predictions, k-means clusters, CKA resamples, RSA distance matrices,
+retrieval ranks); :func:`embedder_metric_table` / :func:`pair_metric_table` list them in
+order, and :func:`evaluate_embedder` / :func:`evaluate_pair` assemble the ordered dict. One
+metric alone: ``knn_accuracy(EmbedderContext(X, labels), k=5)``.
 """
 from __future__ import annotations
 
@@ -17,20 +24,28 @@ import sys
 import time
 import traceback
 from collections import OrderedDict
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
+from numpy.typing import ArrayLike
 
-from . import crossspace, separability, structure
-from ._common import UndefinedMetricError, finite_or_none
-from .bootstrap import bootstrap_ci, bootstrap_mean_ci
-from .schema import EMBEDDER_METRICS, PAIR_METRICS
+from . import crossspace, outputs, separability, structure
+from ._common import UndefinedMetricError, center_unit, cosine_distance_matrix, finite_or_none
+from .bootstrap import bootstrap_ci, bootstrap_mean_ci, bootstrap_values
+from .intervals import (balanced_accuracy_interval, clopper_pearson, finalize_interval,
+                        rubin_interval)
+from .schema import EMBEDDER_METRICS, P_VALUES, PAIR_METRICS
 from common.progress import progress_bar
 
-from .io import jsonable, write_csv_atomic, write_json_atomic
+from .io import jsonable, write_json_atomic
 
-__all__ = ["evaluate_embedder", "evaluate_pair", "run_analysis",
-           "software_versions", "DEFAULT_N_BOOTSTRAP", "DEFAULT_N_PERMUTATIONS"]
+__all__ = ["evaluate_embedder", "evaluate_pair", "run_analysis", "EmbedderContext",
+           "PairContext", "Measured", "embedder_metric_table", "pair_metric_table",
+           "software_versions", "DEFAULT_N_BOOTSTRAP", "DEFAULT_N_PERMUTATIONS",
+           "DEFAULT_RETRIEVAL_SPLITS"]
 
 DEFAULT_N_BOOTSTRAP = 200
 DEFAULT_N_PERMUTATIONS = 999
@@ -41,51 +56,13 @@ RSA_CELL_BUDGET_PERM = 200_000_000
 #: when there are more: its cost is quadratic (5000 items took ~260 s on 2 cores, 2000 ~30 s),
 #: and 2500 items already give ~3.1 million distance pairs.
 RSA_MAX_ITEMS = 2500
+#: Retrieval is scored over this many seeded, label-stratified train/test splits.
+DEFAULT_RETRIEVAL_SPLITS = 20
+#: Largest / smallest class size from which a note flags the imbalance.
+IMBALANCE_RATIO = 1.5
 
 
 # ----------------------------------------------------------------------------- helpers
-def _entry(value=None, *, ci=None, params=None, note=None, with_ci=True):
-    e = OrderedDict()
-    e["value"] = finite_or_none(value)
-    if with_ci:
-        e["ci95"] = None if ci is None else [finite_or_none(ci[0]), finite_or_none(ci[1])]
-    e["params"] = dict(params or {})
-    if note:
-        e["note"] = str(note)
-    elif e["value"] is None:
-        e["note"] = "undefined"
-    return e
-
-
-def _guard(fn, params, *, with_ci=True):
-    """Run ``fn() -> (value, ci, extra_params)``; undefined cases become notes, never crashes."""
-    try:
-        value, ci, extra = fn()
-        p = dict(params)
-        p.update(extra or {})
-        return _entry(value, ci=ci, params=p, with_ci=with_ci)
-    except UndefinedMetricError as exc:
-        return _entry(None, params=params, note=str(exc), with_ci=with_ci)
-    except Exception as exc:  # a bug or numerical failure: record it, keep going
-        return _entry(None, params=params, with_ci=with_ci,
-                      note=f"error: {type(exc).__name__}: {exc}")
-
-
-def _ci(boot):
-    return boot.get("ci95") if boot else None
-
-
-def _boot_params(boot):
-    if not boot:
-        return {}
-    return {"ci_method": boot.get("method"), "n_boot": boot.get("n_boot"),
-            "n_boot_valid": boot.get("n_valid"), "ci_seed": boot.get("seed")}
-
-
-def _safe_name(name: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in str(name)) or "embedder"
-
-
 def software_versions() -> dict:
     """Versions of python and the numerical libraries (torch etc. only if installed).
 
@@ -107,11 +84,285 @@ def software_versions() -> dict:
     return out
 
 
+# ----------------------------------------------------------------------------- entries
+@dataclass
+class Measured:
+    """What a metric function returns: the value, its interval and how they were obtained.
+
+    ``n_units`` (independent units behind the interval) and ``bounds`` (the metric's range)
+    let :func:`analysis.intervals.finalize_interval` widen a zero-width interval honestly.
+    """
+    value: float | None
+    ci: list | None = None
+    params: dict = field(default_factory=dict)
+    n_units: float | None = None
+    bounds: tuple = (-np.inf, np.inf)
+
+
+def _entry(value=None, *, ci=None, params=None, note=None, with_ci=True) -> OrderedDict:
+    e = OrderedDict()
+    e["value"] = finite_or_none(value)
+    if with_ci:
+        e["ci95"] = None if ci is None else [finite_or_none(ci[0]), finite_or_none(ci[1])]
+    e["params"] = dict(params or {})
+    if note:
+        e["note"] = str(note)
+    elif e["value"] is None:
+        e["note"] = "undefined"
+    return e
+
+
+def _guard(fn, ctx, params: dict, *, with_ci: bool = True) -> OrderedDict:
+    """Run the metric ``fn(ctx) -> Measured`` into an entry; every interval is finalised (it
+    contains its value and has non-zero width); undefined cases become notes, never crashes."""
+    try:
+        m = fn(ctx)
+        p = dict(params)
+        p.update(m.params)
+        ci = m.ci
+        if with_ci:
+            ci, flags = finalize_interval(finite_or_none(m.value), ci, n_units=m.n_units,
+                                          bounds=m.bounds)
+            p.update(flags)
+        return _entry(m.value, ci=ci, params=p, with_ci=with_ci)
+    except UndefinedMetricError as exc:
+        return _entry(None, params=params, note=str(exc), with_ci=with_ci)
+    except Exception as exc:  # a bug or numerical failure: record it, keep going
+        return _entry(None, params=params, with_ci=with_ci,
+                      note=f"error: {type(exc).__name__}: {exc}")
+
+
+def _boot_params(boot: dict | None) -> dict:
+    if not boot:
+        return {}
+    return {"ci_method": boot.get("method"), "n_boot": boot.get("n_boot"),
+            "n_boot_valid": boot.get("n_valid"), "ci_seed": boot.get("seed")}
+
+
+class _Cache:
+    """Per-context memo of shared intermediate results; a failure is remembered and re-raised
+    for every metric that needs it (so an impossible probe is attempted once)."""
+
+    def __init__(self):
+        self._memo: dict = {}
+
+    def _once(self, key, compute):
+        if key not in self._memo:
+            try:
+                self._memo[key] = (True, compute())
+            except Exception as exc:
+                self._memo[key] = (False, exc)
+        ok, v = self._memo[key]
+        if not ok:
+            raise v
+        return v
+
+
+def _units_note(n_units: int, n_items: int, what: str = "items") -> str:
+    if n_units == n_items:
+        return f"{n_units} {what}, each an independent unit"
+    return f"{n_units} independent pieces (pair ids) among {n_items} {what}"
+
+
 # ----------------------------------------------------------------------------- per embedder
-def evaluate_embedder(X, labels, groups=None, *, ids=None, seed: int = 0,
+class EmbedderContext(_Cache):
+    """One embedder's validated arrays and the results its metrics share, each computed once:
+    k-NN predictions, the probe's out-of-fold predictions, the k-means clusters.
+
+    Parameters
+    ----------
+    X : np.ndarray [shape=(n, dim)]
+    labels : np.ndarray [shape=(n,)]
+    groups : np.ndarray [shape=(n,)] or None
+        Pair id per item ("" = own group): probe folds and resampling keep a piece whole, and
+        intervals count pieces, not items, as the independent units.
+    """
+
+    def __init__(self, X, labels, groups=None, *, seed: int = 0,
+                 n_bootstrap: int = DEFAULT_N_BOOTSTRAP, n_splits: int = 5):
+        super().__init__()
+        X, labels, groups = separability.validate(X, labels, groups)
+        self.X, self.labels = X, labels.astype(str)
+        self.n = X.shape[0]
+        self.groups = np.full(self.n, "", dtype=str) if groups is None else groups.astype(str)
+        self.units = separability.groups_or_self(self.groups, self.n)  # resampling units
+        self.n_units = len(set(self.units.tolist()))
+        self.seed, self.n_bootstrap, self.n_splits = seed, n_bootstrap, n_splits
+
+    def boot(self, metric, *arrays) -> dict:
+        """Class-stratified bootstrap over whole pieces (the house resampling)."""
+        return bootstrap_ci(metric, *arrays, n_boot=self.n_bootstrap, seed=self.seed,
+                            strata=self.labels, groups=self.units)
+
+    def knn_predictions(self, k: int) -> np.ndarray:
+        def compute():
+            separability.require_classes(self.labels, min_classes=2, what="kNN accuracy")
+            return separability.knn_predictions(self.X, self.labels, k=k)
+        return self._once(("knn", k), compute)
+
+    def probe(self) -> dict:
+        return self._once("probe", lambda: separability.linear_probe(
+            self.X, self.labels, self.groups, n_splits=self.n_splits, seed=self.seed))
+
+    def clusters(self) -> np.ndarray:
+        return self._once("kmeans", lambda: separability.kmeans_clusters(
+            self.X, self.labels, seed=self.seed))
+
+    def chance(self) -> dict:
+        return self._once("chance", lambda: separability.chance_levels(self.labels))
+
+    def units_per_class(self) -> np.ndarray:
+        """Independent units (pieces) of each class [shape=(n_classes,)], classes sorted."""
+        return np.array([len(set(self.units[self.labels == c].tolist()))
+                         for c in np.unique(self.labels)], dtype=np.float64)
+
+
+def _proportion(ctx: EmbedderContext, correct: np.ndarray, extra: dict) -> Measured:
+    """Accuracy of per-item 0/1 ``correct`` with a Clopper-Pearson interval over pieces."""
+    acc = float(np.mean(correct))
+    ch = ctx.chance()
+    return Measured(acc, clopper_pearson(acc * ctx.n_units, ctx.n_units), {
+        **extra, "chance_majority": ch["majority_rate"], "chance_uniform": ch["uniform"],
+        "ci_method": "clopper-pearson",
+        "ci_note": "exact binomial interval over " + _units_note(ctx.n_units, ctx.n)})
+
+
+def _balanced(ctx: EmbedderContext, y_pred: np.ndarray, extra: dict) -> Measured:
+    """Balanced accuracy of ``y_pred`` with its posterior interval over pieces per class."""
+    _, correct, size = separability.per_class_correct(ctx.labels, y_pred)
+    recall = correct / size
+    value = float(np.mean(recall))
+    units = ctx.units_per_class()
+    ci = balanced_accuracy_interval(recall * units, units, seed=ctx.seed)
+    ch = ctx.chance()
+    return Measured(value, ci, {
+        **extra, "chance_uniform": ch["uniform"], "chance_majority": ch["majority_rate"],
+        "class_imbalance": ch["imbalance"], "ci_method": "per-class beta (clopper-pearson "
+                                                         "families), monte carlo",
+        "ci_note": "2.5% / 97.5% quantiles of the mean of independent per-class Beta draws "
+                   "(the Clopper-Pearson families; one class = Clopper-Pearson), over "
+                   + _units_note(ctx.n_units, ctx.n)})
+
+
+def silhouette_cosine(ctx: EmbedderContext) -> Measured:
+    """Mean cosine silhouette; bootstrap of the per-item values."""
+    s = separability.silhouette_samples_cosine(ctx.X, ctx.labels)
+    b = bootstrap_mean_ci(s, n_boot=ctx.n_bootstrap, seed=ctx.seed, strata=ctx.labels,
+                          groups=ctx.units)
+    return Measured(float(np.mean(s)), b["ci95"], {
+        **_boot_params(b), "ci_note": "bootstrap of per-item silhouette values"},
+        n_units=ctx.n_units, bounds=(-1.0, 1.0))
+
+
+def knn_accuracy(ctx: EmbedderContext, *, k: int) -> Measured:
+    """Leave-one-out k-NN accuracy (cosine, uncentred) with an exact binomial interval."""
+    pred = ctx.knn_predictions(k)
+    return _proportion(ctx, (pred == ctx.labels).astype(np.float64), {})
+
+
+def knn_balanced_accuracy(ctx: EmbedderContext, *, k: int) -> Measured:
+    """Balanced accuracy of the same leave-one-out k-NN predictions."""
+    return _balanced(ctx, ctx.knn_predictions(k), {})
+
+
+def _probe_extra(r: dict) -> dict:
+    return {"n_splits": r["n_splits"]}
+
+
+def probe_accuracy(ctx: EmbedderContext) -> Measured:
+    """Accuracy of the pooled out-of-fold probe predictions, exact interval over pieces."""
+    r = ctx.probe()
+    return _proportion(ctx, (r["y_pred"] == r["y_true"]).astype(np.float64), _probe_extra(r))
+
+
+def probe_balanced_accuracy(ctx: EmbedderContext) -> Measured:
+    """Balanced accuracy of the pooled out-of-fold probe predictions."""
+    r = ctx.probe()
+    return _balanced(ctx, r["y_pred"], _probe_extra(r))
+
+
+def probe_macro_f1(ctx: EmbedderContext) -> Measured:
+    """Macro F1 of the pooled out-of-fold probe predictions; grouped bootstrap."""
+    from sklearn.metrics import f1_score
+    r = ctx.probe()
+    b = ctx.boot(lambda t, p: f1_score(t, p, average="macro", zero_division=0),
+                 r["y_true"], r["y_pred"])
+    return Measured(r["macro_f1"], b["ci95"], {
+        **_probe_extra(r), **_boot_params(b),
+        "ci_note": "bootstrap of pooled out-of-fold predictions"},
+        n_units=ctx.n_units, bounds=(0.0, 1.0))
+
+
+def v_measure(ctx: EmbedderContext) -> Measured:
+    """V-measure of k-means clusters vs labels; bootstrap of (label, cluster) pairs."""
+    from sklearn.metrics import v_measure_score
+    cl = ctx.clusters()
+    b = ctx.boot(lambda t, c: v_measure_score(t, c), ctx.labels, cl)
+    return Measured(separability.cluster_agreement(ctx.labels, cl)["v_measure"], b["ci95"], {
+        **_boot_params(b), "ci_note": "bootstrap of (label, cluster) pairs of one fit"},
+        n_units=ctx.n_units, bounds=(0.0, 1.0))
+
+
+def adjusted_rand(ctx: EmbedderContext) -> Measured:
+    """Adjusted Rand index of the same clusters; bootstrap of (label, cluster) pairs."""
+    from sklearn.metrics import adjusted_rand_score
+    cl = ctx.clusters()
+    b = ctx.boot(lambda t, c: adjusted_rand_score(t, c), ctx.labels, cl)
+    return Measured(separability.cluster_agreement(ctx.labels, cl)["adjusted_rand"], b["ci95"],
+                    {**_boot_params(b), "ci_note": "bootstrap of (label, cluster) pairs of one "
+                                                   "fit"},
+                    n_units=ctx.n_units, bounds=(-1.0, 1.0))
+
+
+def within_total_variance_ratio(ctx: EmbedderContext, *, normalize: bool = True) -> Measured:
+    """trace(S_within) / trace(S_total); bootstrap of the per-item contributions."""
+    v = structure.within_total_variance_ratio(ctx.X, ctx.labels, normalize=normalize)
+    w, t = structure.within_total_contributions(ctx.X, ctx.labels, normalize=normalize)
+    b = ctx.boot(lambda w, t: float(w.sum() / t.sum()) if t.sum() > 0 else None, w, t)
+    return Measured(v, b["ci95"], {
+        **_boot_params(b), "ci_note": "bootstrap of per-item squared distances (class and "
+                                      "grand means fixed), ratio of sums"},
+        n_units=ctx.n_units, bounds=(0.0, 1.0))
+
+
+_KNN_PARAMS = {"metric": "cosine", "centered": False,
+               "scheme": "leave-one-out, majority vote, ties to nearest"}
+_PROBE_PARAMS = {"model": "StandardScaler + LogisticRegression(C=1.0, max_iter=2000)",
+                 "cv": "StratifiedGroupKFold (shuffle, grouped by pair id; unpaired items are "
+                       "their own group)"}
+_KMEANS_PARAMS = {"algorithm": "KMeans(n_clusters=n_classes, n_init=10) on L2-normalised "
+                               "vectors"}
+
+
+def embedder_metric_table(*, knn_ks: Sequence[int] = (1, 5), n_splits: int = 5,
+                          seed: int = 0) -> list:
+    """(name, function of the context, fixed params) of every per-embedder metric, in order."""
+    probe = {**_PROBE_PARAMS, "n_splits_requested": n_splits, "seed": seed}
+    kmeans = {**_KMEANS_PARAMS, "seed": seed}
+    rows = [("silhouette_cosine", silhouette_cosine, {"metric": "cosine", "centered": False})]
+    for k in knn_ks:
+        rows.append((f"knn_accuracy_k{k}", partial(knn_accuracy, k=k), {"k": k, **_KNN_PARAMS}))
+    for k in knn_ks:
+        rows.append((f"knn_balanced_accuracy_k{k}", partial(knn_balanced_accuracy, k=k),
+                     {"k": k, **_KNN_PARAMS}))
+    rows += [("probe_accuracy", probe_accuracy, probe),
+             ("probe_balanced_accuracy", probe_balanced_accuracy, probe),
+             ("probe_macro_f1", probe_macro_f1, probe),
+             ("v_measure", v_measure, kmeans), ("adjusted_rand", adjusted_rand, kmeans),
+             ("within_total_variance_ratio", within_total_variance_ratio,
+              {"definition": "trace(S_within) / trace(S_total), L2-normalised vectors"}),
+             ("within_total_variance_ratio_raw",
+              partial(within_total_variance_ratio, normalize=False),
+              {"definition": "trace(S_within) / trace(S_total), raw vectors (not invariant to "
+                             "per-item scale)"})]
+    return rows
+
+
+def evaluate_embedder(X: ArrayLike, labels: ArrayLike, groups: ArrayLike | None = None, *,
+                      ids: ArrayLike | None = None, seed: int = 0,
                       n_bootstrap: int = DEFAULT_N_BOOTSTRAP, n_splits: int = 5,
-                      knn_ks=(1, 5), neighbours_per_class: int = 3,
-                      n_neighbours: int = 5) -> "OrderedDict":
+                      knn_ks: Sequence[int] = (1, 5), neighbours_per_class: int = 3,
+                      n_neighbours: int = 5) -> OrderedDict:
     """Every single-space metric of one embedder.
 
     Parameters
@@ -126,150 +377,24 @@ def evaluate_embedder(X, labels, groups=None, *, ids=None, seed: int = 0,
     Returns
     -------
     OrderedDict: the metric entries of :data:`analysis.schema.EMBEDDER_METRICS`, then
-    ``n_items``, ``n_classes``, ``dim``, ``classes``, ``class_counts``, ``centroid_cosine``,
-    ``confusion``, ``class_variance``, ``nearest_neighbours``, ``notes``.
+    ``n_items``, ``n_classes``, ``dim``, ``classes``, ``class_counts``, ``n_paired_items``,
+    ``chance``, ``centroid_cosine`` (centred), ``centroid_cosine_uncentred``, ``confusion``,
+    ``class_variance``, ``nearest_neighbours``, ``notes``.
     """
-    X, labels, groups = separability.validate(X, labels, groups)
-    labels = labels.astype(str)
-    n = X.shape[0]
-    groups = np.full(n, "", dtype=str) if groups is None else groups.astype(str)
-    ids = np.array([f"item{i}" for i in range(n)]) if ids is None else np.asarray(ids, dtype=str)
-    classes = sorted(np.unique(labels).tolist())
-    notes = []
+    ctx = EmbedderContext(X, labels, groups, seed=seed, n_bootstrap=n_bootstrap,
+                          n_splits=n_splits)
+    notes = _embedder_notes(ctx)
     res = OrderedDict()
-    strata = labels
-    bgroups = separability.groups_or_self(groups, n)
-
-    if n == 0:
-        notes.append("no items: every metric is undefined")
-    elif len(classes) < 2:
-        notes.append(f"only one class ({classes[0]!r}): separability metrics are undefined")
-    else:
-        counts = [int(np.sum(labels == c)) for c in classes]
-        if max(counts) == 1:
-            notes.append("one item per class: neighbourhood, probe and clustering metrics are "
-                         "undefined or meaningless")
-
-    # silhouette
-    def sil():
-        s = separability.silhouette_samples_cosine(X, labels)
-        b = bootstrap_mean_ci(s, n_boot=n_bootstrap, seed=seed, strata=strata, groups=bgroups)
-        return float(np.mean(s)), _ci(b), {**_boot_params(b),
-                                          "ci_note": "bootstrap of per-item silhouette values"}
-    res["silhouette_cosine"] = _guard(sil, {"metric": "cosine"})
-
-    # kNN
-    for k in knn_ks:
-        def knn(k=k):
-            c = separability.knn_correct(X, labels, k=k)
-            b = bootstrap_mean_ci(c, n_boot=n_bootstrap, seed=seed, strata=strata,
-                                  groups=bgroups)
-            return float(np.mean(c)), _ci(b), {**_boot_params(b),
-                                              "ci_note": "bootstrap of per-item correctness"}
-        res[f"knn_accuracy_k{k}"] = _guard(knn, {"k": k, "metric": "cosine",
-                                                 "scheme": "leave-one-out, majority vote, "
-                                                           "ties to nearest"})
-
-    # probe
-    probe_params = {"model": "StandardScaler + LogisticRegression(C=1.0, max_iter=2000)",
-                    "cv": "StratifiedGroupKFold (shuffle, grouped by pair id; unpaired items "
-                          "are their own group)", "n_splits_requested": n_splits, "seed": seed}
-    probe_state = {}
-
-    def probe_acc():
-        from sklearn.metrics import accuracy_score
-        r = separability.linear_probe(X, labels, groups, n_splits=n_splits, seed=seed)
-        probe_state["r"] = r
-        b = bootstrap_ci(lambda t, p: accuracy_score(t, p), r["y_true"], r["y_pred"],
-                         n_boot=n_bootstrap, seed=seed, strata=strata, groups=bgroups)
-        extra = {"n_splits": r["n_splits"], **_boot_params(b),
-                 "ci_note": "bootstrap of pooled out-of-fold predictions"}
-        return r["accuracy"], _ci(b), extra
-    res["probe_accuracy"] = _guard(probe_acc, probe_params)
-    if res["probe_accuracy"]["value"] is not None and \
-            res["probe_accuracy"]["params"].get("n_splits", n_splits) < n_splits:
-        res["probe_accuracy"]["note"] = (f"n_splits reduced to "
-                                         f"{res['probe_accuracy']['params']['n_splits']} "
-                                         "(smallest class has too few pieces)")
-
-    def probe_f1():
-        from sklearn.metrics import f1_score
-        if "r" not in probe_state:
-            raise UndefinedMetricError(res["probe_accuracy"].get("note", "probe undefined"))
-        r = probe_state["r"]
-        b = bootstrap_ci(lambda t, p: f1_score(t, p, average="macro", zero_division=0),
-                         r["y_true"], r["y_pred"], n_boot=n_bootstrap, seed=seed,
-                         strata=strata, groups=bgroups)
-        return r["macro_f1"], _ci(b), {"n_splits": r["n_splits"], **_boot_params(b),
-                                       "ci_note": "bootstrap of pooled out-of-fold predictions"}
-    res["probe_macro_f1"] = _guard(probe_f1, probe_params)
-
-    # clustering
-    km_state = {}
-    km_params = {"algorithm": "KMeans(n_clusters=n_classes, n_init=10) on L2-normalised "
-                              "vectors", "seed": seed}
-
-    def vm():
-        from sklearn.metrics import v_measure_score
-        cl = separability.kmeans_clusters(X, labels, seed=seed)
-        km_state["c"] = cl
-        b = bootstrap_ci(lambda t, c: v_measure_score(t, c), labels, cl, n_boot=n_bootstrap,
-                         seed=seed, strata=strata, groups=bgroups)
-        return separability.cluster_agreement(labels, cl)["v_measure"], _ci(b), {
-            **_boot_params(b), "ci_note": "bootstrap of (label, cluster) pairs of one fit"}
-    res["v_measure"] = _guard(vm, km_params)
-
-    def ari():
-        from sklearn.metrics import adjusted_rand_score
-        if "c" not in km_state:
-            raise UndefinedMetricError(res["v_measure"].get("note", "k-means undefined"))
-        cl = km_state["c"]
-        b = bootstrap_ci(lambda t, c: adjusted_rand_score(t, c), labels, cl, n_boot=n_bootstrap,
-                         seed=seed, strata=strata, groups=bgroups)
-        return separability.cluster_agreement(labels, cl)["adjusted_rand"], _ci(b), {
-            **_boot_params(b), "ci_note": "bootstrap of (label, cluster) pairs of one fit"}
-    res["adjusted_rand"] = _guard(ari, km_params)
-
-    def wtv():
-        v = structure.within_total_variance_ratio(X, labels)
-        w, t = structure.within_total_contributions(X, labels)
-        b = bootstrap_ci(lambda w, t: float(w.sum() / t.sum()) if t.sum() > 0 else None, w, t,
-                         n_boot=n_bootstrap, seed=seed, strata=strata, groups=bgroups)
-        return v, _ci(b), {**_boot_params(b), "ci_note": "bootstrap of per-item squared "
-                                                        "distances (class and grand means "
-                                                        "fixed), ratio of sums"}
-    res["within_total_variance_ratio"] = _guard(
-        wtv, {"definition": "trace(S_within) / trace(S_total), raw vectors"})
-
-    # descriptive extras
-    res["n_items"] = int(n)
-    res["n_classes"] = len(classes)
-    res["dim"] = int(X.shape[1])
-    res["classes"] = classes
-    res["class_counts"] = {c: int(np.sum(labels == c)) for c in classes}
-    res["n_paired_items"] = int(np.sum(groups != ""))
-    try:
-        cls, M = structure.centroid_cosine_matrix(X, labels)
-        res["centroid_cosine"] = {"classes": cls, "matrix": M,
-                                  "params": {"centroids": "mean of L2-normalised vectors",
-                                             "centered": False}}
-    except UndefinedMetricError as exc:
-        res["centroid_cosine"] = {"classes": classes, "matrix": None, "note": str(exc)}
-    try:
-        cls, C, _ = structure.nearest_centroid_confusion(X, labels)
-        res["confusion"] = {"classes": cls, "matrix": C,
-                            "accuracy": float(np.trace(C) / max(1, C.sum())),
-                            "params": {"classifier": "nearest centroid (cosine)",
-                                       "leave_one_out": True}}
-    except UndefinedMetricError as exc:
-        res["confusion"] = {"classes": classes, "matrix": None, "note": str(exc)}
-    res["class_variance"] = structure.class_variance_table(X, labels) if n else []
-    try:
-        res["nearest_neighbours"] = structure.nearest_neighbours(
-            X, labels, ids, k=n_neighbours, per_class=neighbours_per_class, seed=seed)
-    except UndefinedMetricError as exc:
-        res["nearest_neighbours"] = []
-        notes.append(f"nearest neighbours: {exc}")
+    for name, fn, params in embedder_metric_table(knn_ks=knn_ks, n_splits=n_splits, seed=seed):
+        res[name] = _guard(fn, ctx, params)
+    pa = res.get("probe_accuracy")
+    if pa and pa["value"] is not None and pa["params"].get("n_splits", n_splits) < n_splits:
+        pa["note"] = (f"n_splits reduced to {pa['params']['n_splits']} (smallest class has too "
+                      "few pieces)")
+    ids = (np.array([f"item{i}" for i in range(ctx.n)]) if ids is None
+           else np.asarray(ids, dtype=str))
+    res.update(_embedder_descriptives(ctx, ids, n_neighbours=n_neighbours,
+                                      per_class=neighbours_per_class, notes=notes))
     for name in EMBEDDER_METRICS:
         e = res.get(name)
         if e is not None and e["value"] is None and e.get("note"):
@@ -278,10 +403,301 @@ def evaluate_embedder(X, labels, groups=None, *, ids=None, seed: int = 0,
     return res
 
 
+def _embedder_notes(ctx: EmbedderContext) -> list:
+    """Notes on degenerate or imbalanced class structure, before any metric runs."""
+    notes = []
+    classes, counts = np.unique(ctx.labels, return_counts=True)
+    if ctx.n == 0:
+        notes.append("no items: every metric is undefined")
+    elif len(classes) < 2:
+        notes.append(f"only one class ({classes[0]!r}): separability metrics are undefined")
+    else:
+        if counts.max() == 1:
+            notes.append("one item per class: neighbourhood, probe and clustering metrics are "
+                         "undefined or meaningless")
+        ch = ctx.chance()
+        if ch["imbalance"] >= IMBALANCE_RATIO:
+            notes.append(f"classes are imbalanced (largest / smallest = {ch['imbalance']:.3g}, "
+                         f"majority-class rate {ch['majority_rate']:.3f}): plain accuracies "
+                         "reward the large classes; read the balanced accuracies (chance "
+                         f"1/{len(classes)} = {ch['uniform']:.3f})")
+    return notes
+
+
+def _embedder_descriptives(ctx: EmbedderContext, ids: np.ndarray, *, n_neighbours: int,
+                           per_class: int, notes: list) -> OrderedDict:
+    """Counts, chance levels, centroid matrices, confusion, spread and neighbour listings."""
+    X, labels = ctx.X, ctx.labels
+    classes = sorted(np.unique(labels).tolist())
+    res = OrderedDict(n_items=int(ctx.n), n_classes=len(classes), dim=int(X.shape[1]),
+                      classes=classes,
+                      class_counts={c: int(np.sum(labels == c)) for c in classes},
+                      n_paired_items=int(np.sum(ctx.groups != "")))
+    try:
+        res["chance"] = ctx.chance()
+    except UndefinedMetricError:
+        res["chance"] = None
+    for key, center in (("centroid_cosine", True), ("centroid_cosine_uncentred", False)):
+        try:
+            cls, M = structure.centroid_cosine_matrix(X, labels, center=center)
+            res[key] = {"classes": cls, "matrix": M, "params": {
+                "centroids": "mean of L2-normalised vectors", "centered": center,
+                "centring": "collection mean of the unit vectors removed" if center else "none"}}
+        except UndefinedMetricError as exc:
+            res[key] = {"classes": classes, "matrix": None, "note": str(exc)}
+    try:
+        cls, C, _ = structure.nearest_centroid_confusion(X, labels)
+        res["confusion"] = {"classes": cls, "matrix": C,
+                            "accuracy": float(np.trace(C) / max(1, C.sum())),
+                            "params": {"classifier": "nearest centroid (cosine, uncentred)",
+                                       "leave_one_out": True}}
+    except UndefinedMetricError as exc:
+        res["confusion"] = {"classes": classes, "matrix": None, "note": str(exc)}
+    res["class_variance"] = structure.class_variance_table(X, labels) if ctx.n else []
+    try:
+        res["nearest_neighbours"] = structure.nearest_neighbours(
+            X, labels, ids, k=n_neighbours, per_class=per_class, seed=ctx.seed)
+    except UndefinedMetricError as exc:
+        res["nearest_neighbours"] = []
+        notes.append(f"nearest neighbours: {exc}")
+    return res
+
+
 # ----------------------------------------------------------------------------- per pair
-def evaluate_pair(X, Y, labels=None, *, seed: int = 0, n_bootstrap: int = DEFAULT_N_BOOTSTRAP,
+class PairContext(_Cache):
+    """Two spaces on the same items and what their metrics share, each computed once: the CKA
+    resamples (both estimators from one set of Gram products), the RSA subset and its centred
+    distance matrices, the repeated retrieval.
+
+    Parameters
+    ----------
+    X : np.ndarray [shape=(n, dx)]
+    Y : np.ndarray [shape=(n, dy)]
+    labels : np.ndarray [shape=(n,)] or None
+    """
+
+    def __init__(self, X, Y, labels=None, *, seed: int = 0,
+                 n_bootstrap: int = DEFAULT_N_BOOTSTRAP,
+                 n_permutations: int = DEFAULT_N_PERMUTATIONS, knn_k: int = 10,
+                 test_fraction: float = 0.3, max_components: int = 64,
+                 retrieval_splits: int = DEFAULT_RETRIEVAL_SPLITS):
+        super().__init__()
+        X, Y, labels = crossspace.validate(X, Y, labels)
+        self.X, self.Y = X, Y
+        self.n = X.shape[0]
+        self.labels = (np.full(self.n, "all", dtype=str) if labels is None
+                       else labels.astype(str))
+        self.seed, self.n_bootstrap, self.n_permutations = seed, n_bootstrap, n_permutations
+        self.knn_k, self.test_fraction = knn_k, test_fraction
+        self.max_components, self.retrieval_splits = max_components, retrieval_splits
+
+    def cka_resamples(self) -> np.ndarray:
+        """(cka_linear, cka_debiased) of each bootstrap resample [shape=(n_valid, 2)]."""
+        def compute():
+            f = crossspace.linear_cka_resampler(self.X, self.Y)
+            return bootstrap_values(f.both, self.n, n_boot=self.n_bootstrap, seed=self.seed,
+                                    strata=self.labels)
+        return self._once("cka_boot", compute)
+
+    def rsa_plan(self) -> dict:
+        """The RSA subset (all items up to RSA_MAX_ITEMS), its capped repetitions and the
+        centred cosine-distance matrices: RSA costs O(n^2) per resample / permutation."""
+        def compute():
+            n = self.n
+            if n > RSA_MAX_ITEMS:
+                sub = np.sort(np.random.default_rng(self.seed).choice(n, RSA_MAX_ITEMS,
+                                                                      replace=False))
+            else:
+                sub = np.arange(n)
+            n_r = len(sub)
+            cells = max(1, n_r * (n_r - 1) // 2)
+            return {"sub": sub, "n_r": n_r,
+                    "n_boot": int(min(self.n_bootstrap, max(20, RSA_CELL_BUDGET_BOOT // cells))),
+                    "n_perm": int(min(self.n_permutations,
+                                      max(99, RSA_CELL_BUDGET_PERM // cells)))}
+        return self._once("rsa_plan", compute)
+
+    def rsa(self) -> dict:
+        def compute():
+            plan = self.rsa_plan()
+            sub = plan["sub"]
+            DA = cosine_distance_matrix(center_unit(self.X[sub]))
+            DB = cosine_distance_matrix(center_unit(self.Y[sub]))
+            r = crossspace.rsa(self.X[sub], self.Y[sub], n_permutations=plan["n_perm"],
+                               seed=self.seed, distances=(DA, DB))
+            b = bootstrap_ci(lambda idx: crossspace.rsa_from_distances(
+                                DA[np.ix_(idx, idx)], DB[np.ix_(idx, idx)], exclude=idx),
+                             np.arange(plan["n_r"]), n_boot=plan["n_boot"], seed=self.seed,
+                             strata=self.labels[sub])
+            return {**r, "boot": b}
+        return self._once("rsa", compute)
+
+    def rsa_subset_params(self) -> dict:
+        plan = self.rsa_plan()
+        if plan["n_r"] < self.n:
+            return {"items_subsampled": {"n_items": plan["n_r"], "of": self.n,
+                                         "seed": self.seed}}
+        return {}
+
+    def retrieval(self) -> dict:
+        return self._once("retrieval", lambda: crossspace.repeated_procrustes_retrieval(
+            self.X, self.Y, self.labels, n_splits=self.retrieval_splits,
+            test_fraction=self.test_fraction, seed=self.seed,
+            max_components=self.max_components))
+
+    def permutation_test(self) -> dict:
+        return self._once("cka_perm", lambda: crossspace.cka_permutation_test(
+            self.X, self.Y, n_permutations=self.n_permutations, seed=self.seed))
+
+
+def cka_debiased(ctx: PairContext) -> Measured:
+    """Debiased linear CKA; percentile bootstrap of the weighted debiased estimator (copies of
+    an item never pair with each other, so resamples are not inflated)."""
+    v = crossspace.cka_debiased(ctx.X, ctx.Y)
+    vals = ctx.cka_resamples()[:, 1]
+    ci = list(np.percentile(vals, [2.5, 97.5])) if len(vals) >= 2 else None
+    return Measured(v, ci, {
+        "n_boot": ctx.n_bootstrap, "n_boot_valid": int(len(vals)), "ci_seed": ctx.seed,
+        "ci_method": "percentile, class-stratified, debiased estimator",
+        "ci_note": "bootstrap of the unbiased-HSIC CKA with each resample's duplicated items "
+                   "never paired with their own copies (no duplicate-row inflation)"},
+        n_units=ctx.n, bounds=(-1.0, 1.0))
+
+
+def cka_linear(ctx: PairContext) -> Measured:
+    """Biased linear CKA; percentile bootstrap re-centred on the estimate."""
+    v = crossspace.linear_cka(ctx.X, ctx.Y)
+    vals = ctx.cka_resamples()[:, 0]
+    ci, extra = None, {}
+    if len(vals) >= 2:
+        shift = float(np.mean(vals) - v)  # duplicated rows push every resample upwards
+        lo, hi = np.percentile(vals, [2.5, 97.5]) - shift
+        ci = [max(0.0, lo), min(1.0, hi)]
+        extra["bootstrap_bias"] = shift
+    return Measured(v, ci, {
+        **extra, "n_boot": ctx.n_bootstrap, "n_boot_valid": int(len(vals)), "ci_seed": ctx.seed,
+        "ci_method": "percentile, class-stratified, shifted by the bootstrap bias",
+        "ci_note": "resamples inflate the biased CKA (duplicated rows); the percentile "
+                   "interval is moved down by their mean excess over the estimate. The value "
+                   "itself is biased upwards at small n / high dimension: see cka_debiased"},
+        n_units=ctx.n, bounds=(0.0, 1.0))
+
+
+def cka_permutation_p(ctx: PairContext) -> Measured:
+    """p-value of cka_debiased against shuffled pairings (no interval)."""
+    r = ctx.permutation_test()
+    extra = {"n_permutations": r["n_permutations"], "null_q95": r["null_q95"],
+             "null_mean": r["null_mean"], "observed": r["cka"], "path": r["path"]}
+    if r["n_permutations"] < ctx.n_permutations:
+        extra["n_permutations_capped_from"] = ctx.n_permutations
+    return Measured(r["p"], None, extra)
+
+
+def rsa_spearman(ctx: PairContext) -> Measured:
+    """Spearman RSA of centred cosine distances; bootstrap leaving duplicated pairs out."""
+    r, plan = ctx.rsa(), ctx.rsa_plan()
+    b = r["boot"]
+    extra = {**_boot_params(b), "ci_note": "pairs of duplicated items left out",
+             **ctx.rsa_subset_params()}
+    if plan["n_boot"] < ctx.n_bootstrap:
+        extra["n_boot_capped_from"] = ctx.n_bootstrap
+    return Measured(r["rho"], b["ci95"], extra, n_units=plan["n_r"], bounds=(-1.0, 1.0))
+
+
+def rsa_mantel_p(ctx: PairContext) -> Measured:
+    """One-sided Mantel p-value of the RSA correlation (no interval)."""
+    r, plan = ctx.rsa(), ctx.rsa_plan()
+    extra = {"n_permutations": r["n_permutations"], **ctx.rsa_subset_params()}
+    if plan["n_perm"] < ctx.n_permutations:
+        extra["n_permutations_capped_from"] = ctx.n_permutations
+    return Measured(r["p"], None, extra)
+
+
+def knn_jaccard(ctx: PairContext) -> Measured:
+    """Mean Jaccard overlap of the k-NN sets (centred cosine); its exact chance level."""
+    n, k, extra = ctx.n, ctx.knn_k, {}
+    if n < k + 1:
+        k = min(ctx.knn_k, n - 2)
+        if k < 1:
+            raise UndefinedMetricError(f"kNN Jaccard needs at least 3 shared items, got {n}")
+        extra["k_reduced_from"] = ctx.knn_k
+    per = crossspace.knn_jaccard_per_item(ctx.X, ctx.Y, k=k, center=True)
+    b = bootstrap_mean_ci(per, n_boot=ctx.n_bootstrap, seed=ctx.seed, strata=ctx.labels)
+    extra.update({"k": k, "chance": crossspace.knn_jaccard_chance(n, k),
+                  "chance_overlap_fraction": k / (n - 1), **_boot_params(b),
+                  "ci_note": "bootstrap of per-item Jaccard values"})
+    return Measured(float(np.mean(per)), b["ci95"], extra, n_units=n, bounds=(0.0, 1.0))
+
+
+def centroid_matrix_correlation(ctx: PairContext) -> Measured:
+    """Correlation of the two centred centroid cosine matrices; item bootstrap (resamples as
+    weights, :func:`analysis.crossspace.centroid_matrix_correlation_resampler`)."""
+    v = crossspace.centroid_matrix_correlation(ctx.X, ctx.Y, ctx.labels, center=True)
+    f = crossspace.centroid_matrix_correlation_resampler(ctx.X, ctx.Y, ctx.labels, center=True)
+    b = bootstrap_ci(f, np.arange(ctx.n), n_boot=ctx.n_bootstrap, seed=ctx.seed,
+                     strata=ctx.labels)
+    return Measured(v, b["ci95"], _boot_params(b), n_units=ctx.n, bounds=(-1.0, 1.0))
+
+
+def retrieval(ctx: PairContext, *, key: str) -> Measured:
+    """Mean over repeated stratified splits of recall@k or MRR; interval from split and
+    sampling variation together (Rubin's rules)."""
+    r = ctx.retrieval()
+    per_split = np.array([s[key] for s in r["splits"]])
+    within = np.array([s["within_var"][key] for s in r["splits"]])
+    proportion = key != "mrr"
+    ci, info = rubin_interval(per_split, within,
+                              proportion_units=r["n_test"] if proportion else None)
+    return Measured(r[key], ci, {
+        "n_train": r["n_train"], "n_test": r["n_test"], "dims": r["dims"],
+        "chance": r["chance"][key], "x_to_y": r["x_to_y"][key], "y_to_x": r["y_to_x"][key],
+        "n_splits": r["n_splits"], "split_min": float(per_split.min()),
+        "split_max": float(per_split.max()), **info,
+        "ci_method": ("rubin + clopper-pearson" if proportion else "rubin, normal"),
+        "ci_note": "mean over repeated splits; variance = within-split sampling variance over "
+                   "held-out pairs + (1 + 1/splits) x between-split variance" +
+                   ("; exact binomial on the effective number of pairs" if proportion else "")},
+        n_units=r["n_test"], bounds=(0.0, 1.0))
+
+
+def pair_metric_table(*, knn_k: int = 10, seed: int = 0, test_fraction: float = 0.3,
+                      max_components: int = 64,
+                      retrieval_splits: int = DEFAULT_RETRIEVAL_SPLITS) -> list:
+    """(name, function of the context, fixed params) of every pair metric, in order (the
+    p-values of :data:`analysis.schema.P_VALUES` get no interval)."""
+    ret = {"method": "PCA (fit on train) + orthogonal Procrustes (train pairs only), cosine "
+                     "retrieval among held-out pairs, both directions averaged",
+           "splits": "stratified by label, seeds seed..seed+n_splits-1",
+           "test_fraction": test_fraction, "max_components": max_components,
+           "n_splits_requested": retrieval_splits, "seed": seed}
+    cka = {"kernel": "linear", "centered": True}
+    rows = [("cka_debiased", cka_debiased, {**cka, "estimator": "unbiased HSIC (Song et al. "
+                                                                "2012)"}),
+            ("cka_linear", cka_linear, {**cka, "estimator": "biased HSIC"}),
+            ("cka_permutation_p", cka_permutation_p,
+             {"test": "permutation of the pairing, one-sided, statistic cka_debiased",
+              "seed": seed}),
+            ("rsa_spearman", rsa_spearman, {"distance": "cosine", "centered": True,
+                                            "correlation": "spearman",
+                                            "entries": "upper triangle"}),
+            ("rsa_mantel_p", rsa_mantel_p, {"test": "Mantel, one-sided, items of one matrix "
+                                                    "permuted", "seed": seed}),
+            (f"knn_jaccard_k{knn_k}", knn_jaccard, {"k": knn_k, "metric": "cosine",
+                                                    "centered": True}),
+            ("centroid_matrix_correlation", centroid_matrix_correlation,
+             {"correlation": "pearson", "entries": "off-diagonal upper triangle",
+              "centered": True})]
+    for k in (1, 5, 10):
+        rows.append((f"retrieval_recall_at_{k}", partial(retrieval, key=f"recall_at_{k}"), ret))
+    rows.append(("retrieval_mrr", partial(retrieval, key="mrr"), ret))
+    return rows
+
+
+def evaluate_pair(X: ArrayLike, Y: ArrayLike, labels: ArrayLike | None = None, *, seed: int = 0,
+                  n_bootstrap: int = DEFAULT_N_BOOTSTRAP,
                   n_permutations: int = DEFAULT_N_PERMUTATIONS, knn_k: int = 10,
-                  test_fraction: float = 0.3, max_components: int = 64) -> "OrderedDict":
+                  test_fraction: float = 0.3, max_components: int = 64,
+                  retrieval_splits: int = DEFAULT_RETRIEVAL_SPLITS) -> OrderedDict:
     """Every between-space metric for two spaces on the same items (row i = same piece).
 
     Parameters
@@ -289,144 +705,52 @@ def evaluate_pair(X, Y, labels=None, *, seed: int = 0, n_bootstrap: int = DEFAUL
     X : np.ndarray [shape=(n, dx)]
     Y : np.ndarray [shape=(n, dy)]
     labels : np.ndarray [shape=(n,)] or None
-        Classes of the shared items (for centroid correlation and class-stratified bootstrap).
+        Classes of the shared items (centroid correlation, class-stratified bootstrap and
+        retrieval splits).
 
     Returns
     -------
     OrderedDict: the entries of :data:`analysis.schema.PAIR_METRICS`, then ``n_shared``,
-    ``retrieval_chance`` and ``notes``.
+    ``n_classes``, ``retrieval_chance``, ``retrieval_n_test`` and ``notes``.
     """
-    X, Y, labels = crossspace.validate(X, Y, labels)
-    n = X.shape[0]
-    labels = np.full(n, "all", dtype=str) if labels is None else labels.astype(str)
-    strata = labels
-    notes = []
+    ctx = PairContext(X, Y, labels, seed=seed, n_bootstrap=n_bootstrap,
+                      n_permutations=n_permutations, knn_k=knn_k, test_fraction=test_fraction,
+                      max_components=max_components, retrieval_splits=retrieval_splits)
+    notes = [] if ctx.n else ["no shared items: every between-space metric is undefined"]
     res = OrderedDict()
-    if n == 0:
-        notes.append("no shared items: every between-space metric is undefined")
-
-    def cka():
-        v = crossspace.linear_cka(X, Y)
-        f = crossspace.linear_cka_resampler(X, Y)
-        b = bootstrap_ci(f, np.arange(n), n_boot=n_bootstrap, seed=seed, strata=strata)
-        return v, _ci(b), _boot_params(b)
-    res["cka_linear"] = _guard(cka, {"kernel": "linear", "centered": True})
-
-    rsa_state = {}
-
-    # RSA costs O(n^2) per bootstrap resample / permutation: a subset of items for large n,
-    # and a capped number of repetitions
-    if n > RSA_MAX_ITEMS:
-        sub = np.sort(np.random.default_rng(seed).choice(n, RSA_MAX_ITEMS, replace=False))
-    else:
-        sub = np.arange(n)
-    Xr, Yr, strata_r = X[sub], Y[sub], strata[sub]
-    n_r = len(sub)
-    cells = max(1, n_r * (n_r - 1) // 2)
-    rsa_boot = int(min(n_bootstrap, max(20, RSA_CELL_BUDGET_BOOT // cells)))
-    rsa_perm = int(min(n_permutations, max(99, RSA_CELL_BUDGET_PERM // cells)))
-
-    def rsa_rho():
-        DA, DB = crossspace.cosine_distance_matrix(Xr), crossspace.cosine_distance_matrix(Yr)
-        r = crossspace.rsa(Xr, Yr, n_permutations=rsa_perm, seed=seed, distances=(DA, DB))
-        rsa_state["r"] = r
-        b = bootstrap_ci(lambda idx: crossspace.rsa_from_distances(
-                            DA[np.ix_(idx, idx)], DB[np.ix_(idx, idx)], exclude=idx),
-                         np.arange(n_r), n_boot=rsa_boot, seed=seed, strata=strata_r)
-        extra = {**_boot_params(b), "ci_note": "pairs of duplicated items left out"}
-        if rsa_boot < n_bootstrap:
-            extra["n_boot_capped_from"] = n_bootstrap
-        if n_r < n:
-            extra["items_subsampled"] = {"n_items": n_r, "of": n, "seed": seed}
-        return r["rho"], _ci(b), extra
-    res["rsa_spearman"] = _guard(rsa_rho, {"distance": "cosine", "correlation": "spearman",
-                                           "entries": "upper triangle"})
-
-    def rsa_p():
-        if "r" not in rsa_state:
-            raise UndefinedMetricError(res["rsa_spearman"].get("note", "RSA undefined"))
-        extra = {"n_permutations": rsa_state["r"]["n_permutations"]}
-        if rsa_perm < n_permutations:
-            extra["n_permutations_capped_from"] = n_permutations
-        if n_r < n:
-            extra["items_subsampled"] = {"n_items": n_r, "of": n, "seed": seed}
-        return rsa_state["r"]["p"], None, extra
-    if n_r < n and res["rsa_spearman"]["value"] is not None:
-        res["rsa_spearman"]["note"] = (f"computed on a random subset of {n_r} of the {n} shared "
-                                       "items (its cost grows with the square of n)")
-    res["rsa_mantel_p"] = _guard(rsa_p, {"test": "Mantel, one-sided, items of one matrix "
-                                                 "permuted", "seed": seed}, with_ci=False)
-
-    def jac():
-        k = knn_k
-        extra = {}
-        if n < k + 1:
-            k = min(knn_k, n - 2)
-            if k < 1:
-                raise UndefinedMetricError(f"kNN Jaccard needs at least 3 shared items, got {n}")
-            extra["k_reduced_from"] = knn_k
-        per = crossspace.knn_jaccard_per_item(X, Y, k=k)
-        b = bootstrap_mean_ci(per, n_boot=n_bootstrap, seed=seed, strata=strata)
-        extra.update({"k": k, "chance_approx": k / max(1, n - 1), **_boot_params(b)})
-        return float(np.mean(per)), _ci(b), extra
-    res[f"knn_jaccard_k{knn_k}"] = _guard(jac, {"k": knn_k, "metric": "cosine"})
-    if res[f"knn_jaccard_k{knn_k}"]["params"].get("k_reduced_from"):
-        res[f"knn_jaccard_k{knn_k}"]["note"] = (
-            f"only {n} shared items: k reduced to {res[f'knn_jaccard_k{knn_k}']['params']['k']}")
-
-    def cmc():
-        v = crossspace.centroid_matrix_correlation(X, Y, labels)
-        b = bootstrap_ci(crossspace.centroid_matrix_correlation, X, Y, labels,
-                         n_boot=n_bootstrap, seed=seed, strata=strata)
-        return v, _ci(b), _boot_params(b)
-    res["centroid_matrix_correlation"] = _guard(cmc, {"correlation": "pearson",
-                                                      "entries": "off-diagonal upper triangle"})
-
-    ret_params = {"method": "PCA (fit on train) + orthogonal Procrustes (train pairs only), "
-                            "cosine retrieval among held-out pairs, both directions averaged",
-                  "test_fraction": test_fraction, "max_components": max_components,
-                  "seed": seed}
-    ret_state = {}
+    for name, fn, params in pair_metric_table(
+            knn_k=knn_k, seed=seed, test_fraction=test_fraction, max_components=max_components,
+            retrieval_splits=retrieval_splits):
+        res[name] = _guard(fn, ctx, params, with_ci=name not in P_VALUES)
+    _pair_caveats(res, ctx)
+    res["n_shared"] = int(ctx.n)
+    res["n_classes"] = len(np.unique(ctx.labels)) if ctx.n else 0
     try:
-        ret_state["r"] = crossspace.procrustes_retrieval(
-            X, Y, test_fraction=test_fraction, seed=seed, max_components=max_components)
-    except UndefinedMetricError as exc:
-        ret_state["err"] = str(exc)
-    except Exception as exc:
-        ret_state["err"] = f"error: {type(exc).__name__}: {exc}"
-    for key, k in (("retrieval_recall_at_1", 1), ("retrieval_recall_at_5", 5),
-                   ("retrieval_recall_at_10", 10), ("retrieval_mrr", None)):
-        def ret(k=k):
-            if "r" not in ret_state:
-                raise UndefinedMetricError(ret_state["err"])
-            r = ret_state["r"]
-            ranks = r["ranks"]
-            per = ((ranks <= k).mean(axis=0) if k else (1.0 / ranks).mean(axis=0))
-            b = bootstrap_mean_ci(per, n_boot=n_bootstrap, seed=seed)
-            sub = "mrr" if k is None else f"recall_at_{k}"
-            return r[sub], _ci(b), {"n_train": r["n_train"], "n_test": r["n_test"],
-                                    "dims": r["dims"], "chance": r["chance"][sub],
-                                    "x_to_y": r["x_to_y"][sub], "y_to_x": r["y_to_x"][sub],
-                                    **_boot_params(b),
-                                    "ci_note": "bootstrap over held-out pairs (split fixed)"}
-        res[key] = _guard(ret, ret_params)
-    res["n_shared"] = int(n)
-    res["n_classes"] = len(np.unique(labels)) if n else 0
-    if "r" in ret_state:
-        res["retrieval_chance"] = ret_state["r"]["chance"]
-        res["retrieval_n_test"] = ret_state["r"]["n_test"]
-    else:
+        r = ctx.retrieval()
+        res["retrieval_chance"], res["retrieval_n_test"] = r["chance"], r["n_test"]
+    except Exception:
         res["retrieval_chance"] = None
-    for name in res:
-        e = res[name]
+    for name, e in res.items():
         if isinstance(e, dict) and "value" in e and e["value"] is None and e.get("note"):
             notes.append(f"{name}: {e['note']}")
     res["notes"] = notes
     return res
 
 
+def _pair_caveats(res: OrderedDict, ctx: PairContext) -> None:
+    """Notes on entries computed on a subset or with fewer neighbours than asked."""
+    rs = res["rsa_spearman"]
+    n_r = rs["params"].get("items_subsampled", {}).get("n_items")
+    if n_r and rs["value"] is not None:
+        rs["note"] = (f"computed on a random subset of {n_r} of the {ctx.n} shared items (its "
+                      "cost grows with the square of n)")
+    jac = res[f"knn_jaccard_k{ctx.knn_k}"]
+    if jac["params"].get("k_reduced_from"):
+        jac["note"] = f"only {ctx.n} shared items: k reduced to {jac['params']['k']}"
+
+
 # ----------------------------------------------------------------------------- orchestration
-def _pair_alignment(a, b):
+def _pair_alignment(a, b) -> tuple[np.ndarray, np.ndarray, str]:
     """(ia, ib, how) aligning two EmbeddingSets: by pair id across modalities, by id within."""
     if a.modality != b.modality:
         ia, ib = crossspace.match_items(a.pair_ids, b.pair_ids)
@@ -435,9 +759,92 @@ def _pair_alignment(a, b):
     return ia, ib, "item id"
 
 
-def run_analysis(sets, out, *, plot_dir, cos_dir, var_dir, title: str = "",
-                 methods=("pca", "tsne"), seed: int = 0, dataset_summary: dict | None = None,
-                 run_config: dict | None = None, n_bootstrap: int = DEFAULT_N_BOOTSTRAP,
+def _unique_sets(sets, notes: list) -> list:
+    """The sets in order, a repeated name kept once (noted)."""
+    seen, uniq = set(), []
+    for s in sets:
+        if s.name in seen:
+            notes.append(f"duplicate embedder name {s.name!r}: later set ignored")
+            continue
+        seen.add(s.name)
+        uniq.append(s)
+    return uniq
+
+
+def _analyse_embedder(s, *, seed: int, n_bootstrap: int) -> OrderedDict:
+    """:func:`evaluate_embedder` of one EmbeddingSet; a failure becomes undefined entries."""
+    try:
+        r = evaluate_embedder(s.vectors, s.labels, s.pair_ids, ids=s.ids, seed=seed,
+                              n_bootstrap=n_bootstrap)
+    except Exception as exc:
+        r = OrderedDict((m, _entry(None, note=f"error: {exc}")) for m in EMBEDDER_METRICS)
+        r.update(n_items=len(s), n_classes=len(s.classes), dim=s.dim,
+                 notes=[f"analysis failed: {type(exc).__name__}: {exc}"])
+    r["modality"] = s.modality
+    r["options"] = dict(s.options or {})
+    return r
+
+
+def _analyse_pair(a, b, *, seed: int, n_bootstrap: int, n_permutations: int) -> OrderedDict:
+    """:func:`evaluate_pair` on the items two EmbeddingSets share."""
+    ia, ib, how = _pair_alignment(a, b)
+    try:
+        lab_a, lab_b = a.labels[ia], b.labels[ib]
+        mismatch = int(np.sum(lab_a != lab_b))
+        r = evaluate_pair(a.vectors[ia], b.vectors[ib], lab_a, seed=seed,
+                          n_bootstrap=n_bootstrap, n_permutations=n_permutations)
+        if mismatch:
+            r["notes"].append(f"{mismatch} matched items carry different labels in the two "
+                              f"sets; labels of {a.name} used")
+    except Exception as exc:
+        r = OrderedDict((m, _entry(None, note=f"error: {exc}")) for m in PAIR_METRICS)
+        r["notes"] = [f"analysis failed: {type(exc).__name__}: {exc}"]
+    r["matched_by"] = how
+    r["a"], r["b"] = a.name, b.name
+    r["modalities"] = [a.modality, b.modality]
+    if len(ia) == 0:
+        r["notes"].insert(0, f"no shared items (matched by {how})")
+    return r
+
+
+def _analyse_all(sets, metrics: OrderedDict, bar, *, seed: int, n_bootstrap: int,
+                 n_permutations: int) -> None:
+    """Fill ``metrics["embedders"]`` and ``metrics["pairs"]``; collect their notes."""
+    notes = metrics["notes"]
+    for s in sets:
+        bar.set_postfix_str(s.name)
+        bar.update()
+        r = _analyse_embedder(s, seed=seed, n_bootstrap=n_bootstrap)
+        metrics["embedders"][s.name] = r
+        notes.extend(f"{s.name}: {n}" for n in r.get("notes", []))
+    for i in range(len(sets)):
+        for j in range(i + 1, len(sets)):
+            key = f"{sets[i].name}__vs__{sets[j].name}"
+            bar.set_postfix_str(key)
+            bar.update()
+            r = _analyse_pair(sets[i], sets[j], seed=seed, n_bootstrap=n_bootstrap,
+                              n_permutations=n_permutations)
+            metrics["pairs"][key] = r
+            notes.extend(f"{key}: {n}" for n in r.get("notes", []))
+    if len(sets) == 1:
+        notes.append("only one embedder: no between-embedder comparison")
+
+
+def _run_parameters(*, seed, n_bootstrap, n_permutations, methods, title,
+                    run_config) -> OrderedDict:
+    return OrderedDict(seed=seed, n_bootstrap=n_bootstrap, n_permutations=n_permutations,
+                       ci_level=0.95, methods=list(methods), title=title, knn_ks=[1, 5],
+                       probe_n_splits=5, jaccard_k=10, retrieval_test_fraction=0.3,
+                       retrieval_max_components=64, retrieval_splits=DEFAULT_RETRIEVAL_SPLITS,
+                       cosine_centering="centroid_cosine, rsa_spearman, knn_jaccard_k10 and "
+                                        "centroid_matrix_correlation on centred unit vectors",
+                       projections={}, run_config=run_config)
+
+
+def run_analysis(sets: Sequence, out: str | Path, *, plot_dir: str | Path, cos_dir: str | Path,
+                 var_dir: str | Path, title: str = "", methods: Sequence[str] = ("pca", "tsne"),
+                 seed: int = 0, dataset_summary: dict | None = None, run_config: dict | None = None,
+                 n_bootstrap: int = DEFAULT_N_BOOTSTRAP,
                  n_permutations: int = DEFAULT_N_PERMUTATIONS, progress: bool = False) -> dict:
     """Analyse every embedding set and every pair; write metrics, tables, plots and the report.
 
@@ -457,238 +864,49 @@ def run_analysis(sets, out, *, plot_dir, cos_dir, var_dir, title: str = "",
     -------
     dict: the content of metrics.json.
     """
-    from . import report
     t_start = time.perf_counter()
-    out, plot_dir, cos_dir, var_dir = map(Path, (out, plot_dir, cos_dir, var_dir))
-    for d in (out, plot_dir, cos_dir, var_dir):
+    dirs = [Path(d) for d in (out, plot_dir, cos_dir, var_dir)]
+    for d in dirs:
         d.mkdir(parents=True, exist_ok=True)
-    sets = list(sets or [])
+    out = dirs[0]
     dataset_summary = dict(dataset_summary or {})
-    run_config = dict(run_config or {})
     methods = tuple(methods or ())
     n_bootstrap = int(DEFAULT_N_BOOTSTRAP if n_bootstrap is None else n_bootstrap)
     notes: list[str] = []
-    params = OrderedDict(seed=seed, n_bootstrap=n_bootstrap, n_permutations=n_permutations,
-                         ci_level=0.95, methods=list(methods), title=title, knn_ks=[1, 5],
-                         probe_n_splits=5, jaccard_k=10, retrieval_test_fraction=0.3,
-                         retrieval_max_components=64, projections={}, run_config=run_config)
+    params = _run_parameters(seed=seed, n_bootstrap=n_bootstrap, n_permutations=n_permutations,
+                             methods=methods, title=title, run_config=dict(run_config or {}))
     metrics = OrderedDict(embedders=OrderedDict(), pairs=OrderedDict(), notes=notes,
                           parameters=params, dataset=dataset_summary,
                           software=software_versions(), files={})
+    sets = list(sets or [])
     if not sets:
         notes.append("no embedding sets were given: nothing to analyse")
-    seen = set()
-    uniq = []
-    for s in sets:
-        if s.name in seen:
-            notes.append(f"duplicate embedder name {s.name!r}: later set ignored")
-            continue
-        seen.add(s.name)
-        uniq.append(s)
-    sets = uniq
-    all_classes = sorted({c for s in sets for c in s.labels.tolist()}
-                         | set(dataset_summary.get("classes", []) or []))
-
+    sets = _unique_sets(sets, notes)
     n_steps = len(sets) + len(sets) * (len(sets) - 1) // 2 + len(methods) * len(sets)
     bar = progress_bar(n_steps, desc="analysis", unit="step", enabled=progress, leave=False)
-
-    # ---- per embedder metrics
-    for s in sets:
-        bar.set_postfix_str(s.name)
-        bar.update()
-        try:
-            r = evaluate_embedder(s.vectors, s.labels, s.pair_ids, ids=s.ids, seed=seed,
-                                  n_bootstrap=n_bootstrap)
-        except Exception as exc:
-            notes.append(f"{s.name}: analysis failed: {type(exc).__name__}: {exc}")
-            r = OrderedDict((m, _entry(None, note=f"error: {exc}")) for m in EMBEDDER_METRICS)
-            r.update(n_items=len(s), n_classes=len(s.classes), dim=s.dim, notes=[])
-        r["modality"] = s.modality
-        r["options"] = dict(s.options or {})
-        metrics["embedders"][s.name] = r
-        notes.extend(f"{s.name}: {n}" for n in r.get("notes", []))
-
-    # ---- pairs
-    for i in range(len(sets)):
-        for j in range(i + 1, len(sets)):
-            a, b = sets[i], sets[j]
-            key = f"{a.name}__vs__{b.name}"
-            bar.set_postfix_str(key)
-            bar.update()
-            ia, ib, how = _pair_alignment(a, b)
-            try:
-                lab_a, lab_b = a.labels[ia], b.labels[ib]
-                mismatch = int(np.sum(lab_a != lab_b))
-                r = evaluate_pair(a.vectors[ia], b.vectors[ib], lab_a, seed=seed,
-                                  n_bootstrap=n_bootstrap, n_permutations=n_permutations)
-                if mismatch:
-                    r["notes"].append(f"{mismatch} matched items carry different labels in the "
-                                      f"two sets; labels of {a.name} used")
-            except Exception as exc:
-                r = OrderedDict((m, _entry(None, note=f"error: {exc}")) for m in PAIR_METRICS)
-                r["notes"] = [f"analysis failed: {type(exc).__name__}: {exc}"]
-            r["matched_by"] = how
-            r["a"], r["b"] = a.name, b.name
-            r["modalities"] = [a.modality, b.modality]
-            if len(ia) == 0:
-                r["notes"].insert(0, f"no shared items (matched by {how})")
-            metrics["pairs"][key] = r
-            notes.extend(f"{key}: {n}" for n in r.get("notes", []))
-    if len(sets) < 2 and sets:
-        notes.append("only one embedder: no between-embedder comparison")
-
+    _analyse_all(sets, metrics, bar, seed=seed, n_bootstrap=n_bootstrap,
+                 n_permutations=n_permutations)
     params["seconds_metrics"] = round(time.perf_counter() - t_start, 3)
     write_json_atomic(metrics, out / "metrics.json")  # early copy; rewritten at the end
-
-    # ---- tables
-    files = metrics["files"]
-    try:
-        _write_tables(metrics, sets, out, cos_dir, var_dir, files)
-    except Exception as exc:
-        notes.append(f"writing tables failed: {type(exc).__name__}: {exc}")
-
-    # ---- plots
-    images = OrderedDict()
-    try:
-        _make_plots(metrics, sets, plot_dir, cos_dir, out, title, methods, seed, all_classes,
-                    images, notes, params, bar)
-    except Exception as exc:
-        notes.append(f"plotting failed: {type(exc).__name__}: {exc}")
-        traceback.print_exc()
+    all_classes = sorted({c for s in sets for c in s.labels.tolist()}
+                         | set(dataset_summary.get("classes", []) or []))
+    images = outputs.write_tables_and_figures(
+        metrics, sets, *dirs, title=title, methods=methods, seed=seed,
+        all_classes=all_classes, bar=bar)
     bar.close()
-    files["images"] = {k: [str(p) for p in v] for k, v in images.items()}
     params["seconds_total"] = round(time.perf_counter() - t_start, 3)
     write_json_atomic(metrics, out / "metrics.json")
-
-    # ---- report
-    try:
-        report.write_report(metrics, images, out, title=title)
-        files["report_html"] = str(out / "report.html")
-        files["report_md"] = str(out / "report.md")
-    except Exception as exc:
-        notes.append(f"report failed: {type(exc).__name__}: {exc}")
-        traceback.print_exc()
+    _write_report(metrics, images, out, title=title)
     write_json_atomic(metrics, out / "metrics.json")
     return json.loads(json.dumps(jsonable(metrics)))
 
 
-def _val(e):
-    return e.get("value") if isinstance(e, dict) else None
-
-
-def _metric_cells(entry, names) -> list:
-    """value, ci_lo, ci_hi of each metric in ``names`` (None where missing)."""
-    cells = []
-    for m in names:
-        e = entry.get(m) or {}
-        ci = e.get("ci95") or [None, None]
-        cells += [e.get("value"), ci[0], ci[1]]
-    return cells
-
-
-def _write_tables(metrics, sets, out, cos_dir, var_dir, files):
-    rows = []
-    for name, r in metrics["embedders"].items():
-        rows.append([name, r.get("modality"), r.get("n_items"), r.get("n_classes"), r.get("dim")]
-                    + _metric_cells(r, EMBEDDER_METRICS))
-    header = ["embedder", "modality", "n_items", "n_classes", "dim"]
-    for m in EMBEDDER_METRICS:
-        header += [m, f"{m}_ci_lo", f"{m}_ci_hi"]
-    files["metrics_embedders_csv"] = str(write_csv_atomic(out / "metrics_embedders.csv",
-                                                           header, rows))
-    rows = []
-    for key, r in metrics["pairs"].items():
-        row = [key, r.get("a"), r.get("b"), r.get("matched_by"), r.get("n_shared")]
-        row += _metric_cells(r, PAIR_METRICS)
-        ch = r.get("retrieval_chance") or {}
-        row += [ch.get("recall_at_1"), ch.get("mrr")]
-        rows.append(row)
-    header = ["pair", "a", "b", "matched_by", "n_shared"]
-    for m in PAIR_METRICS:
-        header += [m, f"{m}_ci_lo", f"{m}_ci_hi"]
-    header += ["chance_recall_at_1", "chance_mrr"]
-    files["metrics_pairs_csv"] = str(write_csv_atomic(out / "metrics_pairs.csv", header, rows))
-    nb_rows = []
-    for name, r in metrics["embedders"].items():
-        safe = _safe_name(name)
-        cc = r.get("centroid_cosine") or {}
-        if cc.get("matrix") is not None:
-            M = np.asarray(cc["matrix"], dtype=float)
-            p = write_csv_atomic(cos_dir / f"{safe}_centroid_cosine.csv", [""] + cc["classes"],
-                                  [[c] + [finite_or_none(v) for v in M[i]]
-                                   for i, c in enumerate(cc["classes"])])
-            files[f"{name}_centroid_cosine_csv"] = str(p)
-        cv = r.get("class_variance") or []
-        p = write_csv_atomic(var_dir / f"{safe}_within_class_variance.csv",
-                              ["class", "n", "raw_variance_mean_per_dim",
-                               "mean_cosine_distance_to_centroid",
-                               "normalized_raw_variance"],
-                              [[d["class"], d["n"], d["raw_variance"],
-                                d["mean_cosine_distance"], d["normalized_variance"]] for d in cv])
-        files[f"{name}_within_class_variance_csv"] = str(p)
-        conf = r.get("confusion") or {}
-        if conf.get("matrix") is not None:
-            M = np.asarray(conf["matrix"])
-            p = write_csv_atomic(out / f"confusion_{safe}.csv",
-                                  ["true \\ predicted"] + conf["classes"],
-                                  [[c] + [int(v) for v in M[i]]
-                                   for i, c in enumerate(conf["classes"])])
-            files[f"{name}_confusion_csv"] = str(p)
-        for q in r.get("nearest_neighbours") or []:
-            for rank, nb in enumerate(q["neighbours"], 1):
-                nb_rows.append([name, q["id"], q["label"], rank, nb["id"], nb["label"],
-                                nb["cosine_distance"]])
-    files["neighbours_csv"] = str(write_csv_atomic(
-        out / "neighbours.csv", ["embedder", "query", "query_label", "rank", "neighbour",
-                                 "neighbour_label", "cosine_distance"], nb_rows))
-
-
-def _make_plots(metrics, sets, plot_dir, cos_dir, out, title, methods, seed, all_classes,
-                images, notes, params, bar):
-    from . import plots, projection
-    prefix = f"{title}: " if title else ""
-    for method in methods:
-        panels = []
-        for s in sets:
-            bar.set_postfix_str(f"{method} {s.name}")
-            bar.update()
-            safe = _safe_name(s.name)
-            try:
-                Y, p = projection.project(s.vectors, method, s.labels, seed=seed)
-            except UndefinedMetricError as exc:
-                notes.append(f"{s.name}: no {method} map: {exc}")
-                continue
-            except ImportError as exc:
-                notes.append(f"{method} not available: {exc}")
-                break
-            except Exception as exc:
-                notes.append(f"{s.name}: {method} map failed: {type(exc).__name__}: {exc}")
-                continue
-            params["projections"].setdefault(s.name, {})[method] = p
-            images[f"{s.name}_{method}"] = plots.plot_map(
-                Y, s.labels, plot_dir / f"{safe}_{method}",
-                title=f"{prefix}{s.name} — {method.upper()}", classes=all_classes)
-            panels.append((s.name, Y, s.labels))
-        if panels:
-            images[f"all_{method}"] = plots.plot_maps_side_by_side(
-                panels, plot_dir / f"all_embedders_{method}",
-                title=f"{prefix}all embedders — {method.upper()}", classes=all_classes)
-    for name, r in metrics["embedders"].items():
-        safe = _safe_name(name)
-        cc = r.get("centroid_cosine") or {}
-        if cc.get("matrix") is not None:
-            images[f"{name}_centroid_cosine"] = plots.plot_heatmap(
-                cc["matrix"], cc["classes"], cos_dir / f"{safe}_centroid_cosine",
-                title=f"{prefix}{name}: centroid cosine similarity (fixed scale -1..1)")
-        conf = r.get("confusion") or {}
-        if conf.get("matrix") is not None:
-            images[f"{name}_confusion"] = plots.plot_confusion(
-                conf["matrix"], conf["classes"], plot_dir / f"{safe}_confusion",
-                title=f"{prefix}{name}: nearest-centroid confusion (leave-one-out)")
-    if metrics["embedders"]:
-        table = {name: {m: (_val(r.get(m)), (r.get(m) or {}).get("ci95"))
-                        for m in EMBEDDER_METRICS}
-                 for name, r in metrics["embedders"].items()}
-        images["metric_bars"] = plots.plot_metric_bars(
-            table, list(EMBEDDER_METRICS), plot_dir / "separability_metrics",
-            title=f"{prefix}separability per embedder")
+def _write_report(metrics: OrderedDict, images: dict, out: Path, *, title: str) -> None:
+    from . import report
+    try:
+        report.write_report(metrics, images, out, title=title)
+        metrics["files"]["report_html"] = str(out / "report.html")
+        metrics["files"]["report_md"] = str(out / "report.md")
+    except Exception as exc:
+        metrics["notes"].append(f"report failed: {type(exc).__name__}: {exc}")
+        traceback.print_exc()

@@ -9,6 +9,7 @@ import csv
 import io
 import json
 from pathlib import Path
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
@@ -17,7 +18,7 @@ from common.fsutil import atomic_write_text
 from ._common import finite_or_none
 
 
-def jsonable(obj):
+def jsonable(obj: Any) -> Any:
     """Recursively convert numpy types / NaN to JSON-safe values (NaN, inf -> None)."""
     if isinstance(obj, dict):
         return {str(k): jsonable(v) for k, v in obj.items()}
@@ -38,12 +39,12 @@ def jsonable(obj):
     return str(obj)
 
 
-def write_json_atomic(obj, path: Path) -> Path:
+def write_json_atomic(obj: Any, path: Path) -> Path:
     """Write ``obj`` as JSON (NaN/inf -> null) via a temp file and os.replace."""
     return atomic_write_text(path, json.dumps(jsonable(obj), indent=2, allow_nan=False) + "\n")
 
 
-def write_csv_atomic(path: Path, header, rows) -> Path:
+def write_csv_atomic(path: Path, header: Sequence | None, rows: Iterable[Sequence]) -> Path:
     """Write rows as CSV (floats to 6 significant digits, None as empty) atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -4,8 +4,10 @@ same colours per class, same marker size, and heatmaps on one fixed colour scale
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Sequence
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 # Figures are only written to files; without a display matplotlib picks Agg by itself, and a
 # notebook keeps its own backend.
@@ -21,14 +23,14 @@ MARKER_SIZE = 18
 DPI = 110
 
 
-def class_colors(classes) -> dict:
+def class_colors(classes: Sequence) -> dict:
     """A fixed colour per class (tab10/tab20 by sorted position)."""
     classes = sorted(classes)
     cmap = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20")
     return {c: cmap(i % cmap.N) for i, c in enumerate(classes)}
 
 
-def save(fig, base: Path) -> list[Path]:
+def save(fig: Any, base: Path) -> list[Path]:
     """Write ``base``.png and ``base``.svg, close the figure, return both paths."""
     base = Path(base)
     base.parent.mkdir(parents=True, exist_ok=True)
@@ -63,7 +65,8 @@ def _scatter(ax, Y, labels, colors, title):
     ax.set_aspect("equal", adjustable="datalim")
 
 
-def plot_map(Y, labels, base: Path, *, title: str, classes=None) -> list[Path]:
+def plot_map(Y: ArrayLike, labels: ArrayLike, base: Path, *, title: str,
+             classes: Sequence | None = None) -> list[Path]:
     """Scatter map Y [shape=(n, 2)] coloured by class."""
     colors = class_colors(classes if classes is not None else np.unique(labels).tolist())
     fig, ax = plt.subplots(figsize=(6.5, 5), layout="constrained")
@@ -72,7 +75,7 @@ def plot_map(Y, labels, base: Path, *, title: str, classes=None) -> list[Path]:
     return save(fig, base)
 
 
-def plot_maps_side_by_side(maps: list, base: Path, *, title: str, classes) -> list[Path]:
+def plot_maps_side_by_side(maps: list, base: Path, *, title: str, classes: Sequence) -> list[Path]:
     """``maps`` = [(name, Y [shape=(n, 2)], labels)], one panel each, shared style and legend."""
     colors = class_colors(classes)
     k = max(1, len(maps))
@@ -87,7 +90,7 @@ def plot_maps_side_by_side(maps: list, base: Path, *, title: str, classes) -> li
     return save(fig, base)
 
 
-def plot_heatmap(M, classes, base: Path, *, title: str, annotate: bool = True,
+def plot_heatmap(M: ArrayLike, classes: Sequence, base: Path, *, title: str, annotate: bool = True,
                  vmin: float = HEATMAP_VMIN, vmax: float = HEATMAP_VMAX,
                  cmap: str = HEATMAP_CMAP, cbar_label: str = "cosine similarity") -> list[Path]:
     """Class × class heatmap on a FIXED colour scale (default -1..1) — never rescaled per model."""
@@ -113,7 +116,7 @@ def plot_heatmap(M, classes, base: Path, *, title: str, annotate: bool = True,
     return save(fig, base)
 
 
-def plot_confusion(M, classes, base: Path, *, title: str) -> list[Path]:
+def plot_confusion(M: ArrayLike, classes: Sequence, base: Path, *, title: str) -> list[Path]:
     """Confusion matrix (rows true, columns predicted), row-normalised colours 0..1, counts
     annotated."""
     M = np.asarray(M, dtype=float)
@@ -169,7 +172,7 @@ def plot_metric_bars(table: dict, metrics: list, base: Path, *, title: str) -> l
     ax.set_xticklabels(metrics, rotation=30, ha="right", fontsize=8)
     ax.axhline(0, color="black", lw=0.6)
     ax.set_ylim(min(-0.1, ax.get_ylim()[0]), 1.05)
-    ax.set_ylabel("value (error bars: bootstrap 95% CI)")
+    ax.set_ylabel("value (error bars: 95% interval, method per metric)")
     ax.legend(fontsize=8, frameon=False)
     ax.set_title(title, fontsize=10)
     return save(fig, base)

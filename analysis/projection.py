@@ -8,13 +8,15 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from ._common import UndefinedMetricError, as_matrix, l2_normalize
 
 __all__ = ["pca_2d", "tsne_perplexity", "tsne_2d", "umap_2d", "project"]
 
 
-def pca_2d(X, *, seed: int = 0, exact_max_cells: int = 200_000):
+def pca_2d(X: ArrayLike, *, seed: int = 0, exact_max_cells: int = 200_000) -> tuple[np.ndarray,
+           dict]:
     """PCA to 2 dimensions [shape=(n, 2)] of the raw (centred) vectors X [shape=(n, dim)].
 
     Exact SVD when n*dim <= exact_max_cells, randomized SVD (seeded) otherwise. With a single
@@ -37,7 +39,7 @@ def pca_2d(X, *, seed: int = 0, exact_max_cells: int = 200_000):
                "explained_variance_ratio": ev, "seed": seed}
 
 
-def tsne_perplexity(n: int, labels=None, *, base: float = 30.0) -> float:
+def tsne_perplexity(n: int, labels: ArrayLike | None = None, *, base: float = 30.0) -> float:
     """Perplexity adapted to the data: min(base, (n-1)/3), reduced towards the median class size
     for small classes (never below 2)."""
     p = min(base, (n - 1) / 3.0)
@@ -49,8 +51,8 @@ def tsne_perplexity(n: int, labels=None, *, base: float = 30.0) -> float:
     return float(max(2.0, p)) if n > 7 else float(max(1.0, (n - 1) / 3.0))
 
 
-def tsne_2d(X, labels=None, *, seed: int = 0, perplexity: float | None = None,
-            n_jobs: int = 1):
+def tsne_2d(X: ArrayLike, labels: ArrayLike | None = None, *, seed: int = 0,
+            perplexity: float | None = None, n_jobs: int = 1) -> tuple[np.ndarray, dict]:
     """t-SNE to 2 dimensions (openTSNE, cosine metric, PCA initialisation, FFT gradients for
     large n), seeded. Falls back to scikit-learn if openTSNE is missing."""
     X = as_matrix(X)
@@ -83,7 +85,7 @@ def tsne_2d(X, labels=None, *, seed: int = 0, perplexity: float | None = None,
     return Y, params
 
 
-def umap_2d(X, *, seed: int = 0, n_neighbors: int = 15):
+def umap_2d(X: ArrayLike, *, seed: int = 0, n_neighbors: int = 15) -> tuple[np.ndarray, dict]:
     """UMAP to 2 dimensions (cosine), only if ``umap`` is importable (ImportError otherwise)."""
     import umap  # noqa: F401  (optional)
     X = as_matrix(X)
@@ -96,7 +98,8 @@ def umap_2d(X, *, seed: int = 0, n_neighbors: int = 15):
     return Y, {"method": "umap", "n_neighbors": nn, "metric": "cosine", "seed": seed}
 
 
-def project(X, method: str, labels=None, *, seed: int = 0):
+def project(X: ArrayLike, method: str, labels: ArrayLike | None = None, *,
+            seed: int = 0) -> tuple[np.ndarray, dict]:
     """Dispatch to :func:`pca_2d`, :func:`tsne_2d` or :func:`umap_2d`."""
     if method == "pca":
         return pca_2d(X, seed=seed)

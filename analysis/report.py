@@ -138,6 +138,15 @@ def _dataset_blocks(ds: dict):
     return blocks
 
 
+def _intervals_sentence(metrics: dict) -> str:
+    p = metrics.get("parameters", {})
+    return (f"95% intervals; each metric's params.ci_method says how: exact binomial "
+            f"(Clopper-Pearson) for accuracies, Beta posterior for balanced accuracies, "
+            f"repeated splits for retrieval, otherwise a bootstrap ({p.get('n_bootstrap')} "
+            f"resamples, seed {p.get('seed')}). Every interval contains its value; cosine "
+            f"measures between spaces and the centroid matrix use centred vectors.")
+
+
 def _embedder_summary_rows(metrics):
     rows = []
     for name, r in metrics.get("embedders", {}).items():
@@ -184,87 +193,17 @@ def render_html(metrics: dict, images: dict, *, title: str = "") -> str:
              f"<title>{_e(t)}</title><style>{CSS}</style></head><body>",
              f"<h1>{_e(t)}</h1>",
              f"<p>Generated {_e(_dt.datetime.now().isoformat(timespec='seconds'))}. "
-             f"Intervals are percentile bootstrap 95% CIs "
-             f"({_e(metrics.get('parameters', {}).get('n_bootstrap'))} resamples, fixed seed "
-             f"{_e(metrics.get('parameters', {}).get('seed'))}).</p>"]
+             f"{_e(_intervals_sentence(metrics))}</p>"]
     toc = ["Dataset", "Notes", "Summary", "Maps", "Per embedder", "Between embedders",
            "How to read the metrics", "Run configuration", "Software"]
     parts.append("<p>" + " · ".join(f"<a href='#{s.lower().replace(' ', '-')}'>{_e(s)}</a>"
                                      for s in toc) + "</p>")
-    # dataset
-    parts.append("<h2 id='dataset'>Dataset</h2>")
-    ds = metrics.get("dataset") or {}
-    if not ds:
-        parts.append("<p class='na'>No dataset summary was given.</p>")
-    for heading, header, rows in _dataset_blocks(ds):
-        parts.append(f"<h3>{_e(heading)}</h3>")
-        parts.append(_table(header, [[_e(c) for c in r] for r in rows]))
-    # notes
-    parts.append("<h2 id='notes'>Notes</h2>")
-    notes = metrics.get("notes") or []
-    if notes:
-        parts += [f"<div class='note'>{_e(n)}</div>" for n in notes]
-    else:
-        parts.append("<p>No degenerate cases were met.</p>")
-    # summary
-    parts.append("<h2 id='summary'>Summary</h2><h3>Separability per embedder</h3>")
-    if metrics.get("embedders"):
-        parts.append(_table(["embedder", "modality", "n", "classes", "dim"]
-                            + list(EMBEDDER_METRICS),
-                            [[_e(c) for c in r] for r in _embedder_summary_rows(metrics)]))
-    else:
-        parts.append("<p class='na'>No embedders.</p>")
-    for png in _pngs(images, "metric_bars"):
-        parts.append(_img_tag(png, "Separability metrics per embedder (95% CI error bars)"))
-    parts.append("<h3>Between embedders</h3>")
-    if metrics.get("pairs"):
-        parts.append(_table(["pair", "matched by", "shared"] + list(PAIR_METRICS)
-                            + ["retrieval chance"],
-                            [[_e(c) for c in r] for r in _pair_summary_rows(metrics)]))
-    else:
-        parts.append("<p class='na'>No embedder pairs (fewer than two embedders).</p>")
-    # maps
-    parts.append("<h2 id='maps'>Maps</h2>")
-    any_map = False
-    for key in images:
-        if key.startswith("all_"):
-            for png in _pngs(images, key):
-                parts.append(_img_tag(png, f"All embedders — {key[4:].upper()}"))
-                any_map = True
-    if not any_map:
-        parts.append("<p class='na'>No maps were drawn (see notes).</p>")
-    # per embedder
+    _html_dataset_and_notes(parts, metrics)
+    _html_summary(parts, metrics, images)
+    _html_maps(parts, images)
     parts.append("<h2 id='per-embedder'>Per embedder</h2>")
     for name, r in metrics.get("embedders", {}).items():
-        _metric_section(parts, f"{name} ({r.get('modality', '')}, n={r.get('n_items')}, "
-                               f"dim={r.get('dim')})", r, EMBEDDER_METRICS)
-        for key, cap in ((f"{name}_pca", "PCA map"), (f"{name}_tsne", "t-SNE map"),
-                         (f"{name}_umap", "UMAP map"),
-                         (f"{name}_centroid_cosine", "Centroid cosine similarity (fixed -1..1)"),
-                         (f"{name}_confusion", "Nearest-centroid confusion (leave-one-out)")):
-            for png in _pngs(images, key):
-                parts.append(_img_tag(png, f"{name}: {cap}"))
-        cv = r.get("class_variance") or []
-        if cv:
-            parts.append("<h4>Within-class spread</h4>")
-            parts.append(_table(["class", "n", "raw variance (mean/dim)", "normalised raw var.",
-                                 "mean cosine distance to centroid"],
-                                [[_e(d["class"]), _e(d["n"]), _e(_fmt(d["raw_variance"])),
-                                  _e(_fmt(d["normalized_variance"])),
-                                  _e(_fmt(d["mean_cosine_distance"]))] for d in cv],
-                                num_cols=(1, 2, 3, 4)))
-        nbs = r.get("nearest_neighbours") or []
-        if nbs:
-            parts.append("<h4>Nearest neighbours (cosine)</h4>")
-            rows = []
-            for q in nbs:
-                nb_txt = "<br>".join(
-                    f"{_e(os.path.basename(d['id']))} <span class='na'>[{_e(d['label'])}, "
-                    f"{d['cosine_distance']:.3f}]</span>" for d in q["neighbours"])
-                rows.append([_e(os.path.basename(q["id"])), _e(q["label"]),
-                             _e(_fmt(q["same_label"])), nb_txt])
-            parts.append(_table(["item", "class", "same-class fraction", "5 nearest"], rows))
-    # pairs
+        _html_embedder(parts, name, r, images)
     parts.append("<h2 id='between-embedders'>Between embedders</h2>")
     for key, r in metrics.get("pairs", {}).items():
         _metric_section(parts, f"{key} (matched by {r.get('matched_by')}, "
@@ -274,7 +213,110 @@ def render_html(metrics: dict, images: dict, *, title: str = "") -> str:
             parts.append(f"<p>Retrieval chance levels with {_e(r.get('retrieval_n_test'))} "
                          f"held-out pairs: " + ", ".join(f"{_e(k)} = {_fmt(v)}"
                                                          for k, v in ch.items()) + ".</p>")
-    # help
+    _html_help_and_config(parts, metrics)
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def _html_dataset_and_notes(parts: list, metrics: dict) -> None:
+    parts.append("<h2 id='dataset'>Dataset</h2>")
+    ds = metrics.get("dataset") or {}
+    if not ds:
+        parts.append("<p class='na'>No dataset summary was given.</p>")
+    for heading, header, rows in _dataset_blocks(ds):
+        parts.append(f"<h3>{_e(heading)}</h3>")
+        parts.append(_table(header, [[_e(c) for c in r] for r in rows]))
+    parts.append("<h2 id='notes'>Notes</h2>")
+    notes = metrics.get("notes") or []
+    if notes:
+        parts += [f"<div class='note'>{_e(n)}</div>" for n in notes]
+    else:
+        parts.append("<p>No degenerate cases were met.</p>")
+
+
+def _html_summary(parts: list, metrics: dict, images: dict) -> None:
+    parts.append("<h2 id='summary'>Summary</h2><h3>Separability per embedder</h3>")
+    if metrics.get("embedders"):
+        parts.append(_table(["embedder", "modality", "n", "classes", "dim"]
+                            + list(EMBEDDER_METRICS),
+                            [[_e(c) for c in r] for r in _embedder_summary_rows(metrics)]))
+    else:
+        parts.append("<p class='na'>No embedders.</p>")
+    for png in _pngs(images, "metric_bars"):
+        parts.append(_img_tag(png, "Separability metrics per embedder (95% interval error "
+                                   "bars)"))
+    parts.append("<h3>Between embedders</h3>")
+    if metrics.get("pairs"):
+        parts.append(_table(["pair", "matched by", "shared"] + list(PAIR_METRICS)
+                            + ["retrieval chance"],
+                            [[_e(c) for c in r] for r in _pair_summary_rows(metrics)]))
+    else:
+        parts.append("<p class='na'>No embedder pairs (fewer than two embedders).</p>")
+
+
+def _html_maps(parts: list, images: dict) -> None:
+    parts.append("<h2 id='maps'>Maps</h2>")
+    any_map = False
+    for key in images:
+        if key.startswith("all_"):
+            for png in _pngs(images, key):
+                parts.append(_img_tag(png, f"All embedders — {key[4:].upper()}"))
+                any_map = True
+    if not any_map:
+        parts.append("<p class='na'>No maps were drawn (see notes).</p>")
+
+
+def _chance_sentence(r: dict) -> str:
+    """The chance levels of one embedder's accuracies, flagging imbalanced classes."""
+    ch = r.get("chance") or {}
+    if not ch:
+        return ""
+    flag = (" Classes are imbalanced: read the balanced accuracies."
+            if ch.get("imbalance", 1.0) >= 1.5 else "")
+    return (f"Chance: accuracy {_fmt(ch.get('majority_rate'))} (majority-class rate), balanced "
+            f"accuracy {_fmt(ch.get('uniform'))} (1/classes); largest/smallest class "
+            f"{_fmt(ch.get('imbalance'))}.{flag}")
+
+
+def _html_embedder(parts: list, name: str, r: dict, images: dict) -> None:
+    """One embedder: metrics, chance levels, maps, heatmaps, spread and neighbours."""
+    _metric_section(parts, f"{name} ({r.get('modality', '')}, n={r.get('n_items')}, "
+                           f"dim={r.get('dim')})", r, EMBEDDER_METRICS)
+    if _chance_sentence(r):
+        parts.append(f"<p>{_e(_chance_sentence(r))}</p>")
+    for key, cap in ((f"{name}_pca", "PCA map"), (f"{name}_tsne", "t-SNE map"),
+                     (f"{name}_umap", "UMAP map"),
+                     (f"{name}_centroid_cosine",
+                      "Centroid cosine similarity, centred (fixed -1..1)"),
+                     (f"{name}_centroid_cosine_uncentred",
+                      "Centroid cosine similarity, uncentred as in the original study "
+                      "(fixed -1..1)"),
+                     (f"{name}_confusion", "Nearest-centroid confusion (leave-one-out)")):
+        for png in _pngs(images, key):
+            parts.append(_img_tag(png, f"{name}: {cap}"))
+    cv = r.get("class_variance") or []
+    if cv:
+        parts.append("<h4>Within-class spread</h4>")
+        parts.append(_table(["class", "n", "raw variance (mean/dim)", "normalised raw var.",
+                             "mean cosine distance to centroid"],
+                            [[_e(d["class"]), _e(d["n"]), _e(_fmt(d["raw_variance"])),
+                              _e(_fmt(d["normalized_variance"])),
+                              _e(_fmt(d["mean_cosine_distance"]))] for d in cv],
+                            num_cols=(1, 2, 3, 4)))
+    nbs = r.get("nearest_neighbours") or []
+    if nbs:
+        parts.append("<h4>Nearest neighbours (cosine)</h4>")
+        rows = []
+        for q in nbs:
+            nb_txt = "<br>".join(
+                f"{_e(os.path.basename(d['id']))} <span class='na'>[{_e(d['label'])}, "
+                f"{d['cosine_distance']:.3f}]</span>" for d in q["neighbours"])
+            rows.append([_e(os.path.basename(q["id"])), _e(q["label"]),
+                         _e(_fmt(q["same_label"])), nb_txt])
+        parts.append(_table(["item", "class", "same-class fraction", "5 nearest"], rows))
+
+
+def _html_help_and_config(parts: list, metrics: dict) -> None:
     parts.append("<h2 id='how-to-read-the-metrics'>How to read the metrics</h2><dl class='help'>")
     for m in list(EMBEDDER_METRICS) + list(PAIR_METRICS):
         parts.append(f"<dt>{_e(m)}</dt><dd>{_e(METRIC_HELP.get(m, ''))}</dd>")
@@ -288,8 +330,6 @@ def render_html(metrics: dict, images: dict, *, title: str = "") -> str:
     parts.append("<h2 id='software'>Software</h2>")
     parts.append(_table(["package", "version"],
                         [[_e(k), _e(v)] for k, v in (metrics.get("software") or {}).items()]))
-    parts.append("</body></html>")
-    return "\n".join(parts)
 
 
 def render_markdown(metrics: dict, images: dict, out: Path, *, title: str = "") -> str:
@@ -301,8 +341,7 @@ def render_markdown(metrics: dict, images: dict, out: Path, *, title: str = "") 
         return [f"![{cap}]({Path(os.path.relpath(p, out)).as_posix()})"
                 for p in _pngs(images, key)]
     L = [f"# {t}", "", f"Generated {_dt.datetime.now().isoformat(timespec='seconds')}. "
-         f"Intervals: percentile bootstrap 95% CI "
-         f"({metrics.get('parameters', {}).get('n_bootstrap')} resamples).", ""]
+         f"{_intervals_sentence(metrics)}", ""]
     L += ["## Dataset", ""]
     for heading, header, rows in _dataset_blocks(metrics.get("dataset") or {}):
         L += [f"### {heading}", "", _md_table(header, rows), ""]
@@ -329,8 +368,10 @@ def render_markdown(metrics: dict, images: dict, out: Path, *, title: str = "") 
         L += [f"> {n}" for n in r.get("notes", [])]
         L += ["", _md_table(["metric", "value", "95% CI", "parameters", "note"],
                             _metric_detail_rows(r, EMBEDDER_METRICS)), ""]
+        if _chance_sentence(r):
+            L += [_chance_sentence(r), ""]
         for key in (f"{name}_pca", f"{name}_tsne", f"{name}_umap", f"{name}_centroid_cosine",
-                    f"{name}_confusion"):
+                    f"{name}_centroid_cosine_uncentred", f"{name}_confusion"):
             L += link(key, key)
         nbs = r.get("nearest_neighbours") or []
         if nbs:

@@ -15,16 +15,18 @@ import warnings
 from collections import Counter
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from ._common import (UndefinedMetricError, cosine_neighbors, l2_normalize,
                       require_classes, validate_xy)
 
 __all__ = ["validate", "silhouette_cosine", "silhouette_samples_cosine", "knn_predictions",
-           "knn_accuracy", "knn_correct", "effective_n_splits", "probe_folds", "linear_probe",
+           "knn_accuracy", "knn_correct", "balanced_accuracy", "per_class_correct",
+           "chance_levels", "effective_n_splits", "probe_folds", "linear_probe",
            "kmeans_clusters", "cluster_agreement", "groups_or_self"]
 
 
-def validate(X, labels, groups=None):
+def validate(X: ArrayLike, labels: ArrayLike, groups: ArrayLike | None = None) -> tuple:
     """Check ``X`` [shape=(n, dim)], ``labels`` [shape=(n,)], ``groups`` [shape=(n,)] agree.
 
     Raises
@@ -35,7 +37,7 @@ def validate(X, labels, groups=None):
     return validate_xy(X, labels, groups)
 
 
-def groups_or_self(groups, n: int) -> np.ndarray:
+def groups_or_self(groups: ArrayLike, n: int) -> np.ndarray:
     """Group ids [shape=(n,)]: items with an empty/None group become their own group."""
     if groups is None:
         return np.array([f"__item{i}" for i in range(n)], dtype=object)
@@ -49,7 +51,7 @@ def groups_or_self(groups, n: int) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- silhouette
-def silhouette_samples_cosine(X, labels) -> np.ndarray:
+def silhouette_samples_cosine(X: ArrayLike, labels: ArrayLike) -> np.ndarray:
     """Per-item silhouette values [shape=(n,)] with cosine distance.
 
     Items in singleton classes get 0 (the sklearn convention).
@@ -84,7 +86,7 @@ def silhouette_samples_cosine(X, labels) -> np.ndarray:
     return s
 
 
-def silhouette_cosine(X, labels) -> float:
+def silhouette_cosine(X: ArrayLike, labels: ArrayLike) -> float:
     """Mean silhouette coefficient with cosine distance, in [-1, 1] (1 = tight, separated classes).
 
     Parameters
@@ -96,7 +98,7 @@ def silhouette_cosine(X, labels) -> float:
 
 
 # ----------------------------------------------------------------------------- kNN
-def knn_predictions(X, labels, *, k: int = 1) -> np.ndarray:
+def knn_predictions(X: ArrayLike, labels: ArrayLike, *, k: int = 1) -> np.ndarray:
     """Leave-one-out k-nearest-neighbour (cosine) predicted labels [shape=(n,)].
 
     Majority vote among the k nearest other items; a tied vote goes to the tied class whose
@@ -122,14 +124,14 @@ def knn_predictions(X, labels, *, k: int = 1) -> np.ndarray:
     return pred
 
 
-def knn_correct(X, labels, *, k: int = 1) -> np.ndarray:
+def knn_correct(X: ArrayLike, labels: ArrayLike, *, k: int = 1) -> np.ndarray:
     """Per-item 0/1 correctness [shape=(n,)] of leave-one-out k-NN (cosine)."""
     X, labels, _ = validate(X, labels)
     require_classes(labels, min_classes=2, what="kNN accuracy")
     return (knn_predictions(X, labels, k=k) == labels).astype(np.float64)
 
 
-def knn_accuracy(X, labels, *, k: int = 1) -> float:
+def knn_accuracy(X: ArrayLike, labels: ArrayLike, *, k: int = 1) -> float:
     """Leave-one-out k-NN accuracy (cosine distance), in [0, 1].
 
     Parameters
@@ -142,8 +144,51 @@ def knn_accuracy(X, labels, *, k: int = 1) -> float:
     return float(np.mean(knn_correct(X, labels, k=k)))
 
 
+# ----------------------------------------------------------------------------- chance, balance
+def per_class_correct(y_true: ArrayLike, y_pred: ArrayLike) -> tuple[list, np.ndarray, np.ndarray]:
+    """(classes, correct [shape=(n_classes,)], size [shape=(n_classes,)]) of a prediction."""
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    if y_true.shape != y_pred.shape or y_true.ndim != 1:
+        raise ValueError(f"y_true and y_pred must be 1-d of one length, got {y_true.shape} and "
+                         f"{y_pred.shape}")
+    classes, inv = np.unique(y_true, return_inverse=True)
+    size = np.bincount(inv, minlength=len(classes))
+    correct = np.bincount(inv, weights=(y_true == y_pred).astype(np.float64),
+                          minlength=len(classes))
+    return classes.tolist(), correct, size
+
+
+def balanced_accuracy(y_true: ArrayLike, y_pred: ArrayLike) -> float:
+    """Mean over classes of the recall (fraction of the class predicted correctly), in [0, 1].
+
+    Unlike accuracy it does not reward predicting the majority class: its chance level is
+    1 / n_classes whatever the class sizes (noise with 180 vs 20 items per class gets a k=5
+    accuracy of 0.90 but a balanced accuracy of about 0.5).
+
+    Parameters
+    ----------
+    y_true, y_pred : np.ndarray [shape=(n,)]
+    """
+    _, correct, size = per_class_correct(y_true, y_pred)
+    if not len(size):
+        raise UndefinedMetricError("balanced accuracy needs at least one item")
+    return float(np.mean(correct / size))
+
+
+def chance_levels(labels: ArrayLike) -> dict:
+    """Chance levels of a classifier on ``labels`` [shape=(n,)]: ``majority_rate`` (accuracy of
+    always predicting the largest class: what accuracy must beat), ``uniform`` (1 / n_classes:
+    the chance level of balanced accuracy) and ``imbalance`` (largest / smallest class size)."""
+    _, counts = np.unique(np.asarray(labels), return_counts=True)
+    if not len(counts):
+        raise UndefinedMetricError("chance levels need at least one item")
+    return {"majority_rate": float(counts.max() / counts.sum()), "uniform": 1.0 / len(counts),
+            "imbalance": float(counts.max() / counts.min())}
+
+
 # ----------------------------------------------------------------------------- linear probe
-def effective_n_splits(labels, groups=None, *, n_splits: int = 5) -> int:
+def effective_n_splits(labels: ArrayLike, groups: ArrayLike | None = None, *,
+                       n_splits: int = 5) -> int:
     """The number of grouped stratified folds the data allows (<= n_splits; < 2 = impossible).
 
     Each class must contribute at least one group to every fold, so the number of folds is
@@ -157,7 +202,8 @@ def effective_n_splits(labels, groups=None, *, n_splits: int = 5) -> int:
     return int(min(n_splits, min(per_class), len(set(g.tolist()))))
 
 
-def probe_folds(labels, groups=None, *, n_splits: int = 5, seed: int = 0) -> np.ndarray:
+def probe_folds(labels: ArrayLike, groups: ArrayLike | None = None, *, n_splits: int = 5,
+                seed: int = 0) -> np.ndarray:
     """Test-fold index [shape=(n,)] of each item under StratifiedGroupKFold.
 
     Items with an empty group are their own group. Raises UndefinedMetricError if fewer than 2
@@ -182,8 +228,8 @@ def probe_folds(labels, groups=None, *, n_splits: int = 5, seed: int = 0) -> np.
     return fold
 
 
-def linear_probe(X, labels, groups=None, *, n_splits: int = 5, seed: int = 0, C: float = 1.0,
-                 max_iter: int = 2000) -> dict:
+def linear_probe(X: ArrayLike, labels: ArrayLike, groups: ArrayLike | None = None, *,
+                 n_splits: int = 5, seed: int = 0, C: float = 1.0, max_iter: int = 2000) -> dict:
     """Cross-validated linear probe (StandardScaler + LogisticRegression), grouped by pair id.
 
     Parameters
@@ -226,7 +272,8 @@ def linear_probe(X, labels, groups=None, *, n_splits: int = 5, seed: int = 0, C:
 
 
 # ----------------------------------------------------------------------------- clustering
-def kmeans_clusters(X, labels, *, seed: int = 0, n_init: int = 10) -> np.ndarray:
+def kmeans_clusters(X: ArrayLike, labels: ArrayLike, *, seed: int = 0,
+                    n_init: int = 10) -> np.ndarray:
     """k-means cluster ids [shape=(n,)] with k = number of classes, on L2-normalised vectors.
 
     Clustering unit vectors makes the result cosine-consistent and scale-free.
@@ -247,7 +294,7 @@ def kmeans_clusters(X, labels, *, seed: int = 0, n_init: int = 10) -> np.ndarray
     return km.labels_
 
 
-def cluster_agreement(labels, clusters) -> dict:
+def cluster_agreement(labels: ArrayLike, clusters: ArrayLike) -> dict:
     """V-measure and adjusted Rand index between ``labels`` [shape=(n,)] and ``clusters``."""
     from sklearn.metrics import adjusted_rand_score, v_measure_score
     labels = np.asarray(labels)

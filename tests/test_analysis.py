@@ -140,10 +140,14 @@ def test_validate_raises_precise_errors():
 def test_within_total_ratio_known_value():
     X = np.array([[0.0], [2.0], [10.0], [12.0]])
     y = np.array(["a", "a", "b", "b"])
-    # within: 4 * 1^2 = 4; total around 6: 36 + 16 + 16 + 36 = 104
-    assert structure.within_total_variance_ratio(X, y) == pytest.approx(4 / 104)
-    assert structure.within_total_variance_ratio(X * 7.5 + 3, y) == pytest.approx(4 / 104)
-    assert structure.within_total_variance_ratio(X, np.array(["a"] * 4)) == pytest.approx(1.0)
+    # raw: within: 4 * 1^2 = 4; total around 6: 36 + 16 + 16 + 36 = 104
+    raw = dict(normalize=False)
+    assert structure.within_total_variance_ratio(X, y, **raw) == pytest.approx(4 / 104)
+    assert structure.within_total_variance_ratio(X * 7.5 + 3, y, **raw) == pytest.approx(4 / 104)
+    assert structure.within_total_variance_ratio(X, np.array(["a"] * 4), **raw) == \
+        pytest.approx(1.0)
+    # default (issue 11): on unit vectors, here [0], [1], [1], [1]: within 1/2, total 3/4
+    assert structure.within_total_variance_ratio(X, y) == pytest.approx(2 / 3)
 
 
 def test_confusion_hand_example():
@@ -159,8 +163,11 @@ def test_confusion_hand_example():
 def test_centroid_cosine_matrix_and_variance_table():
     X = np.array([[1.0, 0.0], [2.0, 0.0], [0.0, 1.0], [0.0, 3.0]])
     y = np.array(["a", "a", "b", "b"])
-    classes, M = structure.centroid_cosine_matrix(X, y)
+    classes, M = structure.centroid_cosine_matrix(X, y, center=False)
     np.testing.assert_allclose(M, [[1, 0], [0, 1]], atol=1e-12)
+    # centred (the default since issue 11): the two mean directions point away from each other
+    np.testing.assert_allclose(structure.centroid_cosine_matrix(X, y)[1], [[1, -1], [-1, 1]],
+                               atol=1e-12)
     rows = structure.class_variance_table(X, y)
     assert [r["n"] for r in rows] == [2, 2]
     assert rows[0]["raw_variance"] == pytest.approx(np.var([1, 2]) / 2)

@@ -162,6 +162,33 @@ def test_report_md_links_pngs(full_run):
         assert m in md
 
 
+def test_issue11_tables_heatmaps_and_help(full_run):
+    """Every metric key in the CSVs, the uncentred centroid matrix written and labelled, the
+    chance levels and each metric's how-to-read sentence in the report."""
+    from analysis.schema import METRIC_HELP
+    out, sets, m = full_run
+    emb = (out / "metrics_embedders.csv").read_text().splitlines()[0].split(",")
+    pairs = (out / "metrics_pairs.csv").read_text().splitlines()[0].split(",")
+    for k in EMBEDDER_METRICS:
+        assert {k, f"{k}_ci_lo", f"{k}_ci_hi"} <= set(emb), k
+    for k in PAIR_METRICS:
+        assert {k, f"{k}_ci_lo", f"{k}_ci_hi"} <= set(pairs), k
+    assert {"chance_majority_rate", "chance_uniform"} <= set(emb)
+    assert {"cka_null_q95", "knn_jaccard_k10_chance"} <= set(pairs)
+    for s in sets:
+        assert (out / "cos" / f"{s.name}_centroid_cosine_uncentred.csv").exists()
+        assert (out / "cos" / f"{s.name}_centroid_cosine_uncentred.png").exists()
+        r = m["embedders"][s.name]
+        assert r["centroid_cosine"]["params"]["centered"] is True
+        assert r["centroid_cosine_uncentred"]["params"]["centered"] is False
+    md = (out / "report.md").read_text()
+    html = (out / "report.html").read_text()
+    assert "uncentred" in md and "uncentred" in html
+    assert "Chance: accuracy" in md and "Chance: accuracy" in html
+    for k in EMBEDDER_METRICS + PAIR_METRICS:
+        assert METRIC_HELP[k] in md, k
+
+
 def _notes(m):
     return " | ".join(m["notes"])
 

@@ -1,0 +1,205 @@
+"""Tables and figures of a finished ``metrics`` dict: the CSVs next to metrics.json, the
+centroid-cosine and within-class-variance tables, the maps, heatmaps and the metric bar chart.
+
+Everything here reads numbers that :mod:`analysis.compare` already computed (only the 2-d maps
+are computed here, by :mod:`analysis.projection`); a failure is recorded as a note, never
+raised, so one broken figure does not lose the run.
+"""
+from __future__ import annotations
+
+import traceback
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._common import UndefinedMetricError, finite_or_none
+from .io import write_csv_atomic
+from .schema import EMBEDDER_METRICS, PAIR_METRICS
+
+__all__ = ["write_tables_and_figures", "write_metric_tables", "write_embedder_tables",
+           "draw_maps", "draw_matrices", "safe_name", "CENTROID_MATRICES"]
+
+#: (key in an embedder's metrics, file suffix, heatmap title) of the centroid cosine matrices
+CENTROID_MATRICES = (
+    ("centroid_cosine", "centroid_cosine",
+     "centroid cosine similarity, centred (fixed scale -1..1)"),
+    ("centroid_cosine_uncentred", "centroid_cosine_uncentred",
+     "centroid cosine similarity, UNCENTRED as in the original study (fixed scale -1..1)"),
+)
+
+
+def safe_name(name: str) -> str:
+    """``name`` with every character but letters, digits and ``-_.`` replaced by ``_``."""
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in str(name)) or "embedder"
+
+
+def write_tables_and_figures(metrics: dict, sets: list, out: Path, plot_dir: Path,
+                             cos_dir: Path, var_dir: Path, *, title: str, methods: tuple,
+                             seed: int, all_classes: list, bar: Any) -> OrderedDict:
+    """Every CSV and figure; file paths go to ``metrics["files"]``, failures to its notes.
+
+    Returns
+    -------
+    OrderedDict: image key -> written paths (PNG and SVG), for the report.
+    """
+    files, notes = metrics["files"], metrics["notes"]
+    try:
+        write_metric_tables(metrics, out, files)
+        write_embedder_tables(metrics, out, cos_dir, var_dir, files)
+    except Exception as exc:
+        notes.append(f"writing tables failed: {type(exc).__name__}: {exc}")
+    images = OrderedDict()
+    prefix = f"{title}: " if title else ""
+    try:
+        draw_maps(sets, plot_dir, methods=methods, seed=seed, all_classes=all_classes,
+                  prefix=prefix, images=images, notes=notes,
+                  projections=metrics["parameters"]["projections"], bar=bar)
+        draw_matrices(metrics, plot_dir, cos_dir, prefix=prefix, images=images)
+    except Exception as exc:
+        notes.append(f"plotting failed: {type(exc).__name__}: {exc}")
+        traceback.print_exc()
+    files["images"] = {k: [str(p) for p in v] for k, v in images.items()}
+    return images
+
+
+def _metric_cells(entry: dict, names) -> list:
+    """value, ci_lo, ci_hi of each metric in ``names`` (None where missing)."""
+    cells = []
+    for m in names:
+        e = entry.get(m) or {}
+        ci = e.get("ci95") or [None, None]
+        cells += [e.get("value"), ci[0], ci[1]]
+    return cells
+
+
+def _param(entry: dict, metric: str, key: str):
+    return ((entry.get(metric) or {}).get("params") or {}).get(key)
+
+
+def write_metric_tables(metrics: dict, out: Path, files: dict) -> None:
+    """metrics_embedders.csv and metrics_pairs.csv: every metric key with its interval, and
+    the chance levels / null quantile needed to read them."""
+    header = ["embedder", "modality", "n_items", "n_classes", "dim"]
+    for m in EMBEDDER_METRICS:
+        header += [m, f"{m}_ci_lo", f"{m}_ci_hi"]
+    header += ["chance_majority_rate", "chance_uniform", "class_imbalance"]
+    rows = []
+    for name, r in metrics["embedders"].items():
+        ch = r.get("chance") or {}
+        rows.append([name, r.get("modality"), r.get("n_items"), r.get("n_classes"), r.get("dim")]
+                    + _metric_cells(r, EMBEDDER_METRICS)
+                    + [ch.get("majority_rate"), ch.get("uniform"), ch.get("imbalance")])
+    files["metrics_embedders_csv"] = str(write_csv_atomic(out / "metrics_embedders.csv",
+                                                           header, rows))
+    header = ["pair", "a", "b", "matched_by", "n_shared"]
+    for m in PAIR_METRICS:
+        header += [m, f"{m}_ci_lo", f"{m}_ci_hi"]
+    header += ["cka_null_q95", "knn_jaccard_k10_chance", "chance_recall_at_1", "chance_mrr"]
+    rows = []
+    for key, r in metrics["pairs"].items():
+        ch = r.get("retrieval_chance") or {}
+        rows.append([key, r.get("a"), r.get("b"), r.get("matched_by"), r.get("n_shared")]
+                    + _metric_cells(r, PAIR_METRICS)
+                    + [_param(r, "cka_permutation_p", "null_q95"),
+                       _param(r, "knn_jaccard_k10", "chance"), ch.get("recall_at_1"),
+                       ch.get("mrr")])
+    files["metrics_pairs_csv"] = str(write_csv_atomic(out / "metrics_pairs.csv", header, rows))
+
+
+def _matrix_csv(path: Path, classes: list, M, cast = finite_or_none, corner: str = "") -> Path:
+    M = np.asarray(M)
+    return write_csv_atomic(path, [corner] + list(classes),
+                            [[c] + [cast(v) for v in M[i]] for i, c in enumerate(classes)])
+
+
+def write_embedder_tables(metrics: dict, out: Path, cos_dir: Path, var_dir: Path,
+                          files: dict) -> None:
+    """Per embedder: centroid cosine CSVs (centred and uncentred), within-class variance,
+    confusion; and neighbours.csv for all."""
+    nb_rows = []
+    for name, r in metrics["embedders"].items():
+        safe = safe_name(name)
+        for key, suffix, _ in CENTROID_MATRICES:
+            cc = r.get(key) or {}
+            if cc.get("matrix") is not None:
+                p = _matrix_csv(cos_dir / f"{safe}_{suffix}.csv", cc["classes"],
+                                np.asarray(cc["matrix"], dtype=float))
+                files[f"{name}_{suffix}_csv"] = str(p)
+        cv = r.get("class_variance") or []
+        p = write_csv_atomic(var_dir / f"{safe}_within_class_variance.csv",
+                             ["class", "n", "raw_variance_mean_per_dim",
+                              "mean_cosine_distance_to_centroid", "normalized_raw_variance"],
+                             [[d["class"], d["n"], d["raw_variance"],
+                               d["mean_cosine_distance"], d["normalized_variance"]] for d in cv])
+        files[f"{name}_within_class_variance_csv"] = str(p)
+        conf = r.get("confusion") or {}
+        if conf.get("matrix") is not None:
+            p = _matrix_csv(out / f"confusion_{safe}.csv", conf["classes"], conf["matrix"],
+                            cast=int, corner="true \\ predicted")
+            files[f"{name}_confusion_csv"] = str(p)
+        for q in r.get("nearest_neighbours") or []:
+            for rank, nb in enumerate(q["neighbours"], 1):
+                nb_rows.append([name, q["id"], q["label"], rank, nb["id"], nb["label"],
+                                nb["cosine_distance"]])
+    files["neighbours_csv"] = str(write_csv_atomic(
+        out / "neighbours.csv", ["embedder", "query", "query_label", "rank", "neighbour",
+                                 "neighbour_label", "cosine_distance"], nb_rows))
+
+
+def draw_maps(sets: list, plot_dir: Path, *, methods: tuple, seed: int, all_classes: list,
+              prefix: str, images: dict, notes: list, projections: dict, bar: Any) -> None:
+    """2-d maps per embedder and method, and one side-by-side panel per method."""
+    from . import plots, projection
+    for method in methods:
+        panels = []
+        for s in sets:
+            bar.set_postfix_str(f"{method} {s.name}")
+            bar.update()
+            try:
+                Y, p = projection.project(s.vectors, method, s.labels, seed=seed)
+            except UndefinedMetricError as exc:
+                notes.append(f"{s.name}: no {method} map: {exc}")
+                continue
+            except ImportError as exc:
+                notes.append(f"{method} not available: {exc}")
+                break
+            except Exception as exc:
+                notes.append(f"{s.name}: {method} map failed: {type(exc).__name__}: {exc}")
+                continue
+            projections.setdefault(s.name, {})[method] = p
+            images[f"{s.name}_{method}"] = plots.plot_map(
+                Y, s.labels, plot_dir / f"{safe_name(s.name)}_{method}",
+                title=f"{prefix}{s.name} — {method.upper()}", classes=all_classes)
+            panels.append((s.name, Y, s.labels))
+        if panels:
+            images[f"all_{method}"] = plots.plot_maps_side_by_side(
+                panels, plot_dir / f"all_embedders_{method}",
+                title=f"{prefix}all embedders — {method.upper()}", classes=all_classes)
+
+
+def draw_matrices(metrics: dict, plot_dir: Path, cos_dir: Path, *, prefix: str,
+                  images: dict) -> None:
+    """Centroid cosine heatmaps (fixed -1..1), confusion matrices and the metric bar chart."""
+    from . import plots
+    for name, r in metrics["embedders"].items():
+        safe = safe_name(name)
+        for key, suffix, what in CENTROID_MATRICES:
+            cc = r.get(key) or {}
+            if cc.get("matrix") is not None:
+                images[f"{name}_{suffix}"] = plots.plot_heatmap(
+                    cc["matrix"], cc["classes"], cos_dir / f"{safe}_{suffix}",
+                    title=f"{prefix}{name}: {what}")
+        conf = r.get("confusion") or {}
+        if conf.get("matrix") is not None:
+            images[f"{name}_confusion"] = plots.plot_confusion(
+                conf["matrix"], conf["classes"], plot_dir / f"{safe}_confusion",
+                title=f"{prefix}{name}: nearest-centroid confusion (leave-one-out)")
+    if metrics["embedders"]:
+        table = {name: {m: ((r.get(m) or {}).get("value"), (r.get(m) or {}).get("ci95"))
+                        for m in EMBEDDER_METRICS}
+                 for name, r in metrics["embedders"].items()}
+        images["metric_bars"] = plots.plot_metric_bars(
+            table, list(EMBEDDER_METRICS), plot_dir / "separability_metrics",
+            title=f"{prefix}separability per embedder")
