@@ -131,6 +131,10 @@ def _dataset_blocks(ds: dict):
     for key, title in (("skipped", "Skipped files"), ("unusable", "Unusable files")):
         lst = _pairs_list(ds.get(key))
         blocks.append((title, ["file", "reason"], lst if lst else [("(none)", "")]))
+    noted = [(name, note, n) for name, counts in (ds.get("note_counts") or {}).items()
+             for note, n in sorted(counts.items())]
+    if noted:  # unusual but valid files an embedder accepted (e.g. SMPTE MIDI for CLaMP 2)
+        blocks.append(("Embedded with a note", ["embedder", "note", "files"], noted))
     if ds.get("damaged_cache_entries"):
         blocks.append(("Damaged cache entries", ["entry"],
                        [(str(x),) for x in ds["damaged_cache_entries"]]))

@@ -41,7 +41,8 @@ def summary(sets):
             "skipped": SKIPPED, "warnings": ["demo warning"],
             "embedders": {s.name: {"found": 32, "embedded": 32, "computed": 32, "cached": 0,
                                    "skipped": 0, "seconds": 0.1} for s in sets},
-            "damaged_cache_entries": []}
+            "damaged_cache_entries": [],
+            "note_counts": {"midi-stats": {"SMPTE time division (25 fps, 40 ticks/frame)": 2}}}
 
 
 def run(tmp, sets, methods=("pca", "tsne"), **kw):
@@ -149,6 +150,14 @@ def test_report_html_self_contained(full_run):
         assert s.name in html
     assert "Software" in html and "numpy" in html and "Run configuration" in html
     assert "piece" in html  # nearest-neighbour file names
+
+
+def test_report_counts_files_embedded_with_a_note(full_run):
+    out = full_run[0]
+    for name in ("report.html", "report.md"):
+        text = (out / name).read_text()
+        assert "Embedded with a note" in text
+        assert "SMPTE time division (25 fps, 40 ticks/frame)" in text
 
 
 def test_report_md_links_pngs(full_run):
