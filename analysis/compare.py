@@ -37,7 +37,8 @@ from ._common import UndefinedMetricError, center_unit, cosine_distance_matrix, 
 from .bootstrap import bootstrap_ci, bootstrap_mean_ci, bootstrap_values
 from .intervals import (balanced_accuracy_interval, clopper_pearson, finalize_interval,
                         rubin_interval)
-from .schema import EMBEDDER_METRICS, P_VALUES, PAIR_METRICS
+from . import recommendation
+from .schema import EMBEDDER_METRICS, MP_SUFFIX, P_VALUES, PAIR_METRICS, RECOMMEND_METRICS
 from common.progress import progress_bar
 
 from .io import jsonable, write_json_atomic
@@ -334,8 +335,25 @@ _KMEANS_PARAMS = {"algorithm": "KMeans(n_clusters=n_classes, n_init=10) on L2-no
                                "vectors"}
 
 
+def recommend_metric(ctx: EmbedderContext, *, key: str,
+                     hubness_reduction: str | None = None) -> Measured:
+    """One recommendation-quality metric (all of them share one neighbour computation)."""
+    q = ctx._once(("recommend", hubness_reduction), lambda: recommendation.recommendation_quality(
+        ctx.X, ctx.labels, hubness_reduction=hubness_reduction))
+    v = q[key]
+    if v is None:
+        raise UndefinedMetricError(f"{key}: undefined (too few items or constant occurrence)")
+    if isinstance(v, dict):  # a precision: Wilson interval and chance level
+        return Measured(v["value"], v["ci95"], {
+            "chance": v["chance"], "successes": v["successes"], "trials": v["trials"],
+            "ci_method": "wilson", "ci_note": "Wilson interval over the n*k judgements "
+                                              "(optimistic: neighbour lists overlap)"},
+            n_units=v["trials"], bounds=(0.0, 1.0))
+    return Measured(float(v), None, {})
+
+
 def embedder_metric_table(*, knn_ks: Sequence[int] = (1, 5), n_splits: int = 5,
-                          seed: int = 0) -> list:
+                          seed: int = 0, hubness_reduction: str | None = None) -> list:
     """(name, function of the context, fixed params) of every per-embedder metric, in order."""
     probe = {**_PROBE_PARAMS, "n_splits_requested": n_splits, "seed": seed}
     kmeans = {**_KMEANS_PARAMS, "seed": seed}
@@ -355,6 +373,13 @@ def embedder_metric_table(*, knn_ks: Sequence[int] = (1, 5), n_splits: int = 5,
               partial(within_total_variance_ratio, normalize=False),
               {"definition": "trace(S_within) / trace(S_total), raw vectors (not invariant to "
                              "per-item scale)"})]
+    reductions = [None] + (["mp"] if hubness_reduction == "mp" else [])
+    for red in reductions:
+        for m in RECOMMEND_METRICS:
+            rows.append((m + (MP_SUFFIX if red else ""),
+                         partial(recommend_metric, key=m, hubness_reduction=red),
+                         {"scheme": "leave-one-out top-k (cosine)" if red is None else
+                          "leave-one-out top-k by Gaussian mutual proximity"}))
     return rows
 
 
@@ -362,8 +387,10 @@ def evaluate_embedder(X: ArrayLike, labels: ArrayLike, groups: ArrayLike | None 
                       ids: ArrayLike | None = None, seed: int = 0,
                       n_bootstrap: int = DEFAULT_N_BOOTSTRAP, n_splits: int = 5,
                       knn_ks: Sequence[int] = (1, 5), neighbours_per_class: int = 3,
-                      n_neighbours: int = 5) -> OrderedDict:
-    """Every single-space metric of one embedder.
+                      n_neighbours: int = 5, hubness_reduction: str | None = None
+                      ) -> OrderedDict:
+    """Every single-space metric of one embedder (``hubness_reduction="mp"`` adds the
+    recommendation metrics under mutual proximity, suffixed ``_mp``).
 
     Parameters
     ----------
@@ -385,7 +412,8 @@ def evaluate_embedder(X: ArrayLike, labels: ArrayLike, groups: ArrayLike | None 
                           n_splits=n_splits)
     notes = _embedder_notes(ctx)
     res = OrderedDict()
-    for name, fn, params in embedder_metric_table(knn_ks=knn_ks, n_splits=n_splits, seed=seed):
+    for name, fn, params in embedder_metric_table(knn_ks=knn_ks, n_splits=n_splits, seed=seed,
+                                                  hubness_reduction=hubness_reduction):
         res[name] = _guard(fn, ctx, params)
     pa = res.get("probe_accuracy")
     if pa and pa["value"] is not None and pa["params"].get("n_splits", n_splits) < n_splits:
@@ -395,7 +423,7 @@ def evaluate_embedder(X: ArrayLike, labels: ArrayLike, groups: ArrayLike | None 
            else np.asarray(ids, dtype=str))
     res.update(_embedder_descriptives(ctx, ids, n_neighbours=n_neighbours,
                                       per_class=neighbours_per_class, notes=notes))
-    for name in EMBEDDER_METRICS:
+    for name in (*EMBEDDER_METRICS, *RECOMMEND_METRICS):
         e = res.get(name)
         if e is not None and e["value"] is None and e.get("note"):
             notes.append(f"{name}: {e['note']}")
@@ -771,11 +799,12 @@ def _unique_sets(sets, notes: list) -> list:
     return uniq
 
 
-def _analyse_embedder(s, *, seed: int, n_bootstrap: int) -> OrderedDict:
+def _analyse_embedder(s, *, seed: int, n_bootstrap: int,
+                      hubness_reduction: str | None = None) -> OrderedDict:
     """:func:`evaluate_embedder` of one EmbeddingSet; a failure becomes undefined entries."""
     try:
         r = evaluate_embedder(s.vectors, s.labels, s.pair_ids, ids=s.ids, seed=seed,
-                              n_bootstrap=n_bootstrap)
+                              n_bootstrap=n_bootstrap, hubness_reduction=hubness_reduction)
     except Exception as exc:
         r = OrderedDict((m, _entry(None, note=f"error: {exc}")) for m in EMBEDDER_METRICS)
         r.update(n_items=len(s), n_classes=len(s.classes), dim=s.dim,
@@ -808,13 +837,14 @@ def _analyse_pair(a, b, *, seed: int, n_bootstrap: int, n_permutations: int) -> 
 
 
 def _analyse_all(sets, metrics: OrderedDict, bar, *, seed: int, n_bootstrap: int,
-                 n_permutations: int) -> None:
+                 n_permutations: int, hubness_reduction: str | None = None) -> None:
     """Fill ``metrics["embedders"]`` and ``metrics["pairs"]``; collect their notes."""
     notes = metrics["notes"]
     for s in sets:
         bar.set_postfix_str(s.name)
         bar.update()
-        r = _analyse_embedder(s, seed=seed, n_bootstrap=n_bootstrap)
+        r = _analyse_embedder(s, seed=seed, n_bootstrap=n_bootstrap,
+                              hubness_reduction=hubness_reduction)
         metrics["embedders"][s.name] = r
         notes.extend(f"{s.name}: {n}" for n in r.get("notes", []))
     for i in range(len(sets)):
@@ -845,7 +875,8 @@ def run_analysis(sets: Sequence, out: str | Path, *, plot_dir: str | Path, cos_d
                  var_dir: str | Path, title: str = "", methods: Sequence[str] = ("pca", "tsne"),
                  seed: int = 0, dataset_summary: dict | None = None, run_config: dict | None = None,
                  n_bootstrap: int = DEFAULT_N_BOOTSTRAP,
-                 n_permutations: int = DEFAULT_N_PERMUTATIONS, progress: bool = False) -> dict:
+                 n_permutations: int = DEFAULT_N_PERMUTATIONS, progress: bool = False,
+                 hubness_reduction: str | None = None) -> dict:
     """Analyse every embedding set and every pair; write metrics, tables, plots and the report.
 
     Parameters
@@ -859,6 +890,8 @@ def run_analysis(sets: Sequence, out: str | Path, *, plot_dir: str | Path, cos_d
         Subset of ("pca", "tsne", "umap").
     progress : bool
         Show a progress bar (one step per embedder, per pair and per map).
+    hubness_reduction : {None, "mp"}
+        ``"mp"`` adds the recommendation metrics under mutual proximity (``*_mp``).
 
     Returns
     -------
@@ -884,8 +917,9 @@ def run_analysis(sets: Sequence, out: str | Path, *, plot_dir: str | Path, cos_d
     sets = _unique_sets(sets, notes)
     n_steps = len(sets) + len(sets) * (len(sets) - 1) // 2 + len(methods) * len(sets)
     bar = progress_bar(n_steps, desc="analysis", unit="step", enabled=progress, leave=False)
+    params["hubness_reduction"] = hubness_reduction
     _analyse_all(sets, metrics, bar, seed=seed, n_bootstrap=n_bootstrap,
-                 n_permutations=n_permutations)
+                 n_permutations=n_permutations, hubness_reduction=hubness_reduction)
     params["seconds_metrics"] = round(time.perf_counter() - t_start, 3)
     write_json_atomic(metrics, out / "metrics.json")  # early copy; rewritten at the end
     all_classes = sorted({c for s in sets for c in s.labels.tolist()}

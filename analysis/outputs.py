@@ -16,7 +16,7 @@ import numpy as np
 
 from ._common import UndefinedMetricError, finite_or_none
 from .io import write_csv_atomic
-from .schema import EMBEDDER_METRICS, PAIR_METRICS
+from .schema import EMBEDDER_METRICS, PAIR_METRICS, recommend_metric_names
 
 __all__ = ["write_tables_and_figures", "write_metric_tables", "write_embedder_tables",
            "draw_maps", "draw_matrices", "safe_name", "CENTROID_MATRICES"]
@@ -82,14 +82,16 @@ def write_metric_tables(metrics: dict, out: Path, files: dict) -> None:
     """metrics_embedders.csv and metrics_pairs.csv: every metric key with its interval, and
     the chance levels / null quantile needed to read them."""
     header = ["embedder", "modality", "n_items", "n_classes", "dim"]
-    for m in EMBEDDER_METRICS:
+    names = list(EMBEDDER_METRICS) + (recommend_metric_names(metrics["embedders"])
+                                      if metrics["embedders"] else [])
+    for m in names:
         header += [m, f"{m}_ci_lo", f"{m}_ci_hi"]
     header += ["chance_majority_rate", "chance_uniform", "class_imbalance"]
     rows = []
     for name, r in metrics["embedders"].items():
         ch = r.get("chance") or {}
         rows.append([name, r.get("modality"), r.get("n_items"), r.get("n_classes"), r.get("dim")]
-                    + _metric_cells(r, EMBEDDER_METRICS)
+                    + _metric_cells(r, names)
                     + [ch.get("majority_rate"), ch.get("uniform"), ch.get("imbalance")])
     files["metrics_embedders_csv"] = str(write_csv_atomic(out / "metrics_embedders.csv",
                                                            header, rows))

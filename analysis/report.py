@@ -9,7 +9,8 @@ import json
 import os
 from pathlib import Path
 
-from .schema import EMBEDDER_METRICS, METRIC_HELP, PAIR_METRICS
+from .schema import (EMBEDDER_METRICS, METRIC_HELP, PAIR_METRICS, RECOMMEND_METRICS,
+                     recommend_metric_names)
 from common.fsutil import atomic_write_text
 
 from .io import jsonable
@@ -163,6 +164,24 @@ def _embedder_summary_rows(metrics):
     return rows
 
 
+def _recommend_summary_rows(metrics, names):
+    rows = []
+    for name, r in metrics.get("embedders", {}).items():
+        row = [name]
+        for m in names:
+            v, ci = _fmt_entry(r.get(m))
+            row.append(f"{v} {ci}".strip())
+        ch = ((r.get("recommend_precision_at_10") or {}).get("params") or {}).get("chance")
+        row.append(_fmt(ch) if ch is not None else "n/a")
+        rows.append(row)
+    return rows
+
+
+_RECOMMEND_INTRO = ("Each item's nearest other items (cosine) as its recommendations: "
+                    "precision@k against its label, coverage and hubness of the top 10. "
+                    "Cross-modal same-piece hits are the retrieval metrics between embedders.")
+
+
 def _pair_summary_rows(metrics):
     rows = []
     for key, r in metrics.get("pairs", {}).items():
@@ -249,6 +268,12 @@ def _html_summary(parts: list, metrics: dict, images: dict) -> None:
     for png in _pngs(images, "metric_bars"):
         parts.append(_img_tag(png, "Separability metrics per embedder (95% interval error "
                                    "bars)"))
+    if metrics.get("embedders"):
+        names = recommend_metric_names(metrics["embedders"])
+        parts.append(f"<h3>Recommendation quality</h3><p>{_e(_RECOMMEND_INTRO)}</p>")
+        parts.append(_table(["embedder"] + names + ["chance precision"],
+                            [[_e(c) for c in r] for r in _recommend_summary_rows(metrics,
+                                                                                 names)]))
     parts.append("<h3>Between embedders</h3>")
     if metrics.get("pairs"):
         parts.append(_table(["pair", "matched by", "shared"] + list(PAIR_METRICS)
@@ -285,7 +310,8 @@ def _chance_sentence(r: dict) -> str:
 def _html_embedder(parts: list, name: str, r: dict, images: dict) -> None:
     """One embedder: metrics, chance levels, maps, heatmaps, spread and neighbours."""
     _metric_section(parts, f"{name} ({r.get('modality', '')}, n={r.get('n_items')}, "
-                           f"dim={r.get('dim')})", r, EMBEDDER_METRICS)
+                           f"dim={r.get('dim')})", r,
+                    list(EMBEDDER_METRICS) + recommend_metric_names(r))
     if _chance_sentence(r):
         parts.append(f"<p>{_e(_chance_sentence(r))}</p>")
     for key, cap in ((f"{name}_pca", "PCA map"), (f"{name}_tsne", "t-SNE map"),
@@ -322,7 +348,7 @@ def _html_embedder(parts: list, name: str, r: dict, images: dict) -> None:
 
 def _html_help_and_config(parts: list, metrics: dict) -> None:
     parts.append("<h2 id='how-to-read-the-metrics'>How to read the metrics</h2><dl class='help'>")
-    for m in list(EMBEDDER_METRICS) + list(PAIR_METRICS):
+    for m in list(EMBEDDER_METRICS) + list(RECOMMEND_METRICS) + list(PAIR_METRICS):
         parts.append(f"<dt>{_e(m)}</dt><dd>{_e(METRIC_HELP.get(m, ''))}</dd>")
     parts.append("</dl>")
     params = dict(metrics.get("parameters") or {})
@@ -356,6 +382,11 @@ def render_markdown(metrics: dict, images: dict, out: Path, *, title: str = "") 
         L += [_md_table(["embedder", "modality", "n", "classes", "dim"] + list(EMBEDDER_METRICS),
                         _embedder_summary_rows(metrics)), ""]
     L += link("metric_bars", "separability metrics") + [""]
+    if metrics.get("embedders"):
+        names = recommend_metric_names(metrics["embedders"])
+        L += ["### Recommendation quality", "", _RECOMMEND_INTRO, "",
+              _md_table(["embedder"] + names + ["chance precision"],
+                        _recommend_summary_rows(metrics, names)), ""]
     L += ["### Between embedders", ""]
     if metrics.get("pairs"):
         L += [_md_table(["pair", "matched by", "shared"] + list(PAIR_METRICS)
@@ -371,7 +402,8 @@ def render_markdown(metrics: dict, images: dict, out: Path, *, title: str = "") 
         L += [f"### {name}", ""]
         L += [f"> {n}" for n in r.get("notes", [])]
         L += ["", _md_table(["metric", "value", "95% CI", "parameters", "note"],
-                            _metric_detail_rows(r, EMBEDDER_METRICS)), ""]
+                            _metric_detail_rows(r, list(EMBEDDER_METRICS)
+                                                + recommend_metric_names(r))), ""]
         if _chance_sentence(r):
             L += [_chance_sentence(r), ""]
         for key in (f"{name}_pca", f"{name}_tsne", f"{name}_umap", f"{name}_centroid_cosine",
@@ -392,7 +424,7 @@ def render_markdown(metrics: dict, images: dict, out: Path, *, title: str = "") 
                             _metric_detail_rows(r, PAIR_METRICS)), ""]
     L += ["## How to read the metrics", ""]
     L += [f"- **{m}**: {METRIC_HELP.get(m, '')}" for m in list(EMBEDDER_METRICS)
-          + list(PAIR_METRICS)]
+          + list(RECOMMEND_METRICS) + list(PAIR_METRICS)]
     params = dict(metrics.get("parameters") or {})
     run_config = params.pop("run_config", {})
     L += ["", "## Run configuration", "", "```json", json.dumps(run_config, indent=2,

@@ -12,10 +12,44 @@ PAIR_METRICS = (
     "knn_jaccard_k10", "centroid_matrix_correlation", "retrieval_recall_at_1",
     "retrieval_recall_at_5", "retrieval_recall_at_10", "retrieval_mrr",
 )
+#: Recommendation quality (leave-one-out top-k as recommendations; analysis/recommendation.py).
+#: Not in the separability bars: hubness skewness is unbounded.
+RECOMMEND_METRICS = (
+    "recommend_precision_at_5", "recommend_precision_at_10", "recommend_coverage_at_10",
+    "hubness_skewness_k10", "hubness_never_recommended_k10",
+)
+#: Suffix of the same metrics with mutual proximity (``--hubness-reduction mp``).
+MP_SUFFIX = "_mp"
+
+
+def recommend_metric_names(entries) -> list:
+    """The recommendation metrics present in an embedder entry, or in any entry of a dict of
+    them: the plain ones, then their mutual-proximity twins when computed."""
+    entries = [entries] if "n_items" in entries else list(entries.values())
+    mp = any(f"{m}{MP_SUFFIX}" in e for e in entries for m in RECOMMEND_METRICS)
+    names = list(RECOMMEND_METRICS)
+    if mp:
+        names = [n for m in RECOMMEND_METRICS for n in (m, f"{m}{MP_SUFFIX}")]
+    return names
+
+
 #: p-values: reported without an interval
 P_VALUES = ("cka_permutation_p", "rsa_mantel_p")
 
 METRIC_HELP = {
+    "recommend_precision_at_5": "Share of each item's 5 nearest other items (cosine, "
+                                "leave-one-out: its recommendations) with its label; Wilson "
+                                "interval over the n*5 judgements (optimistic: lists overlap); "
+                                "compare with params.chance. Cross-modal same-piece hits are the "
+                                "retrieval_* metrics between embedders.",
+    "recommend_precision_at_10": "As recommend_precision_at_5 with 10 recommendations.",
+    "recommend_coverage_at_10": "Share of items in at least one item's top-10: how much of the "
+                                "collection a nearest-neighbour recommender ever recommends.",
+    "hubness_skewness_k10": "Skewness of the 10-occurrence distribution (how often each item is "
+                            "in others' top-10; Radovanovic et al., JMLR 2010): near 0 = fair; "
+                            "large positive = a few hubs recommended to everyone.",
+    "hubness_never_recommended_k10": "Share of items in no one's top-10 (anti-hubs): what a "
+                                     "listener would never be recommended.",
     "silhouette_cosine": "Mean silhouette with cosine distance, -1..1: near 1 = tight, well "
                          "separated classes; near 0 = overlapping classes; negative = items sit "
                          "closer to another class.",
@@ -77,3 +111,8 @@ METRIC_HELP = {
     "retrieval_mrr": "Mean reciprocal rank of the partner among held-out items (1 = always "
                      "first); compare with the expected MRR of random ranking.",
 }
+for _m in RECOMMEND_METRICS:
+    METRIC_HELP[f"{_m}{MP_SUFFIX}"] = (f"{_m} with neighbours ranked by mutual proximity "
+                                       "(Schnitzer et al., JMLR 2012) instead of cosine: read it "
+                                       "beside the plain value to see the effect of hubness "
+                                       "reduction.")

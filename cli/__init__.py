@@ -15,7 +15,12 @@ from .compare import (EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, list_embedders, par
 from .params import UsageError
 
 #: Subcommand name -> "module:function(argv) -> exit status".
-SUBCOMMANDS: dict[str, str] = {"prepare": "prepare.cli:main"}
+SUBCOMMANDS: dict[str, str] = {
+    "prepare": "prepare.cli:main",
+    "index": "search.cli:index_main",
+    "recommend": "search.cli:recommend_main",
+    "serve": "search.cli:serve_main",
+}
 
 
 def _raise_interrupt(signum, frame):

@@ -126,8 +126,13 @@ def build_parser() -> argparse.ArgumentParser:
                     help="seed for t-SNE, bootstraps, folds and k-means (default 0)")
     an.add_argument("--bootstrap", type=_positive_int, default=None, metavar="N",
                     help="bootstrap resamples for confidence intervals")
+    an.add_argument("--hubness-reduction", choices=["none", "mp"], default="none",
+                    help="mp: also report the recommendation metrics under mutual proximity "
+                         "(Schnitzer et al. 2012), side by side with the plain ones")
     an.add_argument("--no-analysis", action="store_true",
                     help="only embed (manifest, cache, exports); skip maps, metrics and report")
+    p.add_argument("--no-index", action="store_true",
+                   help="do not update the similar-item search index at the end of the run")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
@@ -326,7 +331,8 @@ def run(args: argparse.Namespace) -> int:
     if not args.no_analysis:
         from analysis import run_analysis
         t0 = time.perf_counter()
-        kwargs = {"progress": not args.quiet}
+        kwargs = {"progress": not args.quiet,
+                  "hubness_reduction": None if args.hubness_reduction == "none" else "mp"}
         if args.bootstrap is not None:
             kwargs["n_bootstrap"] = args.bootstrap
         run_analysis(list(result.sets.values()), plan.out, plot_dir=plan.plot_dir,
@@ -335,6 +341,9 @@ def run(args: argparse.Namespace) -> int:
                      dataset_summary=result.summary(), run_config=plan.config(), **kwargs)
         analysis_seconds = time.perf_counter() - t0
     print_summary(result, analysis_seconds)
+    if not args.no_index:  # the search index follows the exports (python main.py recommend)
+        from search.cli import index_after_run
+        index_after_run(plan.emb_dir, [emb.name for emb in plan.embedders], quiet=args.quiet)
     print(f"outputs in {plan.out} (manifest.csv"
           f"{', metrics.json, report.html' if not args.no_analysis else ''}); "
           f"embeddings in {plan.emb_dir}")

@@ -1,9 +1,10 @@
 """The package layout holds: imports run only downward, no package reaches into another's private
 names, and finding or constructing an embedder imports no torch.
 
-Ranks: ``common`` 0, ``embedders`` 1, ``collection`` 2, ``analysis`` 3, ``cli`` 4. A module may
-import its own package and packages of lower rank, never higher, at the top or inside a function
-alike. (Tests, ``bench/`` and ``main.py`` sit outside the packages and may import anything.)
+Ranks: ``common`` 0, ``embedders`` 1, ``collection`` and ``prepare`` 2, ``analysis`` 3,
+``search`` 4, ``cli`` 5. A module may import its own package and packages of lower rank, never
+higher, at the top or inside a function alike. (Tests, ``bench/`` and ``main.py`` sit outside
+the packages and may import anything.)
 """
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ import pytest
 
 from conftest import ROOT
 
-RANK = {"common": 0, "embedders": 1, "collection": 2, "prepare": 2, "analysis": 3, "cli": 4}
+RANK = {"common": 0, "embedders": 1, "collection": 2, "prepare": 2, "analysis": 3, "search": 4,
+        "cli": 5}
 
 
 def _is_private(name: str) -> bool:

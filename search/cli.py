@@ -1,0 +1,160 @@
+"""The ``index``, ``recommend`` and ``serve`` subcommands (``python main.py NAME ...``).
+
+Exit status: 0 done; 2 for a usage error, a query file that cannot be read or embedded, or no
+index yet (the message says which command builds it); 1 when the work itself fails (a Qdrant
+server that does not answer, an index held by another process, a full disk).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from .index import SearchError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def _fail(msg: str, status: int) -> int:
+    print(f"main.py: error: {msg}", file=sys.stderr)
+    return status
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--emb-dir", default=os.path.join("results", "embeddings"),
+                        help="the embeddings folder (default results/embeddings)")
+    parser.add_argument("--qdrant-url", default=None,
+                        help="a Qdrant server or cluster instead of the embedded index "
+                             "(API key from QDRANT_API_KEY)")
+
+
+def index_main(argv: list[str]) -> int:
+    """``python main.py index --emb-dir DIR [--embedders NAME ...] [--qdrant-url URL]``"""
+    from .index import IndexMissingError, build_indexes, index_root
+
+    p = argparse.ArgumentParser(prog="main.py index",
+                                description="Build or update the vector index of every "
+                                            "embedder's export (incremental, resumable).")
+    _common(p)
+    p.add_argument("--embedders", nargs="+", default=None,
+                   help="embedders to index (default: every export in --emb-dir)")
+    p.add_argument("--hnsw", choices=("auto", "now", "background", "off"), default="auto",
+                   help="when to build the HNSW graph: auto = now for up to 2,000 items, else "
+                        "in a background process (queries are exact until it is swapped in)")
+    p.add_argument("--quiet", action="store_true")
+    args = p.parse_args(argv)
+    say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
+    try:
+        if args.qdrant_url:
+            from .remote import push_indexes, server_info
+
+            server_info(args.qdrant_url)  # before anything local happens
+        results = build_indexes(args.emb_dir, args.embedders, hnsw=args.hnsw, log=say)
+        if not results:
+            raise IndexMissingError(f"{args.emb_dir}: no export to index; run 'python main.py "
+                                    f"--dataset DATA --emb-dir {args.emb_dir}' first")
+        for name, r in results.items():
+            say(f"index {name}: {r['n_items']} items (+{r['added']} -{r['removed']}"
+                f"{', rebuilt' if r['rebuilt'] else ''}; HNSW {r['hnsw']})")
+        if args.qdrant_url:
+            for name, n in push_indexes(args.emb_dir, args.qdrant_url, list(results)).items():
+                say(f"pushed {name}: {n} points to {args.qdrant_url}")
+        say(f"indexes in {index_root(args.emb_dir)}")
+    except IndexMissingError as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    except (SearchError, OSError) as exc:
+        return _fail(str(exc), EXIT_FAILED)
+    return EXIT_OK
+
+
+def index_after_run(emb_dir, names: list[str], *, quiet: bool = False) -> bool:
+    """Update the indexes of a run's embedders; a problem is one line, never a failed run
+    (the embeddings are complete; 'main.py index' can be run again)."""
+    from .index import build_indexes
+
+    try:
+        results = build_indexes(emb_dir, names,
+                                log=(lambda m: None) if quiet else (lambda m: print(m)))
+    except (SearchError, OSError, ImportError) as exc:
+        print(f"note: search index not updated ({exc}); run 'python main.py index --emb-dir "
+              f"{emb_dir}'", file=sys.stderr)
+        return False
+    if not quiet:
+        print("search index: " + ", ".join(f"{n} {r['n_items']} items" for n, r in
+                                            results.items() if "__to__" not in n)
+              + f" (python main.py recommend FILE --emb-dir {emb_dir} --embedder NAME)")
+    return True
+
+
+def _table(results) -> str:
+    rows = [("rank", "score", "label", "path")] + [
+        (str(r.rank), f"{r.score:.4f}", r.label, r.path) for r in results]
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    return "\n".join(f"{a:>{widths[0]}}  {b:>{widths[1]}}  {c:<{widths[2]}}  {d}"
+                     for a, b, c, d in rows)
+
+
+def recommend_main(argv: list[str]) -> int:
+    """``python main.py recommend QUERY --emb-dir DIR --embedder NAME [-k 10] ...``"""
+    from .index import IndexMissingError
+    from .recommend import QueryError, Recommender
+
+    p = argparse.ArgumentParser(prog="main.py recommend",
+                                description="The items of the collection nearest to a file.")
+    p.add_argument("query", help="any audio or MIDI file, in the collection or not")
+    _common(p)
+    p.add_argument("--embedder", required=True, help="the embedding space to search")
+    p.add_argument("-k", type=int, default=10, help="how many results (default 10)")
+    p.add_argument("--cross-modal", action="store_true",
+                   help="return the other modality (audio for MIDI, MIDI for audio)")
+    p.add_argument("--target-embedder", default=None,
+                   help="with --cross-modal: the other space, when there are several")
+    p.add_argument("--exclude-same-piece", action="store_true",
+                   help="leave out the query's pair partner (the same piece)")
+    p.add_argument("--label", default=None, help="only results with this label")
+    p.add_argument("--hubness-reduction", choices=("none", "mp"), default="none",
+                   help="mp: re-rank by mutual proximity (Schnitzer et al. 2012)")
+    p.add_argument("--json", action="store_true", help="a JSON list instead of a table")
+    args = p.parse_args(argv)
+    if args.k < 1:
+        return _fail(f"-k must be at least 1, got {args.k}", EXIT_USAGE)
+    try:
+        if args.qdrant_url:
+            from .remote import RemoteRecommender as cls
+            extra = {"url": args.qdrant_url}
+        else:
+            cls, extra = Recommender, {}
+        rec = cls(args.emb_dir, embedder=args.embedder, target_embedder=args.target_embedder,
+                  hubness_reduction=args.hubness_reduction, **extra)
+        results = rec.recommend(args.query, k=args.k, cross_modal=args.cross_modal,
+                                exclude_same_piece=args.exclude_same_piece, label=args.label)
+    except (QueryError, IndexMissingError) as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    except SearchError as exc:
+        return _fail(str(exc), EXIT_FAILED)
+    if args.json:
+        print(json.dumps([r.to_dict() for r in results], indent=1))
+    else:
+        print(_table(results))
+    return EXIT_OK
+
+
+def serve_main(argv: list[str]) -> int:
+    """``python main.py serve --emb-dir DIR [--port 8501] [--host 127.0.0.1]``"""
+    from .serve import serve
+
+    p = argparse.ArgumentParser(prog="main.py serve",
+                                description="A local web page to query the indexes.")
+    p.add_argument("--emb-dir", default=os.path.join("results", "embeddings"))
+    p.add_argument("--port", type=int, default=8501)
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to bind (default 127.0.0.1: this machine only)")
+    args = p.parse_args(argv)
+    try:
+        return serve(args.emb_dir, host=args.host, port=args.port)
+    except SearchError as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    except OSError as exc:
+        return _fail(f"cannot serve on {args.host}:{args.port} ({exc.strerror or exc})",
+                     EXIT_FAILED)

@@ -1,0 +1,496 @@
+"""Vector indexes of the embedding store: one Qdrant Edge shard per embedder, under the emb-dir.
+
+Layout of ``<emb-dir>/index/<name>/`` (``<name>`` an embedder, or ``<src>__to__<tgt>`` for the
+cross-modal index of ``tgt``'s items in the space aligned to ``src``):
+
+- ``index.json``: what the shard holds: embedder, version, options (with the weights identity),
+  modality, dim, the export run it was built from, ``state`` (``building`` until every point is
+  in, then ``complete``), ``generation`` (bumped by every change) and ``hnsw``.
+- ``shard`` -> ``.shard-<generation>``: a link to the Qdrant Edge shard folder (storage, WAL).
+  The HNSW graph is built on a copy by a background process and swapped in by one rename of the
+  link, so building it never blocks a run or a query (until then queries are exact full scans).
+- ``alignment.npz`` (cross-modal only): the PCA + orthogonal Procrustes map fitted on all pairs.
+
+Every point is one export item: id = UUID5 of (item id, content hash); vector = clip vector
+(cosine); payload = path, item id, label, pair id, modality, content hash, duration. Qdrant's
+write-ahead log makes each batch all-or-nothing, so a killed build leaves whole points only;
+the next build compares point ids with the export and adds/removes only the difference.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from common.fsutil import atomic_write_text
+
+INDEX_FORMAT = 1
+VECTOR_NAME = "clip"
+UPSERT_BATCH = 1024
+#: Below this many points the HNSW graph is built in the foreground (it takes well under a
+#: second); above it, by a background process on a copy of the shard.
+FOREGROUND_HNSW_MAX = 2000
+CROSS_SEPARATOR = "__to__"
+#: Candidate list size of an HNSW query: recall over latency (see bench/bench_search.py).
+HNSW_EF = 512
+QUERY_OVERSAMPLING = 2.0
+
+
+class SearchError(Exception):
+    """Base of the errors of the search package; ``str()`` is the one-line message."""
+
+
+class IndexMissingError(SearchError):
+    """No index for this embedder yet."""
+
+
+class IndexMismatchError(SearchError):
+    """The index was built for another configuration than the query's."""
+
+
+class IndexBusyError(SearchError):
+    """Another process holds the shard open (Qdrant Edge allows one process per shard)."""
+
+
+class DamagedIndexError(SearchError):
+    """The shard cannot be opened or disagrees with index.json."""
+
+
+def index_root(emb_dir: str | os.PathLike) -> Path:
+    """``<emb-dir>/index``: where every index of this embeddings folder lives."""
+    return Path(emb_dir) / "index"
+
+
+def point_id(item_id: str, content_hash: str) -> str:
+    """The Qdrant point id of an item: a UUID5 of its id and content, stable across runs."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"embcompare:{item_id}\0{content_hash}"))
+
+
+def config_identity(meta: dict) -> dict:
+    """The part of an export's / index's meta that must match for a query to be meaningful."""
+    return {"embedder": meta.get("embedder"), "version": meta.get("version"),
+            "options": meta.get("options") or {}}
+
+
+def read_index_meta(folder: str | os.PathLike) -> dict | None:
+    path = Path(folder) / "index.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise DamagedIndexError(f"{path}: unreadable ({exc})") from exc
+
+
+def write_index_meta(folder: Path, meta: dict) -> None:
+    atomic_write_text(folder / "index.json", json.dumps(meta, indent=1, sort_keys=True))
+
+
+@contextmanager
+def writer_lock(folder: Path) -> Iterator[None]:
+    """One writer per index folder at a time (builds and the HNSW swap); blocks until free."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "a+") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+# -- the engine ------------------------------------------------------------------------------------
+
+def _edge():
+    import qdrant_edge  # imported here: only the search commands need it
+    return qdrant_edge
+
+
+def edge_config(dim: int):
+    q = _edge()
+    # indexing_threshold is set high: the graph is built explicitly (optimize), never as a side
+    # effect of an insert, so inserts stay fast and predictable.
+    # int8 scalar quantization: the graph is built and walked on 4x smaller vectors (3x faster
+    # to build here), and the top candidates are rescored with the float32 originals.
+    return q.EdgeConfig(
+        vectors={VECTOR_NAME: q.EdgeVectorParams(
+            size=int(dim), distance=q.Distance.Cosine,
+            quantization_config=q.ScalarQuantizationConfig(type=q.ScalarType.Int8,
+                                                           always_ram=True))},
+        hnsw_config=q.HnswIndexConfig(m=16, ef_construct=100, full_scan_threshold=1000),
+        optimizers=q.EdgeOptimizersConfig(indexing_threshold=1000,
+                                          default_segment_number=1))
+
+
+def open_shard(path: Path, *, dim: int | None = None, create: bool = False):
+    """Open (or create) the Qdrant Edge shard at ``path``.
+
+    Raises IndexBusyError when another process has it open, DamagedIndexError when it cannot be
+    read.
+    """
+    q = _edge()
+    try:
+        if create:
+            path.mkdir(parents=True, exist_ok=True)
+            return q.EdgeShard.create(str(path), edge_config(dim))
+        return q.EdgeShard.load(str(path))
+    except Exception as exc:  # the bindings raise a plain Exception with the engine's message
+        text = str(exc)
+        if "WouldBlock" in text:
+            raise IndexBusyError(f"{path}: the index is open in another process (e.g. "
+                                 f"'main.py serve'); stop it and run again") from exc
+        raise DamagedIndexError(f"{path}: cannot open the index ({text.splitlines()[0]})") from exc
+
+
+def search_params():
+    """How queries walk the graph: a wide candidate list, quantized scores rescored."""
+    q = _edge()
+    return q.SearchParams(hnsw_ef=HNSW_EF, quantization=q.QuantizationSearchParams(
+        rescore=True, oversampling=QUERY_OVERSAMPLING))
+
+
+def shard_path(folder: Path) -> Path:
+    """The current shard folder (the link resolved once, so a swap cannot split a read)."""
+    return Path(os.path.realpath(folder / "shard"))
+
+
+def _point_ids(shard) -> dict[str, str]:
+    """Every point of a shard: point id -> content hash."""
+    q = _edge()
+    out: dict[str, str] = {}
+    offset = None
+    while True:
+        records, offset = shard.scroll(q.ScrollRequest(
+            offset=offset, limit=4096, with_payload=q.PayloadSelector.Include(["content_hash"]),
+            with_vector=False))
+        for r in records:
+            out[str(r.id)] = (r.payload or {}).get("content_hash", "")
+        if offset is None:
+            return out
+
+
+def _set_link(folder: Path, target_name: str) -> None:
+    """Point ``folder/shard`` at ``target_name`` with one rename (atomic for readers)."""
+    tmp = folder / f".shard-link.{os.getpid()}"
+    if tmp.is_symlink() or tmp.exists():
+        tmp.unlink()
+    os.symlink(target_name, tmp)
+    os.replace(tmp, folder / "shard")
+
+
+def _remove_stale_shards(folder: Path) -> None:
+    keep = os.path.basename(os.path.realpath(folder / "shard"))
+    for p in folder.glob(".shard-*"):
+        if p.name != keep and p.is_dir() and not p.name.endswith(".building"):
+            shutil.rmtree(p, ignore_errors=True)
+    for p in folder.glob(".shard-*.building"):  # a killed HNSW build
+        if time.time() - p.stat().st_mtime > 24 * 3600:
+            shutil.rmtree(p, ignore_errors=True)
+
+
+# -- building --------------------------------------------------------------------------------------
+
+def _payloads(export, modality: str) -> list[dict]:
+    ts = export.timestamps
+    off = export.frame_offsets
+    out = []
+    for i in range(len(export)):
+        duration = None
+        if off[i + 1] > off[i]:
+            last = float(ts[off[i + 1] - 1])
+            if np.isfinite(last):
+                duration = round(last, 3)
+        out.append({"path": str(export.paths[i]), "item_id": str(export.ids[i]),
+                    "label": str(export.labels[i]), "pair_id": str(export.pair_ids[i]),
+                    "modality": modality, "content_hash": str(export.content_hashes[i]),
+                    "duration": duration})
+    return out
+
+
+def sync_shard(folder: Path, meta: dict, vectors: np.ndarray, payloads: list[dict], *,
+               hnsw: str = "auto", log=None) -> dict:
+    """Make the index in ``folder`` hold exactly ``vectors``/``payloads``, incrementally.
+
+    Parameters
+    ----------
+    folder : Path
+        The index folder (``index.json``, ``shard`` link).
+    meta : dict
+        Configuration identity plus ``modality``; stored in ``index.json``.
+    vectors : np.ndarray [shape=(n, dim)]
+    payloads : list of dict [len=n]
+        Each with ``item_id`` and ``content_hash``.
+    hnsw : {"auto", "now", "background", "off"}
+        When to build the HNSW graph: ``auto`` = now for small indexes, else in the background.
+
+    Returns
+    -------
+    dict: ``added``, ``removed``, ``kept``, ``rebuilt`` (bool), ``hnsw`` (state).
+    """
+    q = _edge()
+    log = log or (lambda msg: None)
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    if vectors.ndim != 2 or vectors.shape[0] != len(payloads):
+        raise ValueError(f"vectors {vectors.shape} and {len(payloads)} payloads disagree")
+    dim = int(vectors.shape[1])
+    with writer_lock(folder):
+        old = None
+        try:
+            old = read_index_meta(folder)
+        except DamagedIndexError as exc:
+            log(f"{exc}; rebuilding it from the store")
+        rebuilt = False
+        # generations only grow, so a background HNSW build can tell its shard is outdated
+        generation = int((old or {}).get("generation", 0)) + 1
+        if old is not None and (config_identity(old) != config_identity(meta)
+                                or old.get("dim") != dim or old.get("format") != INDEX_FORMAT):
+            log(f"index {folder.name}: built for another configuration; rebuilding it")
+            old = None
+        shard = None
+        if old is not None and (folder / "shard").exists():
+            try:
+                shard = open_shard(shard_path(folder))
+                have = _point_ids(shard)
+            except DamagedIndexError as exc:
+                log(f"{exc}: the index is damaged; rebuilding it from the store")
+                if shard is not None:
+                    shard.close()
+                shard = None
+        if shard is None:
+            rebuilt = old is not None or (folder / "shard").exists()
+            name = f".shard-{generation}"
+            if (folder / name).exists():
+                shutil.rmtree(folder / name)
+            shard = open_shard(folder / name, dim=dim, create=True)
+            have = {}
+            _set_link(folder, name)
+        want = {point_id(p["item_id"], p["content_hash"]): i for i, p in enumerate(payloads)}
+        gone = [pid for pid in have if pid not in want]
+        todo = [i for pid, i in want.items() if pid not in have]
+        if (old is not None and old.get("state") == "complete" and not gone and not todo
+                and (old.get("hnsw") == "ready" or hnsw in ("auto", "background", "off"))
+                and not (hnsw == "auto" and old.get("hnsw") != "ready"
+                         and len(want) <= FOREGROUND_HNSW_MAX)):
+            # nothing changed: keep the generation (and a graph built or being built)
+            shard.close()
+            hnsw_state = old.get("hnsw", "none")
+            if hnsw_state == "none" and hnsw in ("auto", "background") and want:
+                old["hnsw"] = hnsw_state = "building"
+                write_index_meta(folder, old)
+            if hnsw_state == "building" and hnsw != "off" and not _alive(old.get("hnsw_pid")):
+                # (re)start it: a killed background build leaves 'building' behind
+                old["hnsw_pid"] = start_background_hnsw(folder).pid
+                write_index_meta(folder, old)
+            return {"added": 0, "removed": 0, "kept": len(want), "rebuilt": False,
+                    "hnsw": hnsw_state, "n_items": len(want)}
+        state = dict(meta, format=INDEX_FORMAT, dim=dim, generation=generation,
+                     state="building", hnsw="none", n_items=None)
+        write_index_meta(folder, state)  # from here on a kill leaves state=building: resumable
+        try:
+            if gone:
+                shard.update(q.UpdateOperation.delete_points(gone))
+            pids = list(want)
+            for start in range(0, len(todo), UPSERT_BATCH):
+                rows = todo[start:start + UPSERT_BATCH]
+                shard.update(q.UpdateOperation.upsert_points(
+                    # a memoryview of the row: the bindings read its floats directly (about
+                    # 3x faster than building a Python list per vector)
+                    [q.Point(pids[i], {VECTOR_NAME: memoryview(vectors[i])}, payloads[i])
+                     for i in rows]))
+            shard.flush()
+            count = shard.count(q.CountRequest(exact=True))
+            if count != len(want):
+                raise DamagedIndexError(f"{folder}: the index holds {count} points after the "
+                                        f"update, {len(want)} expected")
+            hnsw_state = "none"
+            if count and (hnsw == "now" or (hnsw == "auto" and count <= FOREGROUND_HNSW_MAX)):
+                shard.optimize()
+                shard.flush()
+                hnsw_state = "ready"
+            elif count and hnsw in ("auto", "background"):
+                hnsw_state = "building"
+        finally:
+            shard.close()
+        state.update(state="complete", n_items=len(want), hnsw=hnsw_state)
+        write_index_meta(folder, state)
+        _remove_stale_shards(folder)
+    if hnsw_state == "building":
+        with writer_lock(folder):
+            state = read_index_meta(folder)
+            if state.get("generation") == generation:
+                state["hnsw_pid"] = start_background_hnsw(folder).pid
+                write_index_meta(folder, state)
+    return {"added": len(todo), "removed": len(gone), "kept": len(want) - len(todo),
+            "rebuilt": rebuilt, "hnsw": hnsw_state, "n_items": len(want)}
+
+
+def _alive(pid) -> bool:
+    """Whether process ``pid`` still runs (a background HNSW build)."""
+    if not pid:
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except (OSError, ValueError):
+        return False
+    try:  # a finished child of this process stays a zombie until reaped
+        done, _ = os.waitpid(int(pid), os.WNOHANG)
+        return done == 0
+    except ChildProcessError:
+        return True  # not our child: it exists
+
+
+def start_background_hnsw(folder: Path) -> subprocess.Popen:
+    """Build the HNSW graph of ``folder``'s shard in a detached process (see :func:`build_hnsw`)."""
+    root = Path(__file__).resolve().parent.parent
+    log = open(folder / "hnsw.log", "ab")
+    return subprocess.Popen([sys.executable, "-m", "search.index", str(folder)], cwd=root,
+                            stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+                            start_new_session=True)
+
+
+def build_hnsw(folder: str | os.PathLike) -> bool:
+    """Build the HNSW graph on a copy of the shard and swap it in if nothing changed meanwhile.
+
+    Queries keep using the current shard (exact search) until the swap. Returns whether the
+    graph was swapped in.
+    """
+    folder = Path(folder)
+    with writer_lock(folder):
+        meta = read_index_meta(folder)
+        if meta is None or meta.get("state") != "complete" or meta.get("hnsw") == "ready":
+            return False
+        generation = meta["generation"]
+        work = folder / f".shard-{generation}h.building"
+        if work.exists():
+            shutil.rmtree(work)
+        shutil.copytree(shard_path(folder), work, ignore=shutil.ignore_patterns("*.lock"))
+    shard = open_shard(work)
+    try:
+        shard.optimize()  # the long part, outside the lock: a run may update the index meanwhile
+        shard.flush()
+    finally:
+        shard.close()
+    with writer_lock(folder):
+        meta = read_index_meta(folder)
+        if meta is None or meta.get("generation") != generation:
+            shutil.rmtree(work, ignore_errors=True)  # changed meanwhile: its own build follows
+            return False
+        final = folder / f".shard-{generation}h"
+        if final.exists():
+            shutil.rmtree(final)
+        os.rename(work, final)
+        _set_link(folder, final.name)
+        meta["hnsw"] = "ready"
+        write_index_meta(folder, meta)
+        _remove_stale_shards(folder)
+    return True
+
+
+def wait_for_hnsw(folder: str | os.PathLike, *, timeout_s: float = 600.0) -> bool:
+    """Wait until the index's HNSW graph is swapped in (for tests and benchmarks)."""
+    t_end = time.monotonic() + timeout_s
+    while time.monotonic() < t_end:
+        meta = read_index_meta(folder) or {}
+        if meta.get("hnsw") == "ready":
+            return True
+        time.sleep(0.2)
+    return False
+
+
+# -- from the embedding store ----------------------------------------------------------------------
+
+def _load_export(emb_dir: Path, name: str):
+    from collection import export_dir, read_export
+
+    folder = export_dir(emb_dir, name)
+    if not folder.exists():
+        raise IndexMissingError(f"{folder}: no export for embedder {name!r}; run "
+                                f"'python main.py --embedders {name} --emb-dir {emb_dir}' first")
+    return read_export(folder)
+
+
+def export_modality(export) -> str:
+    from embedders import get_embedder_class
+
+    modality = export.meta.get("modality")
+    if not modality:
+        modality = get_embedder_class(export.meta["embedder"]).modality
+    return modality
+
+
+def build_index(emb_dir: str | os.PathLike, name: str, *, hnsw: str = "auto", log=None) -> dict:
+    """Index (or update the index of) one embedder's export. Returns :func:`sync_shard`'s dict."""
+    emb_dir = Path(emb_dir)
+    export = _load_export(emb_dir, name)
+    modality = export_modality(export)
+    meta = dict(config_identity(export.meta), modality=modality,
+                export_run=export.meta.get("run_id"), space=name)
+    return sync_shard(index_root(emb_dir) / name, meta, np.asarray(export.clip),
+                      _payloads(export, modality), hnsw=hnsw, log=log)
+
+
+def build_cross_index(emb_dir: str | os.PathLike, source: str, target: str, *,
+                      max_components: int = 64, hnsw: str = "auto", log=None) -> dict | None:
+    """Index ``target``'s items in the space aligned to ``source`` (fitted on all pairs).
+
+    Returns None when the two exports share fewer than 5 pairs (nothing to fit).
+    """
+    from analysis.crossspace import match_items
+    from analysis.recommendation import fit_procrustes_alignment
+
+    emb_dir = Path(emb_dir)
+    src, tgt = _load_export(emb_dir, source), _load_export(emb_dir, target)
+    ia, ib = match_items(src.pair_ids, tgt.pair_ids)
+    if len(ia) < 5:
+        return None
+    fit = fit_procrustes_alignment(np.asarray(src.clip)[ia], np.asarray(tgt.clip)[ib],
+                                   max_components=max_components)
+    folder = index_root(emb_dir) / f"{source}{CROSS_SEPARATOR}{target}"
+    folder.mkdir(parents=True, exist_ok=True)
+    from common.fsutil import atomic_path
+    with atomic_path(folder / "alignment.npz", suffix=".npz") as tmp:
+        np.savez(tmp, n_pairs=len(ia), **fit)
+    modality = export_modality(tgt)
+    meta = {"embedder": f"{source}{CROSS_SEPARATOR}{target}", "version": None,
+            "options": {"source": config_identity(src.meta), "target": config_identity(tgt.meta),
+                        "n_pairs": int(len(ia)), "max_components": max_components},
+            "modality": modality, "space": source, "source": source, "target": target}
+    aligned = (np.asarray(tgt.clip, dtype=np.float64) - fit["target_mean"]) @ fit["target_basis"]
+    return sync_shard(folder, meta, aligned, _payloads(tgt, modality), hnsw=hnsw, log=log)
+
+
+def available_exports(emb_dir: str | os.PathLike) -> list[str]:
+    root = Path(emb_dir) / "export"
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if not p.name.startswith("."))
+
+
+def build_indexes(emb_dir: str | os.PathLike, names: list[str] | None = None, *,
+                  hnsw: str = "auto", log=None) -> dict[str, dict]:
+    """Index every named embedder (default: every export) and every audio/symbolic pair of them."""
+    names = list(names) if names else available_exports(emb_dir)
+    results = {name: build_index(emb_dir, name, hnsw=hnsw, log=log) for name in names}
+    modality = {}
+    for name in names:
+        modality[name] = read_index_meta(index_root(emb_dir) / name)["modality"]
+    for a in names:
+        for b in names:
+            if modality[a] != modality[b]:
+                res = build_cross_index(emb_dir, a, b, hnsw=hnsw, log=log)
+                if res is not None:
+                    results[f"{a}{CROSS_SEPARATOR}{b}"] = res
+    return results
+
+
+if __name__ == "__main__":  # the background HNSW build: python -m search.index FOLDER
+    build_hnsw(sys.argv[1])
