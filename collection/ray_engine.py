@@ -48,7 +48,7 @@ TASKS_IN_FLIGHT = 2
 #: The repository root: on every worker's ``PYTHONPATH`` so that actors import the packages.
 CODE_ROOT = str(Path(__file__).resolve().parents[1])
 
-INSTALL_HINT = "pip install 'ray>=2.9' (or pip install -r requirements.txt)"
+INSTALL_HINT = "pip install 'ray>=2.60' (or pip install -r requirements.txt)"
 
 
 class RayEngineError(RuntimeError):
