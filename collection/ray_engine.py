@@ -30,6 +30,7 @@ import importlib
 import logging
 import math
 import os
+import sys
 from collections import deque
 from pathlib import Path
 from typing import Iterator
@@ -103,15 +104,21 @@ class EmbedWorker:
         The embeddings folder, at the same path on every node.
     thread_limits : dict, optional
         Threads per thread pool API (``{"blas": 2}``), as :func:`threadpoolctl.threadpool_limits`
-        takes them. Ray gives each actor one BLAS thread; the driver's counts make an actor's
-        numbers bit-identical to the in-process engine's (sums are split by thread count).
+        takes them, and ``"torch"``: torch's intra-op threads. Ray gives each actor one thread;
+        the driver's counts make an actor's numbers bit-identical to the in-process engine's
+        (float sums are split by thread count).
     """
 
     def __init__(self, module: str, name: str, options: dict, store_root: str,
                  thread_limits: dict | None = None):
-        if thread_limits:
+        limits = dict(thread_limits or {})
+        torch_threads = limits.pop("torch", None)
+        if torch_threads:
+            import torch
+            torch.set_num_threads(torch_threads)
+        if limits:
             from threadpoolctl import threadpool_limits
-            self._threads = threadpool_limits(limits=thread_limits)  # held for the actor's life
+            self._threads = threadpool_limits(limits=limits)  # held for the actor's life
         importlib.import_module(module)
         self.embedder = get_embedder(name, **options).load()
         self.store = EmbeddingStore(store_root)
@@ -130,12 +137,14 @@ class EmbedWorker:
 
 
 def driver_thread_limits() -> dict:
-    """This process's thread count per thread pool API (BLAS, OpenMP), for the actors."""
+    """This process's thread count per thread pool API (BLAS, OpenMP; torch), for the actors."""
+    limits: dict[str, int] = {}
+    if "torch" in sys.modules:  # a model embedder is loaded here; no import otherwise
+        limits["torch"] = sys.modules["torch"].get_num_threads()
     try:
         from threadpoolctl import threadpool_info
     except ImportError:  # scikit-learn's dependency; without it actors keep Ray's default
-        return {}
-    limits: dict[str, int] = {}
+        return limits
     for pool in threadpool_info():
         limits[pool["user_api"]] = max(limits.get(pool["user_api"], 1), pool["num_threads"])
     return limits
