@@ -367,7 +367,7 @@ def export_run(run: EmbedderRun, embedder: Embedder, store: EmbeddingStore, *, m
                 except Exception as exc:  # any model error skips this file, as in the run
                     out = exc
                 fresh = store_result(it, out, embedder, store, key=entry.key,
-                                      options=run.options)
+                                     options=run.options)
                 if isinstance(fresh, str):
                     run.skipped.append((it, fresh))
                     continue
