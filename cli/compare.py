@@ -93,8 +93,19 @@ def build_parser() -> argparse.ArgumentParser:
                      help="torch device for model embedders: auto (default), cpu, cuda, cuda:N, mps")
     emb.add_argument("--batch-size", type=_positive_int, metavar="N",
                      help="frames (OpenL3) or segments (CLaMP 2) per forward pass")
-    emb.add_argument("--workers", type=_positive_int, default=1, metavar="N",
-                     help="worker processes for embedders that embed file by file (default 1)")
+    emb.add_argument("--workers", type=_positive_int, metavar="N",
+                     help="worker processes for embedders that embed file by file (default 1); "
+                          "with --engine ray: Ray workers (default: one per CPU, or per "
+                          "--ray-gpus-per-worker GPUs, of the cluster)")
+    emb.add_argument("--engine", choices=("local", "ray"), default="local",
+                     help="where files are embedded: this machine (default) or the actors of a "
+                          "Ray cluster, which write to the same --emb-dir (needs `pip install "
+                          "ray`; every node must mount the dataset and --emb-dir at the same paths)")
+    emb.add_argument("--ray-address", metavar="ADDR",
+                     help="with --engine ray: the cluster, auto or ray://HOST:PORT "
+                          "(default: start Ray on this machine)")
+    emb.add_argument("--ray-gpus-per-worker", type=_positive_float, metavar="G",
+                     help="with --engine ray: GPUs each worker holds (default: CPU workers)")
     ol3 = p.add_argument_group("OpenL3 options")
     ol3.add_argument("--input-repr", choices=["linear", "mel128", "mel256"],
                      help="spectrogram front-end (default mel256)")
@@ -234,8 +245,27 @@ class RunPlan:
         except ConfigurationError as exc:
             raise UsageError(str(exc)) from None
 
+    @property
+    def workers(self) -> int:
+        """Worker processes, or Ray workers (0: one per CPU or GPU share of the cluster)."""
+        return self.args.workers or (0 if self.args.engine == "ray" else 1)
+
+    @property
+    def engine_options(self) -> dict:
+        return ({"address": self.args.ray_address,
+                 "gpus_per_worker": self.args.ray_gpus_per_worker or 0.0}
+                if self.args.engine == "ray" else {})
+
     def check(self) -> None:
         """Configuration checks that need the file system; before any work."""
+        if self.args.engine == "ray":
+            from collection.ray_engine import RayEngineError, require_ray
+            try:
+                require_ray()
+            except RayEngineError as exc:
+                raise UsageError(str(exc)) from None
+        elif self.args.ray_address or self.args.ray_gpus_per_worker:
+            raise UsageError("--ray-address and --ray-gpus-per-worker need --engine ray")
         if not self.args.make_demo_corpus:
             if not self.dataset.exists():
                 raise UsageError(f"dataset folder {str(self.dataset)!r} does not exist")
@@ -253,7 +283,7 @@ class RunPlan:
                 "plot": {"title": self.plot_title, "methods": list(self.plot_methods),
                          "dir": str(self.plot_dir)},
                 "calc_metrics": {"cos_dir": str(self.cos_dir), "var_dir": str(self.var_dir)},
-                "seed": self.args.seed, "workers": self.args.workers}
+                "seed": self.args.seed, "workers": self.workers, "engine": self.args.engine}
 
 
 def list_embedders() -> str:
@@ -298,6 +328,7 @@ def print_summary(result, analysis_seconds: float | None, out=None) -> None:
 def run(args: argparse.Namespace) -> int:
     """Carry out a parsed command line; returns the exit status."""
     from collection import StoreError, embed_dataset
+    from collection.ray_engine import RayEngineError  # imports no ray
     from embedders import EmbedderError, WeightsError
 
     plan = RunPlan(args)
@@ -323,10 +354,13 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     try:
         result = embed_dataset(plan.dataset, plan.embedders, emb_dir=plan.emb_dir,
-                               out_dir=plan.out, workers=args.workers, progress=progress)
+                               out_dir=plan.out, workers=plan.workers, progress=progress,
+                               engine=args.engine, engine_options=plan.engine_options)
     except StoreError as exc:
         print(f"main.py: error: {exc}", file=sys.stderr)
         return EXIT_FAILED
+    except RayEngineError as exc:  # e.g. GPUs asked of a cluster that has none
+        raise UsageError(str(exc)) from None
     analysis_seconds = None
     if not args.no_analysis:
         from analysis import run_analysis

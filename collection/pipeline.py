@@ -36,6 +36,9 @@ from common.progress import progress_bar
 #: How many files are handed to ``embed_many`` at once (bounds memory; results stream back).
 CHUNK_FILES = 64
 
+#: Where files are embedded: ``"local"`` (this process, or ``workers`` processes) or ``"ray"``.
+ENGINES = ("local", "ray")
+
 
 @dataclass
 class RunEntry:
@@ -199,9 +202,28 @@ def _unchanged(item: Item) -> bool:
     return st.st_size == item.size and st.st_mtime_ns == item.mtime_ns
 
 
+def local_results(todo: list[Item], embedder: Embedder, store: EmbeddingStore, *,
+                  keys: dict[str, str], options: dict, workers: int = 1
+                  ) -> Iterator[tuple[Item, RunEntry | str]]:
+    """The in-process engine: embed ``todo`` here (or in ``workers`` processes) and cache it.
+
+    Yields
+    ------
+    (Item, RunEntry or str)
+        Per item, as it finishes: its run entry, or the reason it is skipped.
+    """
+    by_path = {it.path: it for it in todo}
+    for path, out in _embed_stream(embedder, [it.path for it in todo], workers):
+        it = by_path[path]
+        entry = store_result(it, out, embedder, store, key=keys[it.id], options=options)
+        del out  # this file's frames are in the cache now; keep only its clip vector
+        yield it, entry
+
+
 def embed_items(items: Iterable[Item], embedder: Embedder, store: EmbeddingStore, *,
                 workers: int = 1, progress: bool = True,
-                on_result: Callable[[Item, str], None] | None = None) -> EmbedderRun:
+                on_result: Callable[[Item, str], None] | None = None,
+                engine: str = "local", engine_options: dict | None = None) -> EmbedderRun:
     """Embed every item of the embedder's modality, using and filling the store.
 
     Parameters
@@ -215,6 +237,13 @@ def embed_items(items: Iterable[Item], embedder: Embedder, store: EmbeddingStore
         Processes for embedders that embed file by file (``parallel_files``).
     on_result : callable, optional
         Called as ``on_result(item, status)`` after each file (for tests and progress hooks).
+    engine : {"local", "ray"}
+        Where files are embedded: this process and its ``workers`` processes, or the actors
+        of a Ray cluster (:mod:`collection.ray_engine`; ``workers`` actors, 0: one per CPU, or
+        per ``gpus_per_worker`` GPUs). Both cache entries the same way and give the same run.
+    engine_options : dict, optional
+        Keyword arguments of :func:`collection.ray_engine.ray_results` (``address``,
+        ``gpus_per_worker``).
 
     Returns
     -------
@@ -227,6 +256,8 @@ def embed_items(items: Iterable[Item], embedder: Embedder, store: EmbeddingStore
     StoreError
         The store cannot be written (e.g. the disk is full); finished entries stay valid.
     """
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
     t0 = time.perf_counter()
     embedder.load()
     options = embedder.cache_options()
@@ -250,27 +281,31 @@ def embed_items(items: Iterable[Item], embedder: Embedder, store: EmbeddingStore
         else:
             todo.append(it)
 
-    by_path = {it.path: it for it in todo}
     bar = None
     if todo:
         bar = progress_bar(len(todo), desc=f"embedding with {embedder.name}", unit="file",
                            enabled=progress)
+    if engine == "ray":
+        from .ray_engine import ray_results  # Ray is imported only when it is asked for
+        results = ray_results(todo, embedder, store, keys=keys, options=options,
+                              workers=workers, **(engine_options or {}))
+    else:
+        results = local_results(todo, embedder, store, keys=keys, options=options,
+                                workers=workers)
     try:
-        for path, out in _embed_stream(embedder, [it.path for it in todo], workers):
-            it = by_path[path]
-            entry = _store_result(it, out, embedder, store, key=keys[it.id], options=options)
+        for it, entry in results:
             if isinstance(entry, str):
                 reasons[it.id] = entry
                 status = SKIPPED
             else:
                 entries[it.id] = entry
                 status = EMBEDDED
-            del out  # this file's frames are in the cache now; keep only its clip vector
             if bar is not None:
                 bar.update(1)
             if on_result is not None:
                 on_result(it, status)
     finally:
+        results.close()  # at once, also when interrupted: the Ray engine then frees its actors
         if bar is not None:
             bar.close()
 
@@ -283,9 +318,13 @@ def embed_items(items: Iterable[Item], embedder: Embedder, store: EmbeddingStore
     return run
 
 
-def _store_result(it: Item, out: Embedding | Exception, embedder: Embedder,
-                  store: EmbeddingStore, *, key: str, options: dict) -> RunEntry | str:
-    """Cache one computed embedding; the run entry, or the reason the item is skipped."""
+def store_result(it: Item, out: Embedding | Exception, embedder: Embedder,
+                 store: EmbeddingStore, *, key: str, options: dict) -> RunEntry | str:
+    """Cache one computed embedding; the run entry, or the reason the item is skipped.
+
+    Every engine calls this where the embedding was computed (a Ray actor calls it on its
+    node), so the changed-file check and the atomic write are the same everywhere.
+    """
     if isinstance(out, Exception):
         return _reason(out)
     if not _unchanged(it):
@@ -327,8 +366,8 @@ def export_run(run: EmbedderRun, embedder: Embedder, store: EmbeddingStore, *, m
                     out = embedder.compute(it.path)
                 except Exception as exc:  # any model error skips this file, as in the run
                     out = exc
-                fresh = _store_result(it, out, embedder, store, key=entry.key,
-                                      options=run.options)
+                fresh = store_result(it, out, embedder, store, key=entry.key,
+                                     options=run.options)
                 if isinstance(fresh, str):
                     run.skipped.append((it, fresh))
                     continue
@@ -344,7 +383,9 @@ def export_run(run: EmbedderRun, embedder: Embedder, store: EmbeddingStore, *, m
 
 def embed_dataset(root: str | os.PathLike, embedders: list[Embedder], *,
                   emb_dir: str | os.PathLike, out_dir: str | os.PathLike, workers: int = 1,
-                  progress: bool = True, scan: ScanResult | None = None) -> DatasetEmbeddings:
+                  progress: bool = True, scan: ScanResult | None = None,
+                  engine: str = "local", engine_options: dict | None = None
+                  ) -> DatasetEmbeddings:
     """Scan ``root``, embed it with every embedder (cached), write the manifest and exports.
 
     Parameters
@@ -358,6 +399,9 @@ def embed_dataset(root: str | os.PathLike, embedders: list[Embedder], *,
         The embeddings folder: content-addressed cache and per-embedder export folders.
     out_dir : path
         Where ``manifest.csv`` goes.
+    engine, engine_options
+        As for :func:`embed_items`: ``"ray"`` embeds on a Ray cluster whose every node mounts
+        ``emb_dir`` and the dataset at the same paths; the manifest and export are written here.
 
     Returns
     -------
@@ -381,7 +425,8 @@ def embed_dataset(root: str | os.PathLike, embedders: list[Embedder], *,
     out_dir = Path(out_dir)
     manifest_path = out_dir / "manifest.csv"
     for emb in embedders:
-        run = embed_items(scan.usable, emb, store, workers=workers, progress=progress)
+        run = embed_items(scan.usable, emb, store, workers=workers, progress=progress,
+                          engine=engine, engine_options=engine_options)
         runs[emb.name] = run
         export = export_run(run, emb, store,
                             meta={"embedder": emb.name, "modality": emb.modality,

@@ -1,0 +1,259 @@
+"""The Ray engine: embed a collection on the actors of a Ray cluster, into the same store.
+
+>>> from collection import embed_dataset                                     # doctest: +SKIP
+>>> embed_dataset("DATA", [get_embedder("openl3")], emb_dir="/shared/emb", out_dir="results/x",
+...               engine="ray", engine_options={"address": "auto", "gpus_per_worker": 1})
+
+What runs where: the driver (this process) scans and hashes the collection, looks every file
+up in the store, and sends the missing ones, a few per task, to long-lived actors. Each actor
+holds one loaded model (on a GPU when ``gpus_per_worker`` > 0), embeds its files the way the
+embedder batches best (:meth:`~embedders.base.Embedder.embed_many`: CLaMP 2 across files,
+OpenL3 by frames inside a file), and writes each cache entry itself, atomically, with the same
+function as the in-process engine (:func:`collection.pipeline.store_result`, which also refuses a
+file that changed while it was embedded). Only small results come back: the run entry (key,
+clip vector, frame count, notes) or the reason a file is skipped. The driver then writes the
+manifest and the export, and runs the analysis, as it does for the in-process engine.
+
+Every node must therefore see the dataset and the embeddings folder at the same paths (a shared
+filesystem: NFS, Lustre, a cloud file store), and have this repository importable (the same
+checkout at the same path; its folder is put on the workers' ``PYTHONPATH``).
+
+Faults: an actor that dies (killed, out of memory, node lost) is restarted and its task run again
+(:data:`RETRIES` times); past that, its files are skipped with a reason and the next run embeds
+them. Entries are renamed into place only when complete, so neither a dead worker nor an
+interrupted driver leaves a half-written one, and a rerun resumes from what is stored.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import logging
+import math
+import os
+import sys
+from collections import deque
+from pathlib import Path
+from typing import Iterator
+
+from embedders import Embedder, get_embedder
+from .pipeline import CHUNK_FILES, RunEntry, store_result
+from .scan import Item
+from .store import EmbeddingStore
+
+#: How often a dead actor is restarted, and its task run again, before its files are left over.
+RETRIES = 3
+
+#: Tasks queued per actor, so that an actor has its next files while the driver reads results.
+TASKS_IN_FLIGHT = 2
+
+#: The repository root: on every worker's ``PYTHONPATH`` so that actors import the packages.
+CODE_ROOT = str(Path(__file__).resolve().parents[1])
+
+INSTALL_HINT = "pip install 'ray>=2.60' (or pip install -r requirements.txt)"
+
+
+class RayEngineError(RuntimeError):
+    """The Ray engine cannot run: Ray is not installed, or the cluster lacks what was asked."""
+
+
+def require_ray():
+    """The ``ray`` module; :class:`RayEngineError` with how to install it when it is absent."""
+    try:
+        import ray
+    except ImportError:
+        raise RayEngineError(f"--engine ray needs the ray package, which is not installed: "
+                             f"{INSTALL_HINT}") from None
+    return ray
+
+
+def connect(address: str | None = None) -> bool:
+    """Join the Ray cluster at ``address``, or start a local one (``None``).
+
+    Does nothing when this process is already connected (a caller's own ``ray.init``).
+    A local instance binds to 127.0.0.1 and uses every CPU of this machine.
+
+    Returns
+    -------
+    bool
+        Whether this call connected (the caller may then ``ray.shutdown()``).
+    """
+    ray = require_ray()
+    if ray.is_initialized():
+        return False
+    python_path = os.pathsep.join(p for p in (CODE_ROOT, os.environ.get("PYTHONPATH")) if p)
+    kwargs = dict(runtime_env={"env_vars": {"PYTHONPATH": python_path}},
+                  logging_level=logging.WARNING, include_dashboard=False)
+    if address is None:
+        kwargs["_node_ip_address"] = "127.0.0.1"
+    ray.init(address=address, **kwargs)
+    return True
+
+
+class EmbedWorker:
+    """One long-lived worker: a loaded embedder and the store it writes (a Ray actor class).
+
+    Parameters
+    ----------
+    module : str
+        The module that registers the embedder (imported first, so that embedders defined
+        outside :mod:`embedders`, e.g. a project's own, are found by name).
+    name : str
+    options : dict
+        As given to :func:`embedders.get_embedder`.
+    store_root : str
+        The embeddings folder, at the same path on every node.
+    thread_limits : dict, optional
+        Threads per thread pool API (``{"blas": 2}``), as :func:`threadpoolctl.threadpool_limits`
+        takes them, and ``"torch"``: torch's intra-op threads. Ray gives each actor one thread;
+        the driver's counts make an actor's numbers bit-identical to the in-process engine's
+        (float sums are split by thread count).
+    """
+
+    def __init__(self, module: str, name: str, options: dict, store_root: str,
+                 thread_limits: dict | None = None):
+        limits = dict(thread_limits or {})
+        torch_threads = limits.pop("torch", None)
+        if torch_threads:
+            import torch
+            torch.set_num_threads(torch_threads)
+        if limits:
+            from threadpoolctl import threadpool_limits
+            self._threads = threadpool_limits(limits=limits)  # held for the actor's life
+        importlib.import_module(module)
+        self.embedder = get_embedder(name, **options).load()
+        self.store = EmbeddingStore(store_root)
+
+    def embed(self, items: list[Item], keys: dict[str, str], options: dict
+              ) -> list[tuple[str, RunEntry | str]]:
+        """Embed and cache ``items``; per item, ``(item id, run entry or skip reason)``."""
+        by_path = {it.path: it for it in items}
+        done = []
+        for path, out in self.embedder.embed_many(list(by_path)):
+            it = by_path[path]
+            done.append((it.id, store_result(it, out, self.embedder, self.store,
+                                             key=keys[it.id], options=options)))
+            del out  # cached now; only the clip vector travels back
+        return done
+
+
+def driver_thread_limits() -> dict:
+    """This process's thread count per thread pool API (BLAS, OpenMP; torch), for the actors."""
+    limits: dict[str, int] = {}
+    if "torch" in sys.modules:  # a model embedder is loaded here; no import otherwise
+        limits["torch"] = sys.modules["torch"].get_num_threads()
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:  # scikit-learn's dependency; without it actors keep Ray's default
+        return limits
+    for pool in threadpool_info():
+        limits[pool["user_api"]] = max(limits.get(pool["user_api"], 1), pool["num_threads"])
+    return limits
+
+
+def cluster_workers(*, gpus_per_worker: float = 0.0) -> int:
+    """How many workers the connected cluster holds: one per CPU, or per ``gpus_per_worker`` GPUs.
+
+    Raises
+    ------
+    RayEngineError
+        GPUs were asked for and the cluster has too few.
+    """
+    ray = require_ray()
+    resources = ray.cluster_resources()
+    if gpus_per_worker > 0:
+        n = int(resources.get("GPU", 0) // gpus_per_worker)
+        if n < 1:
+            raise RayEngineError(f"--ray-gpus-per-worker {gpus_per_worker:g}: the Ray cluster has "
+                                 f"{resources.get('GPU', 0):g} GPUs")
+        return n
+    return max(1, int(resources.get("CPU", 1)))
+
+
+def files_per_task(embedder: Embedder, n_files: int, n_workers: int) -> int:
+    """Files sent to an actor at once.
+
+    File-by-file embedders (``parallel_files``; OpenL3 batches frames inside a file) get a few,
+    so that the work spreads evenly while a task's overhead stays small; embedders that batch
+    across files (CLaMP 2) get a full share, up to :data:`~collection.pipeline.CHUNK_FILES`.
+    """
+    if embedder.parallel_files:
+        return max(1, min(8, math.ceil(n_files / (4 * n_workers))))
+    return max(1, min(CHUNK_FILES, math.ceil(n_files / n_workers)))
+
+
+def ray_results(todo: list[Item], embedder: Embedder, store: EmbeddingStore, *,
+                keys: dict[str, str], options: dict, workers: int = 0,
+                address: str | None = None, gpus_per_worker: float = 0.0
+                ) -> Iterator[tuple[Item, RunEntry | str]]:
+    """Embed ``todo`` on Ray actors, which cache each entry; yield the results as they come.
+
+    Parameters
+    ----------
+    todo : list of Item
+        Items missing from the store.
+    embedder : Embedder
+        Its name, options and registering module are sent to the actors, not the object.
+    keys : dict
+        Item id → cache key.
+    options : dict
+        The embedder's cache options (stored in each entry's meta).
+    workers : int
+        Actors to start; 0: one per CPU of the cluster (or per ``gpus_per_worker`` GPUs).
+    address : str, optional
+        ``"auto"``, ``"ray://HOST:PORT"`` or ``"HOST:PORT"``; ``None`` starts Ray on this machine
+        (unless this process is already connected).
+    gpus_per_worker : float
+        GPUs each actor holds (fractions share a GPU); 0: CPU actors.
+
+    Yields
+    ------
+    (Item, RunEntry or str)
+        As the in-process engine (:func:`collection.pipeline.local_results`).
+    """
+    if not todo:
+        return
+    ray = require_ray()
+    connect(address)
+    n_workers = workers or cluster_workers(gpus_per_worker=gpus_per_worker)
+    per_task = files_per_task(embedder, len(todo), n_workers)
+    batches = deque(todo[i:i + per_task] for i in range(0, len(todo), per_task))
+    worker_class = ray.remote(num_cpus=1, num_gpus=gpus_per_worker, max_restarts=RETRIES,
+                              max_task_retries=RETRIES)(EmbedWorker)
+    actors = [worker_class.remote(type(embedder).__module__, embedder.name,
+                                  dict(embedder.options), str(store.root), driver_thread_limits())
+              for _ in range(min(n_workers, len(batches)))]
+    pending = {}
+
+    def submit(actor) -> None:
+        if batches:
+            batch = batches.popleft()
+            ref = actor.embed.remote(batch, {it.id: keys[it.id] for it in batch}, options)
+            pending[ref] = (actor, batch)
+
+    lost = (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError)
+    try:
+        for actor in actors:
+            for _ in range(TASKS_IN_FLIGHT):
+                submit(actor)
+        while pending:
+            [ref], _ = ray.wait(list(pending), num_returns=1)
+            actor, batch = pending.pop(ref)
+            try:
+                done = dict(ray.get(ref))
+            except lost as exc:
+                # past its restarts: its files are left for the next run, and it gets no more
+                reason = f"Ray worker lost ({type(exc).__name__}); run again"
+                for it in batch:
+                    yield it, reason
+                continue
+            for it in batch:
+                entry = done.get(it.id, "not returned by its Ray worker; run again")
+                # the driver's own Item, not the copy that travelled
+                yield it, entry if isinstance(entry, str) else dataclasses.replace(entry, item=it)
+            submit(actor)
+        for batch in batches:  # every actor was lost
+            for it in batch:
+                yield it, "no Ray worker left; run again"
+    finally:
+        for actor in actors:  # frees their CPUs/GPUs for the next embedder's actors
+            ray.kill(actor)
