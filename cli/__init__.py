@@ -15,7 +15,7 @@ from .compare import (EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, list_embedders, par
 from .params import UsageError
 
 #: Subcommand name -> "module:function(argv) -> exit status".
-SUBCOMMANDS: dict[str, str] = {"prepare": "prepare.cli:main"}
+SUBCOMMANDS: dict[str, str] = {"prepare": "prepare.cli:main", "train": "cli.train:main"}
 
 
 def _raise_interrupt(signum, frame):
