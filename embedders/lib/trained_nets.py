@@ -224,6 +224,11 @@ class CPCNet(nn.Module):
         self.encoder = nn.Sequential(*layers)
         self.gru = nn.GRU(enc_dim, ctx_dim, batch_first=True)
         self.predictors = nn.ModuleList(nn.Linear(ctx_dim, enc_dim) for _ in range(n_future))
+        for lin in self.predictors:
+            # start at chance (all logits 0): random predictions score below chance, and the
+            # quickest way back to chance is collapsing the encoder, which then never recovers
+            nn.init.zeros_(lin.weight)
+            nn.init.zeros_(lin.bias)
         self.n_future = n_future
 
     def encode(self, wave):
