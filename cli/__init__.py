@@ -17,6 +17,7 @@ from .params import UsageError
 #: Subcommand name -> "module:function(argv) -> exit status".
 SUBCOMMANDS: dict[str, str] = {
     "prepare": "prepare.cli:main",
+    "train": "cli.train:main",
     "index": "search.cli:index_main",
     "recommend": "search.cli:recommend_main",
     "serve": "search.cli:serve_main",

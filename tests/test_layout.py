@@ -18,8 +18,8 @@ import pytest
 
 from conftest import ROOT
 
-RANK = {"common": 0, "embedders": 1, "collection": 2, "prepare": 2, "analysis": 3, "search": 4,
-        "cli": 5}
+RANK = {"common": 0, "embedders": 1, "collection": 2, "prepare": 2, "training": 2, "analysis": 3,
+        "search": 4, "cli": 5}
 
 
 def _is_private(name: str) -> bool:

@@ -1,0 +1,261 @@
+"""``main.py train``: losses against hand-computed values, the split, bad input, and (slow)
+known-answer training runs, the ``trained`` embedder and a real kill-and-resume."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import ROOT, write_midi, write_wav
+from train_corpus import make_pulse_corpus
+
+from cli import main
+from training.losses import cpc_loss, info_nce, negative_cosine, simsiam_loss
+
+
+# -- losses ---------------------------------------------------------------------------------------
+
+def test_negative_cosine_known_values_and_no_gradient_through_the_target():
+    p = torch.tensor([[1.0, 0.0], [3.0, 4.0]], requires_grad=True)
+    z = torch.tensor([[0.0, 2.0], [3.0, 4.0]], requires_grad=True)
+    loss = negative_cosine(p, z)                      # (-0 + -1) / 2
+    assert loss.item() == pytest.approx(-0.5)
+    loss.backward()
+    assert z.grad is None                             # stop-gradient: target branch untouched
+    assert p.grad is not None and torch.any(p.grad != 0)
+    # d(-cos(p, z))/dp for p=(1,0), z=(0,1): -(z/|z| - cos p/|p|)/|p| /2 = (0, -0.5)
+    assert p.grad[0].tolist() == pytest.approx([0.0, -0.5])
+
+
+def test_simsiam_loss_is_symmetric_and_minus_one_when_aligned():
+    a = torch.randn(4, 8, requires_grad=True)
+    b = torch.randn(4, 8, requires_grad=True)
+    assert simsiam_loss(a, a, a, a).item() == pytest.approx(-1.0)
+    l1 = simsiam_loss(a, b, b, a)
+    l2 = simsiam_loss(b, a, a, b)
+    assert l1.item() == pytest.approx(l2.item())
+    # the z arguments receive no gradient; only the predictions do
+    p1, z1 = torch.randn(3, 5, requires_grad=True), torch.randn(3, 5, requires_grad=True)
+    simsiam_loss(p1, z1, p1 * 2, z1 * 3).backward()
+    assert z1.grad is None and p1.grad is not None
+
+
+def test_info_nce_known_answer():
+    # positives on the diagonal: logits = I, so each row's loss is log(e + 1) - 1
+    eye = torch.eye(2)
+    assert info_nce(eye, eye).item() == pytest.approx(math.log(math.e + 1) - 1)
+    # a perfect, confident predictor: loss -> 0; an uninformative one: log(N)
+    big = 20 * torch.eye(3)
+    assert info_nce(big, torch.eye(3)).item() < 1e-7
+    assert info_nce(torch.zeros(5, 4), torch.randn(5, 4)).item() == pytest.approx(math.log(5))
+
+
+def test_cpc_loss_uses_the_batch_at_the_same_step_as_negatives():
+    # z[b, t] = one-hot(b); identity predictors: each c_t must pick its own example's z_{t+k}
+    B, T = 3, 5
+    z = torch.eye(B)[:, None, :].expand(B, T, B).clone() * 10
+    c = z.clone()
+    lin = torch.nn.Linear(B, B)
+    with torch.no_grad():
+        lin.weight.copy_(torch.eye(B)); lin.bias.zero_()
+    assert cpc_loss(z, c, [lin, lin]).item() < 1e-6
+    with torch.no_grad():
+        lin.weight.zero_()
+    assert cpc_loss(z, c, [lin]).item() == pytest.approx(math.log(B))
+
+
+# -- split and bad input ----------------------------------------------------------------------
+
+def _paired_tree(root, n=5, classes=("a", "b")):
+    for c in classes:
+        for i in range(n):
+            write_wav(root / c / f"p{i}.wav", seconds=0.6, freq=220 + 40 * i)
+            write_midi(root / c / f"p{i}.mid", pitches=(60 + i,))
+
+
+def test_split_keeps_pairs_together_and_is_stratified_and_seeded(tmp_path):
+    from collection.scan import hash_items, scan_dataset
+    from training.data import split_by_pair
+
+    _paired_tree(tmp_path, n=7)
+    items = scan_dataset(tmp_path).usable
+    hash_items(items)
+    side = split_by_pair(items, seed=3)
+    assert side == split_by_pair(items, seed=3)
+    assert side != split_by_pair(items, seed=4)
+    for it in items:  # a piece's audio and MIDI on the same side
+        twin = [o for o in items if o.pair_id == it.pair_id]
+        assert len({side[o.id] for o in twin}) == 1
+    for label in ("a", "b"):
+        sides = [side[it.id] for it in items if it.label == label and it.modality == "audio"]
+        assert sides.count("test") == 1 and sides.count("val") == 1 and sides.count("train") == 5
+
+
+def _run(argv, capsys):
+    code = main(["train", *map(str, argv)])
+    return code, capsys.readouterr().err.strip()
+
+
+def test_one_class_or_too_few_files_is_one_line_exit_2(tmp_path, capsys):
+    _paired_tree(tmp_path / "one", n=5, classes=("a",))
+    code, err = _run(["--method", "crnn", "--dataset", tmp_path / "one", "--out", tmp_path / "r1",
+                      "--epochs", 1, "--quiet"], capsys)
+    assert code == 2 and len(err.splitlines()) == 1 and "at least 2 classes" in err, err
+    _paired_tree(tmp_path / "few", n=1)
+    code, err = _run(["--method", "simsiam", "--dataset", tmp_path / "few", "--out",
+                      tmp_path / "r2", "--epochs", 1, "--quiet"], capsys)
+    assert code == 2 and len(err.splitlines()) == 1 and "at least 4" in err, err
+    code, err = _run(["--method", "simsiam", "--dataset", tmp_path / "few", "--out",
+                      tmp_path / "r2", "--batch-size", 1], capsys)
+    assert code == 2 and "--batch-size" in err
+
+
+def test_epochs_0_writes_the_random_network_and_skips_unreadable_files(tmp_path, capsys):
+    _paired_tree(tmp_path / "d", n=3)
+    (tmp_path / "d" / "a" / "broken.wav").write_bytes(b"not audio at all")
+    params = tmp_path / "p.txt"
+    params.write_text(f"--method simsiam --dataset {tmp_path / 'd'}  # a params file\n"
+                      f"--epochs 0 --width 4 --depth 1\n")
+    code = main(["train", "--params-file", str(params), "--out", str(tmp_path / "run")])
+    assert code == 0, capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "skipped a/broken.wav: not a readable audio file" in err
+    run = tmp_path / "run"
+    for name in ("last.pt", "best.pt", "config.json", "split.csv", "loss.csv", "skipped.csv"):
+        assert (run / name).is_file(), name
+    assert (run / "loss.csv").read_text() == "epoch,loss\n"
+    assert json.loads((run / "config.json").read_text())["width"] == 4
+    rows = list(csv.DictReader(open(run / "split.csv")))
+    # self-supervised: every readable item seen; the unreadable file listed as unused
+    assert {r["id"]: r["split"] for r in rows if r["split"] != "train"} == {"a/broken.wav": "unused"}
+    assert len(rows) == 13
+    # the run is an embedder, and the checkpoint's hash is in the cache key
+    from embedders import get_embedder
+    emb = get_embedder("trained", checkpoint=str(run))
+    e = emb.compute(tmp_path / "d" / "a" / "p0.wav")
+    assert e.clip.shape == (4,) and e.info["seen_in_training"] is True and e.info["epoch"] == 0
+    assert "best.pt" in emb.cache_options()["weights_identity"]
+    # running again into the same folder without --resume: refused
+    code = main(["train", "--params-file", str(params), "--out", str(run)])
+    assert code == 2 and "--resume" in capsys.readouterr().err
+
+
+def test_corrupt_or_foreign_checkpoint_is_a_clear_error(tmp_path, capsys):
+    from embedders import WeightsError, get_embedder
+
+    _paired_tree(tmp_path / "d", n=3)
+    run = tmp_path / "run"
+    assert main(["train", "--method", "cpc", "--dataset", str(tmp_path / "d"), "--out", str(run),
+                 "--epochs", "0", "--width", "2", "--quiet"]) == 0
+    code, err = _run(["--method", "simsiam", "--dataset", tmp_path / "d", "--out", run,
+                      "--resume", "--epochs", 1], capsys)
+    assert code == 2 and "checkpoint of method 'cpc', not 'simsiam'" in err, err
+    (run / "last.pt").write_bytes(b"garbage")
+    code, err = _run(["--method", "cpc", "--dataset", tmp_path / "d", "--out", run, "--resume",
+                      "--epochs", 1, "--width", 2], capsys)
+    assert code == 2 and "not a readable checkpoint" in err and len(err.splitlines()) == 1
+    torch.save({"state_dict": {}}, run / "best.pt")
+    with pytest.raises(WeightsError, match="not a checkpoint written by 'main.py train'"):
+        get_embedder("trained", checkpoint=str(run)).load()
+
+
+# -- known-answer training runs (slow) ---------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def pulse(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pulse")
+    paths = make_pulse_corpus(root, n_per_class=10)
+    return root, paths, np.array([os.path.basename(os.path.dirname(p)) for p in paths])
+
+
+def _knn(run, paths, labels, checkpoint):
+    from analysis.separability import knn_accuracy  # the test's analysis, not the package's
+    from embedders import get_embedder
+
+    emb = get_embedder("trained", checkpoint=str(run / checkpoint))
+    X = np.stack([emb.embed_clip(p) for p in paths])
+    return np.mean([knn_accuracy(X, labels, k=k) for k in (1, 3, 5)])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["simsiam", "cpc"])
+def test_self_supervised_beats_its_random_init_on_held_out_knn(method, pulse, tmp_path):
+    from training.runner import train
+
+    root, paths, labels = pulse
+    run = tmp_path / method
+    shape = ({"width": 8, "depth": 2, "crop_seconds": 1.0} if method == "simsiam"
+             else {"width": 8, "crop_seconds": 0.5})
+    s = train({"method": method, "dataset": str(root), "out": str(run), "epochs": 6,
+               "batch_size": 10, "clips_per_file": 2, "lr": 3e-3 if method == "simsiam" else 2e-3,
+               "seed": 0, **shape}, quiet=True)
+    losses = [r["loss"] for r in s["history"]]
+    assert min(losses[-3:]) < losses[0]
+    random_init = tmp_path / f"{method}0"
+    train({"method": method, "dataset": str(root), "out": str(random_init), "epochs": 0,
+           "seed": 0, **shape}, quiet=True)
+    trained_acc = _knn(run, paths, labels, "last.pt")
+    random_acc = _knn(random_init, paths, labels, "last.pt")
+    assert trained_acc > random_acc + 0.03, (trained_acc, random_acc)
+
+
+@pytest.mark.slow
+def test_crnn_beats_chance_and_records_its_split(pulse, tmp_path):
+    from embedders import get_embedder
+    from training.runner import train
+
+    root, paths, labels = pulse
+    run = tmp_path / "crnn"
+    s = train({"method": "crnn", "dataset": str(root), "out": str(run), "epochs": 6,
+               "batch_size": 8, "clips_per_file": 2, "lr": 3e-3, "seed": 0}, quiet=True)
+    metrics = json.loads((run / "test_metrics.json").read_text())
+    assert metrics["n_test"] == 6 and metrics["test_accuracy"] >= 2 / 3 > 1 / 3 + 0.3, metrics
+    assert 0 <= metrics["test_macro_f1"] <= 1
+    assert s["history"][-1]["loss"] < s["history"][0]["loss"]
+    assert list(csv.reader(open(run / "loss.csv")))[0] == ["epoch", "loss", "val_loss"]
+    split = {r["id"]: r["split"] for r in csv.DictReader(open(run / "split.csv"))}
+    emb = get_embedder("trained", checkpoint=str(run))
+    for p in paths[:4] + paths[-4:]:
+        rel = os.path.relpath(p, root).replace(os.sep, "/")
+        e = emb.compute(p)
+        assert e.clip.shape == (64,)
+        assert e.info["seen_in_training"] == (split[rel] in ("train", "val"))
+
+
+@pytest.mark.slow
+def test_kill_and_resume_ends_at_the_same_losses(pulse, tmp_path):
+    from training.runner import HOLD_ENV, train
+
+    root = pulse[0]
+    args = {"method": "crnn", "dataset": str(root), "epochs": 3, "batch_size": 8,
+            "lr": 3e-3, "seed": 1, "width": 4, "depth": 2}
+    train({**args, "out": str(tmp_path / "straight")}, quiet=True)
+    argv = [sys.executable, str(ROOT / "main.py"), "train", "--method", "crnn", "--dataset",
+            str(root), "--out", str(tmp_path / "killed"), "--epochs", "3", "--batch-size", "8",
+            "--lr", "3e-3", "--seed", "1", "--width", "4", "--depth", "2", "--quiet"]
+    env = {**os.environ, HOLD_ENV: "1", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+    try:
+        line = proc.stdout.readline()
+        assert line.strip() == "holding after epoch 1", line
+        proc.send_signal(signal.SIGKILL)   # a real kill, after epoch 1's checkpoint
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert len(list(csv.reader(open(tmp_path / "killed" / "loss.csv")))) == 2
+    env.pop(HOLD_ENV)
+    done = subprocess.run(argv + ["--resume"], env=env, cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    for name in ("loss.csv", "test_metrics.json"):
+        assert (tmp_path / "killed" / name).read_text() == (tmp_path / "straight" / name).read_text()

@@ -1,0 +1,88 @@
+"""``python main.py train --method simsiam|cpc|crnn --dataset DATA --out RUN [...]``."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from embedders import ConfigurationError
+from embedders.lib.trained_nets import CheckpointError
+from .data import TrainingUsageError
+from .runner import DEFAULTS, METHODS
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+class _Usage(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit status 2
+        raise _Usage(f"{self.prog}: error: {message}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = DEFAULTS
+    p = _Parser(prog="main.py train", description="Train an encoder on a collection; the run "
+                "folder is then an embedder: --embedders trained --set trained.checkpoint=RUN")
+    p.add_argument("--method", required=True, choices=METHODS + ("finetune",))
+    p.add_argument("--dataset", required=True, metavar="DATA")
+    p.add_argument("--out", required=True, metavar="RUN", help="run folder")
+    p.add_argument("--epochs", type=int, default=d["epochs"],
+                   help="0 writes the randomly initialised network (the control)")
+    p.add_argument("--batch-size", type=int, default=d["batch_size"])
+    p.add_argument("--lr", type=float, default=d["lr"])
+    p.add_argument("--weight-decay", type=float, default=d["weight_decay"])
+    p.add_argument("--seed", type=int, default=d["seed"])
+    p.add_argument("--device", default=d["device"], help="cpu, cuda, cuda:N, mps or auto")
+    p.add_argument("--workers", type=int, default=d["workers"],
+                   help="threads computing features on the first run (then cached)")
+    p.add_argument("--resume", action="store_true", help="continue RUN from last.pt")
+    p.add_argument("--width", type=int, default=d["width"], help="channels of the first block")
+    p.add_argument("--depth", type=int, default=d["depth"], help="conv / residual blocks")
+    p.add_argument("--crop-seconds", type=float, default=d["crop_seconds"],
+                   help="length of one training clip")
+    p.add_argument("--clips-per-file", type=int, default=d["clips_per_file"],
+                   help="random clips drawn from each file per epoch")
+    p.add_argument("--n-future", type=int, default=d["n_future"], help="cpc: steps predicted")
+    p.add_argument("--val-fraction", type=float, default=d["val_fraction"])
+    p.add_argument("--test-fraction", type=float, default=d["test_fraction"])
+    p.add_argument("--quiet", action="store_true")
+    return p
+
+
+def main(argv: list[str]) -> int:
+    """Run the subcommand; ``argv`` has params files already expanded (see ``cli.train``)."""
+    try:
+        args = build_parser().parse_args(argv)
+        if args.method == "finetune":
+            raise _Usage("main.py train: error: --method finetune is not implemented yet "
+                         "(simsiam, cpc and crnn are)")
+        checks = {"--epochs": args.epochs >= 0, "--batch-size": args.batch_size >= 2,
+                  "--lr": args.lr > 0, "--workers": args.workers >= 1,
+                  "--width": args.width >= 1, "--depth": args.depth >= 1,
+                  "--crop-seconds": args.crop_seconds > 0, "--clips-per-file":
+                  args.clips_per_file >= 1, "--n-future": args.n_future >= 1,
+                  "--val-fraction/--test-fraction":
+                  0 < args.val_fraction and 0 < args.test_fraction
+                  and args.val_fraction + args.test_fraction < 0.9}
+        bad = [k for k, ok in checks.items() if not ok]
+        if bad:
+            raise _Usage(f"main.py train: error: out of range: {', '.join(bad)} (batch size "
+                         f">= 2, epochs >= 0, positive lr/width/depth/crop)")
+        config = {k: v for k, v in vars(args).items() if k not in ("resume", "quiet")}
+        from .runner import train
+        summary = train(config, resume=args.resume, quiet=args.quiet)
+    except (_Usage, TrainingUsageError, CheckpointError, ConfigurationError) as exc:
+        print(str(exc).splitlines()[0] if str(exc).startswith("main.py") else
+              f"main.py train: error: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("\ninterrupted: the last finished epoch is in RUN/last.pt; run the same command "
+              "with --resume to continue", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if not args.quiet:
+        keep = {k: v for k, v in summary.items() if k != "history"}
+        print(json.dumps(keep, indent=2))
+    return EXIT_OK
