@@ -131,6 +131,10 @@ def _dataset_blocks(ds: dict):
     for key, title in (("skipped", "Skipped files"), ("unusable", "Unusable files")):
         lst = _pairs_list(ds.get(key))
         blocks.append((title, ["file", "reason"], lst if lst else [("(none)", "")]))
+    seen = (ds.get("seen_in_training") or {}).items()
+    if seen:  # a model trained on this collection is judged only on items it never saw
+        blocks.append(("Left out of the analysis: items a model was trained on",
+                       ["embedder", "items left out"], list(seen)))
     noted = [(name, note, n) for name, counts in (ds.get("note_counts") or {}).items()
              for note, n in sorted(counts.items())]
     if noted:  # unusual but valid files an embedder accepted (e.g. SMPTE MIDI for CLaMP 2)

@@ -312,6 +312,9 @@ def print_summary(result, analysis_seconds: float | None, out=None) -> None:
         print(f"{len(summ['skipped'])} skipped (reasons in {result.manifest_path}), e.g.:", file=out)
         for path, reason in summ["skipped"][:5]:
             print(f"  {path}: {reason}", file=out)
+    for name, n in summ.get("seen_in_training", {}).items():
+        print(f"{name}: {n} item(s) it was trained on are left out of the analysis "
+              f"(no leakage into separability, probes, retrieval)", file=out)
     for name, counts in summ.get("note_counts", {}).items():
         if counts:
             listed = ", ".join(f"{note}: {n}" for note, n in sorted(counts.items()))
@@ -369,7 +372,7 @@ def run(args: argparse.Namespace) -> int:
                   "hubness_reduction": None if args.hubness_reduction == "none" else "mp"}
         if args.bootstrap is not None:
             kwargs["n_bootstrap"] = args.bootstrap
-        run_analysis(list(result.sets.values()), plan.out, plot_dir=plan.plot_dir,
+        run_analysis(list(result.analysis_sets().values()), plan.out, plot_dir=plan.plot_dir,
                      cos_dir=plan.cos_dir, var_dir=plan.var_dir, title=plan.plot_title,
                      methods=plan.plot_methods, seed=args.seed,
                      dataset_summary=result.summary(), run_config=plan.config(), **kwargs)

@@ -77,6 +77,8 @@ class EmbedderRun:
     skipped: list[tuple[Item, str]] = field(default_factory=list)
     seconds: float = 0.0
     export_path: str = ""
+    #: Content hashes the model was trained on (:meth:`Embedder.seen_in_training`).
+    seen_in_training: frozenset = frozenset()
 
     @property
     def items(self) -> list[Item]:
@@ -94,14 +96,20 @@ class EmbedderRun:
     def n_cached(self) -> int:
         return self.n_embedded - self.n_computed
 
-    def embedding_set(self):
-        """The clip vectors as an :class:`~collection.embedding_set.EmbeddingSet`."""
+    def embedding_set(self, *, unseen_only: bool = False):
+        """The clip vectors as an :class:`~collection.embedding_set.EmbeddingSet`.
+
+        ``unseen_only`` leaves out the items the model was trained on (``seen_in_training``):
+        the set an honest analysis uses.
+        """
         from .embedding_set import EmbeddingSet
 
+        entries = [e for e in self.entries
+                   if not (unseen_only and e.item.content_hash in self.seen_in_training)]
         dim = self.entries[0].clip.shape[0] if self.entries else 0
-        vectors = (np.stack([e.clip for e in self.entries]) if self.entries
+        vectors = (np.stack([e.clip for e in entries]) if entries
                    else np.zeros((0, dim), np.float32))
-        items = self.items
+        items = [e.item for e in entries]
         return EmbeddingSet(name=self.name, modality=self.modality,
                             ids=[it.id for it in items], labels=[it.label for it in items],
                             pair_ids=[it.pair_id for it in items], vectors=vectors,
@@ -119,7 +127,18 @@ class DatasetEmbeddings:
 
     @property
     def sets(self):
+        """Every embedded item's clip vectors, per embedder."""
         return {name: run.embedding_set() for name, run in self.runs.items()}
+
+    def analysis_sets(self) -> dict:
+        """The sets to analyse: as :attr:`sets`, less the items each model was trained on."""
+        return {name: run.embedding_set(unseen_only=True) for name, run in self.runs.items()}
+
+    def n_seen_in_training(self) -> dict[str, int]:
+        """Per embedder, how many embedded items it was trained on (only those with any)."""
+        counts = {name: sum(e.item.content_hash in r.seen_in_training for e in r.entries)
+                  for name, r in self.runs.items()}
+        return {name: n for name, n in counts.items() if n}
 
     def summary(self) -> dict:
         """Dataset summary for the report: counts, pairs, skipped files with reasons."""
@@ -132,6 +151,7 @@ class DatasetEmbeddings:
         out["damaged_cache_entries"] = list(self.damaged_cache_entries)
         out["noted"] = [(e.item.id, f"{name}: {'; '.join(e.notes)}")
                         for name, r in self.runs.items() for e in r.entries if e.notes]
+        out["seen_in_training"] = self.n_seen_in_training()
         out["note_counts"] = {name: dict(Counter(n for e in r.entries for n in e.notes))
                               for name, r in self.runs.items()}
         return out
@@ -261,7 +281,8 @@ def embed_items(items: Iterable[Item], embedder: Embedder, store: EmbeddingStore
     t0 = time.perf_counter()
     embedder.load()
     options = embedder.cache_options()
-    run = EmbedderRun(name=embedder.name, modality=embedder.modality, options=options)
+    run = EmbedderRun(name=embedder.name, modality=embedder.modality, options=options,
+                      seen_in_training=frozenset(embedder.seen_in_training()))
     mine = [it for it in items if not it.skip_reason and it.modality == embedder.modality]
     run.n_found = len(mine)
     entries: dict[str, RunEntry] = {}

@@ -247,6 +247,15 @@ class Embedder:
         """
         return None
 
+    def seen_in_training(self) -> frozenset[str]:
+        """Content hashes (SHA-256) of the files this model was trained on, where known.
+
+        Called after :meth:`load`. An analysis of a collection must leave these items out of
+        separability, probes and retrieval (they would leak the training labels). Models
+        trained elsewhere return an empty set.
+        """
+        return frozenset()
+
     # -- the public contract ------------------------------------------------------------------
     def load(self) -> "Embedder":
         """Load weights and build the model (once). Returns ``self`` for chaining."""

@@ -71,6 +71,9 @@ class Trained(Embedder):
         self._net.to(self.device)
         self._torch = torch
 
+    def seen_in_training(self) -> frozenset[str]:
+        return self._seen
+
     def weights_identity(self) -> str | None:
         from .lib.weights import weights_fingerprint
         path = getattr(self, "_path", None)

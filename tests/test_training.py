@@ -259,3 +259,35 @@ def test_kill_and_resume_ends_at_the_same_losses(pulse, tmp_path):
     assert done.returncode == 0, done.stderr
     for name in ("loss.csv", "test_metrics.json"):
         assert (tmp_path / "killed" / name).read_text() == (tmp_path / "straight" / name).read_text()
+
+
+def test_analysis_leaves_out_what_a_trained_model_saw(tmp_path, capsys):
+    """A crnn run on a collection, then that run analysed on the same collection: every file is
+    embedded and exported, but the analysis sees only the test side of the run's split."""
+    import csv
+    import json
+
+    data = tmp_path / "d"
+    for k, c in enumerate(("a", "b", "c")):  # every file's bytes distinct
+        for i in range(6):
+            write_wav(data / c / f"p{i}.wav", seconds=0.6, freq=200 + 90 * k + 13 * i)
+            write_midi(data / c / f"p{i}.mid", pitches=(50 + 7 * k + i,))
+    run = tmp_path / "run"
+    assert main(["train", "--method", "crnn", "--dataset", str(data), "--out", str(run),
+                 "--epochs", "0", "--width", "2", "--quiet"]) == 0
+    with open(run / "split.csv", newline="") as fh:
+        sides = [r for r in csv.DictReader(fh)]
+    n_test_audio = sum(r["split"] == "test" and r["modality"] == "audio" for r in sides)
+    assert 0 < n_test_audio < 18
+    out = tmp_path / "out"
+    assert main(["--dataset", str(data), "--embedders", "trained", "--set",
+                 f"trained.checkpoint={run}", "--out", str(out), "--emb-dir",
+                 str(tmp_path / "emb"), "--plot", "t", "pca", str(out / "plots"),
+                 "--bootstrap", "5", "--no-index", "--quiet"]) == 0
+    assert "left out of the analysis" in capsys.readouterr().out
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["embedders"]["trained"]["n_items"] == n_test_audio
+    assert metrics["dataset"]["seen_in_training"] == {"trained": 18 - n_test_audio}
+    assert "Left out of the analysis" in (out / "report.html").read_text()
+    with open(out / "manifest.csv", newline="") as fh:  # embedded all the same
+        assert sum(r["status"] == "embedded" for r in csv.DictReader(fh)) == 18
