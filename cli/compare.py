@@ -7,10 +7,11 @@ A thin layer: :func:`collection.embed_dataset` does the embedding and
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
+
+from common.fsutil import ensure_writable_folder
 
 from .params import UsageError, expand_argv
 
@@ -211,10 +212,7 @@ def selected_embedders(args: argparse.Namespace) -> list[str]:
 
 def _check_writable(folder: Path, flag: str) -> None:
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / f".write_test_{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
+        ensure_writable_folder(folder)
     except OSError as exc:
         raise UsageError(f"{flag} folder {str(folder)!r} cannot be written: "
                          f"{exc.strerror or exc}") from None

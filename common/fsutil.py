@@ -69,3 +69,19 @@ def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
         for block in iter(lambda: fh.read(chunk_size), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def ensure_writable_folder(folder: str | os.PathLike) -> Path:
+    """Create ``folder`` if needed and prove it can be written (a probe file, removed again).
+
+    Raises
+    ------
+    OSError
+        It cannot be created or written; callers turn this into their own one-line message.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    probe = folder / f".write-probe-{os.getpid()}"
+    probe.write_bytes(b"")
+    probe.unlink()
+    return folder

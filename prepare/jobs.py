@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
 
-from common.fsutil import atomic_write_text, sha256_file
+from common.fsutil import atomic_write_text, ensure_writable_folder, sha256_file
 from common.progress import progress_bar
 from embedders.base import InputError
 
@@ -81,10 +81,7 @@ def check_dirs(src: str | os.PathLike, dst: str | os.PathLike) -> tuple[Path, Pa
     if dst_r in src_r.parents:
         raise PrepareError(f"source folder {src} is inside the output folder {dst}")
     try:
-        dst_r.mkdir(parents=True, exist_ok=True)
-        probe = dst_r / f".write-probe-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
+        ensure_writable_folder(dst_r)
     except OSError as exc:
         raise PrepareError(f"output folder {dst} cannot be written: "
                            f"{exc.strerror or exc}") from exc
