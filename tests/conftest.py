@@ -46,3 +46,19 @@ def write_midi(path, *, pitches=(60, 64, 67), tempo_bpm=120.0, program=0, is_dru
     path.parent.mkdir(parents=True, exist_ok=True)
     pm.write(str(path))
     return path
+
+
+def indexed_demo_corpus(base: Path) -> tuple[Path, Path]:
+    """A small paired demo corpus (5 genres x 2 pieces, audio + MIDI) under ``base``, embedded
+    with the two baselines and indexed: ``(corpus folder, embeddings folder)``."""
+    from collection import embed_dataset
+    from collection.demo_corpus import build_demo_corpus
+    from embedders import get_embedder
+    from search import build_indexes
+
+    root, emb = base / "corpus", base / "emb"
+    build_demo_corpus(root, n_per_genre=2, synth="builtin")
+    embed_dataset(root, [get_embedder("audio-stats"), get_embedder("midi-stats")],
+                  emb_dir=emb, out_dir=base / "out", progress=False)
+    build_indexes(emb)
+    return root, emb

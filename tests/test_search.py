@@ -2,7 +2,6 @@
 resume after a kill, configuration check, damaged-index rebuild, recommendations (same- and
 cross-modal) through the Python API and the command line."""
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -16,12 +15,8 @@ import pytest
 pytest.importorskip("qdrant_edge")
 
 import cli
-from collection import embed_dataset
-from collection.demo_corpus import build_demo_corpus
-from conftest import ROOT, write_wav
-from embedders import get_embedder
-from search import (DamagedIndexError, IndexMismatchError, IndexMissingError, QueryError,
-                    Recommender, build_indexes)
+from conftest import ROOT, indexed_demo_corpus, write_wav
+from search import DamagedIndexError, IndexMismatchError, IndexMissingError, Recommender
 from search.index import (index_root, open_shard, read_index_meta, shard_path, sync_shard,
                           wait_for_hnsw, write_index_meta)
 
@@ -29,14 +24,7 @@ from search.index import (index_root, open_shard, read_index_meta, shard_path, s
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     """A small paired demo corpus (5 genres x 2 pieces, audio + MIDI), embedded and indexed."""
-    base = tmp_path_factory.mktemp("search")
-    root = base / "corpus"
-    build_demo_corpus(root, n_per_genre=2, synth="builtin")
-    emb = base / "emb"
-    embed_dataset(root, [get_embedder("audio-stats"), get_embedder("midi-stats")],
-                  emb_dir=emb, out_dir=base / "out", progress=False)
-    build_indexes(emb)
-    return root, emb
+    return indexed_demo_corpus(tmp_path_factory.mktemp("search"))
 
 
 def _random_payloads(n, seed=0, start=0):

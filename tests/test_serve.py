@@ -18,24 +18,13 @@ import pytest
 pytest.importorskip("qdrant_edge")
 
 import cli
-from collection import embed_dataset
-from collection.demo_corpus import build_demo_corpus
-from conftest import ROOT
-from embedders import get_embedder
-from search import build_indexes
+from conftest import ROOT, indexed_demo_corpus
 from search.serve import make_server
 
 
 @pytest.fixture(scope="module")
 def indexed(tmp_path_factory):
-    base = tmp_path_factory.mktemp("serve")
-    root = base / "corpus"
-    build_demo_corpus(root, n_per_genre=2, synth="builtin")
-    emb = base / "emb"
-    embed_dataset(root, [get_embedder("audio-stats"), get_embedder("midi-stats")],
-                  emb_dir=emb, out_dir=base / "out", progress=False)
-    build_indexes(emb)
-    return root, emb
+    return indexed_demo_corpus(tmp_path_factory.mktemp("serve"))
 
 
 def _free_port() -> int:
