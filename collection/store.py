@@ -216,7 +216,7 @@ class EmbeddingStore:
         path = self.entry_path(embedder_name, key)
         try:
             with np.load(path, allow_pickle=False) as npz:
-                meta = _checked_meta(npz, key)
+                _checked_meta(npz, key)
                 clip = np.array(npz["clip"], dtype=np.float32)
                 ts = np.array(npz["timestamps"], dtype=np.float64)
                 with npz.zip.open("frames.npy") as fh:

@@ -21,11 +21,9 @@ import io
 import json
 import mimetypes
 import shutil
-import sys
 import tempfile
 import threading
 import urllib.parse
-from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
