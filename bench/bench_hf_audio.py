@@ -11,33 +11,15 @@ each counts (other jobs share the machine). Also checks that both give the same 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from machine import describe_cpu  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-
-def cpu_description() -> str:
-    """CPU model name and the vector extensions that matter for float32/bfloat16 matmuls."""
-    name, flags = "unknown CPU", set()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                key, _, value = line.partition(":")
-                if key.strip() == "model name" and name == "unknown CPU":
-                    name = value.strip()
-                elif key.strip() == "flags" and not flags:
-                    flags = set(value.split())
-    except OSError:
-        pass
-    wanted = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16")
-    have = [f for f in wanted if f in flags] or ["none of " + ", ".join(wanted)]
-    return f"{name}; {os.cpu_count()} logical CPUs; flags: {' '.join(have)}"
 
 
 def build_model(folder: Path) -> None:
@@ -64,7 +46,7 @@ def main(argv=None) -> int:
 
     from embedders import get_embedder
 
-    print(f"CPU: {cpu_description()}")
+    print(f"CPU: {describe_cpu()}")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     sr = 16000
     rng = np.random.default_rng(0)

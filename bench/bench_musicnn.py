@@ -32,25 +32,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+from machine import describe_cpu  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("EMBCOMPARE_OFFLINE", "1")  # never download from a benchmark
-
-
-def cpu_description() -> str:
-    model, flags = "unknown CPU", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and model == "unknown CPU":
-                model = line.split(":", 1)[1].strip()
-            elif line.startswith("flags") and not flags:
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    simd = "AVX-512" if "avx512f" in flags else ("AVX2" if "avx2" in flags else "no AVX2")
-    extra = ", AVX512-BF16" if "avx512_bf16" in flags else ""
-    return f"{model}, {os.cpu_count()} logical cores, {simd}{extra}"
 
 
 def load_tensors(weights: str | None):
@@ -80,7 +66,7 @@ def main(argv=None) -> int:
     from embedders.lib import musicnn_net as mn
 
     tensors, source = load_tensors(args.weights)
-    print(f"CPU: {cpu_description()}; torch {torch.__version__}, {torch.get_num_threads()} "
+    print(f"CPU: {describe_cpu()}; torch {torch.__version__}, {torch.get_num_threads()} "
           f"threads; weights: {source}")
     rng = np.random.default_rng(0)
     x = torch.from_numpy(rng.uniform(0, 3, (args.patches, 187, 96)).astype(np.float32))

@@ -11,8 +11,6 @@ the shared filesystem keeps up. Usage: ``python bench/bench_ray.py [--pieces 8] 
 """
 import argparse
 import logging
-import os
-import platform
 import sys
 import tempfile
 import time
@@ -27,23 +25,10 @@ from embedders import get_embedder  # noqa: E402
 from collection.demo_corpus import build_demo_corpus  # noqa: E402
 from collection.pipeline import embed_dataset  # noqa: E402
 from collection.ray_engine import CODE_ROOT  # noqa: E402
+from machine import describe_cpu  # noqa: E402
 
 #: FMA full, the issue's example of a corpus beyond one machine: tracks, hours of audio.
 FMA_FULL_TRACKS, FMA_FULL_HOURS = 106_574, 8_000
-
-
-def cpu_line() -> str:
-    model, flags = platform.processor() or "?", set()
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-            elif line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    simd = [f for f in ("avx2", "avx512f") if f in flags]
-    return f"{model}; {os.cpu_count()} CPUs visible; {', '.join(simd) or 'no AVX2'}"
 
 
 def timed_run(corpus, tmp, tag, names, **kwargs):
@@ -63,7 +48,7 @@ def main():
     ap.add_argument("--corpus", default=None, help="reuse/build the corpus here")
     ap.add_argument("--cluster-workers", type=int, nargs="+", default=[16, 64, 256])
     args = ap.parse_args()
-    print(f"CPU: {cpu_line()}")
+    print(f"CPU: {describe_cpu()}")
     with tempfile.TemporaryDirectory() as tmp:
         corpus = Path(args.corpus) if args.corpus else Path(tmp) / "corpus"
         build_demo_corpus(corpus, n_per_genre=args.pieces, synth="builtin")

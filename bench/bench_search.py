@@ -24,26 +24,13 @@ import time
 from pathlib import Path
 
 import numpy as np
+from machine import describe_cpu  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 DIM = 512
 N_QUERIES = 200
-
-
-def _cpu() -> str:
-    model, flags = "?", set()
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name") and model == "?":
-                model = line.split(":", 1)[1].strip()
-            if line.startswith("flags") and not flags:
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    simd = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_tile") if f in flags]
-    return f"{model}, {os.cpu_count()} cores, {' '.join(simd) or 'no AVX2'}"
 
 
 def _exact_top(Xn, q, k=10):
@@ -147,7 +134,7 @@ def main(argv=None) -> int:
         print(json.dumps(one_size(args.one, data=args.data[0])))
         return 0
     sizes = args.sizes + ([1_000_000] if args.large else [])
-    print(f"CPU: {_cpu()}; load average {os.getloadavg()[0]:.1f}; {DIM}-d, {N_QUERIES} queries")
+    print(f"CPU: {describe_cpu()}; load average {os.getloadavg()[0]:.1f}; {DIM}-d, {N_QUERIES} queries")
     rows = []
     for data, n in [(d, n) for d in args.data for n in sizes]:
         res = subprocess.run([sys.executable, __file__, "--one", str(n), "--data", data],

@@ -16,6 +16,7 @@ import tempfile
 import time
 
 import numpy as np
+from machine import describe_cpu  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
@@ -57,10 +58,8 @@ def main() -> None:
                     trainer.step(batch, labels[idx])
                 timings[mode].append(len(index) / (time.perf_counter() - t))
     best = {k: max(v) for k, v in timings.items()}
-    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo")
-                if l.startswith("model name")), "unknown") if os.path.exists("/proc/cpuinfo") else "unknown"
     print(f"{args.method}, batch {args.batch_size}, {len(index)} steps, best of {args.repeat}; "
-          f"CPU {cpu}, {os.cpu_count()} cores, torch {torch.__version__} "
+          f"CPU {describe_cpu()}, torch {torch.__version__} "
           f"({torch.get_num_threads()} threads)")
     for k, v in best.items():
         print(f"  {k:10s} {v:7.2f} steps/s")

@@ -11,8 +11,6 @@ notes of all pieces, and seconds of compute per minute of audio (model loading e
 the CPU. Usage: ``python bench/bench_transcribe.py [--pieces N] [--bars B] [--threads T]``
 """
 import argparse
-import os
-import platform
 import sys
 import tempfile
 import time
@@ -26,21 +24,7 @@ from collection import demo_corpus  # noqa: E402
 from prepare import basic_pitch as bp  # noqa: E402
 from prepare.commands import Renderer  # noqa: E402
 from prepare.heuristic import transcribe_heuristic  # noqa: E402
-
-
-def cpu_description() -> str:
-    name, flags = platform.processor() or "unknown CPU", set()
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name") and name.startswith(("unknown", "x86")):
-                name = line.split(":", 1)[1].strip()
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                break
-    except OSError:
-        pass
-    simd = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_tile") if f in flags]
-    return f"{name}; {os.cpu_count()} cores visible; {', '.join(simd) or 'no AVX2'}"
+from machine import describe_cpu  # noqa: E402
 
 
 def reference_notes(pm):
@@ -124,7 +108,7 @@ def main():
             notes, _ = transcribe_heuristic(audio, sr=bp.SAMPLE_RATE)
             scores["heuristic"].seconds += time.perf_counter() - t0
             scores["heuristic"].add(ref, as_arrays(notes))
-    print(f"CPU: {cpu_description()}")
+    print(f"CPU: {describe_cpu()}")
     print(f"renderer: {renderer.synth}; {len(pieces)} pieces, {audio_seconds / 60:.2f} min of "
           f"audio, {scores['heuristic'].n_ref} reference notes (drums excluded)")
     print("| method | notes found | onset P / R / F1 | onset+offset P / R / F1 | "
