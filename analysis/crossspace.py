@@ -401,17 +401,22 @@ def rsa_from_distances(DA: ArrayLike, DB: ArrayLike, *, exclude: ArrayLike | Non
     (bootstrap duplicates). Raises UndefinedMetricError when a triangle is constant.
     """
     from scipy.stats import spearmanr
-    DA, DB = np.asarray(DA), np.asarray(DB)
-    n = DA.shape[0]
-    iu = np.triu_indices(n, k=1)
-    a, b = DA[iu], DB[iu]
+    a, b, _ = _upper_triangles(np.asarray(DA), np.asarray(DB), exclude)
+    return float(spearmanr(a, b).statistic)
+
+
+def _upper_triangles(DA: np.ndarray, DB: np.ndarray, exclude) -> tuple:
+    """The two matrices' upper triangles without pairs sharing a source, and the kept-pair mask
+    over ``np.triu_indices(n, 1)``; raises UndefinedMetricError when either is constant."""
+    iu = np.triu_indices(DA.shape[0], k=1)
+    keep = np.ones(len(iu[0]), dtype=bool)
     if exclude is not None:
         exclude = np.asarray(exclude)
         keep = exclude[iu[0]] != exclude[iu[1]]
-        a, b = a[keep], b[keep]
+    a, b = DA[iu][keep], DB[iu][keep]
     if len(a) < 3 or np.ptp(a) < 1e-12 or np.ptp(b) < 1e-12:
         raise UndefinedMetricError("RSA undefined: a distance matrix is constant")
-    return float(spearmanr(a, b).statistic)
+    return a, b, keep
 
 
 def rsa(X: ArrayLike, Y: ArrayLike, *, n_permutations: int = 999, seed: int = 0,
@@ -450,23 +455,16 @@ def rsa(X: ArrayLike, Y: ArrayLike, *, n_permutations: int = 999, seed: int = 0,
     DA, DB = distances if distances is not None else (
         cosine_distance_matrix(cosine_geometry(X, center=center)),
         cosine_distance_matrix(cosine_geometry(Y, center=center)))
-    mask = np.ones(len(iu[0]), dtype=bool)
-    if exclude is not None:
-        exclude = np.asarray(exclude)
-        mask = exclude[iu[0]] != exclude[iu[1]]
-    a = DA[iu][mask]
-    b = DB[iu][mask]
-    if len(a) < 3 or np.ptp(a) < 1e-12 or np.ptp(b) < 1e-12:
-        raise UndefinedMetricError("RSA undefined: a distance matrix is constant")
+    a, b, mask = _upper_triangles(DA, DB, exclude)
     ra = _rank(a)
     ra = (ra - ra.mean()) / np.linalg.norm(ra - ra.mean())
-    RB = np.zeros((n, n))
-    RB[iu] = np.nan
     rb = _rank(b)
-    full_rb = np.full(len(iu[0]), np.nan)
-    full_rb[mask] = rb
-    RB[iu] = full_rb
-    RB = RB + RB.T  # symmetric; diagonal 0 never used
+    # Y's ranks as a symmetric matrix, so an item permutation is one fancy index (the
+    # diagonal is never read; excluded pairs are NaN but permutations skip that case).
+    RB = np.zeros((n, n))
+    RB[iu] = np.where(mask, 0.0, np.nan)
+    RB[iu[0][mask], iu[1][mask]] = rb
+    RB = RB + RB.T
     def corr(rbv):
         rbv = rbv - rbv.mean()
         nrm = np.linalg.norm(rbv)
