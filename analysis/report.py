@@ -366,6 +366,27 @@ def _html_help_and_config(parts: list, metrics: dict) -> None:
                         [[_e(k), _e(v)] for k, v in (metrics.get("software") or {}).items()]))
 
 
+def _md_embedder_section(name: str, r: dict, link) -> list[str]:
+    """One embedder's Markdown section: notes, metric table, its plots, nearest neighbours."""
+    L = [f"### {name}", ""] + [f"> {n}" for n in r.get("notes", [])]
+    L += ["", _md_table(["metric", "value", "95% CI", "parameters", "note"],
+                        _metric_detail_rows(r, list(EMBEDDER_METRICS)
+                                            + recommend_metric_names(r))), ""]
+    if _chance_sentence(r):
+        L += [_chance_sentence(r), ""]
+    for key in (f"{name}_pca", f"{name}_tsne", f"{name}_umap", f"{name}_centroid_cosine",
+                f"{name}_centroid_cosine_uncentred", f"{name}_confusion"):
+        L += link(key, key)
+    nbs = r.get("nearest_neighbours") or []
+    if nbs:
+        L += ["", "Nearest neighbours:", "",
+              _md_table(["item", "class", "same-class", "neighbours"],
+                        [(os.path.basename(q["id"]), q["label"], _fmt(q["same_label"]),
+                          "; ".join(f"{os.path.basename(d['id'])} [{d['label']}]"
+                                    for d in q["neighbours"])) for q in nbs])]
+    return L + [""]
+
+
 def render_markdown(metrics: dict, images: dict, out: Path, *, title: str = "") -> str:
     """The Markdown twin; images are linked by path relative to ``out``."""
     out = Path(out)
@@ -403,24 +424,7 @@ def render_markdown(metrics: dict, images: dict, out: Path, *, title: str = "") 
             L += link(key, f"all embedders {key[4:]}") + [""]
     L += ["## Per embedder", ""]
     for name, r in metrics.get("embedders", {}).items():
-        L += [f"### {name}", ""]
-        L += [f"> {n}" for n in r.get("notes", [])]
-        L += ["", _md_table(["metric", "value", "95% CI", "parameters", "note"],
-                            _metric_detail_rows(r, list(EMBEDDER_METRICS)
-                                                + recommend_metric_names(r))), ""]
-        if _chance_sentence(r):
-            L += [_chance_sentence(r), ""]
-        for key in (f"{name}_pca", f"{name}_tsne", f"{name}_umap", f"{name}_centroid_cosine",
-                    f"{name}_centroid_cosine_uncentred", f"{name}_confusion"):
-            L += link(key, key)
-        nbs = r.get("nearest_neighbours") or []
-        if nbs:
-            L += ["", "Nearest neighbours:", "",
-                  _md_table(["item", "class", "same-class", "neighbours"],
-                            [(os.path.basename(q["id"]), q["label"], _fmt(q["same_label"]),
-                              "; ".join(f"{os.path.basename(d['id'])} [{d['label']}]"
-                                        for d in q["neighbours"])) for q in nbs])]
-        L += [""]
+        L += _md_embedder_section(name, r, link)
     L += ["## Between embedders", ""]
     for key, r in metrics.get("pairs", {}).items():
         L += [f"### {key}", ""] + [f"> {n}" for n in r.get("notes", [])]
