@@ -48,7 +48,7 @@ def index_main(argv: list[str]) -> int:
     say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
     try:
         if args.qdrant_url:
-            from .remote import push_indexes, server_info
+            from .remote import push_index, server_info
 
             server_info(args.qdrant_url)  # before anything local happens
         results = build_indexes(args.emb_dir, args.embedders, hnsw=args.hnsw, log=say)
@@ -59,7 +59,8 @@ def index_main(argv: list[str]) -> int:
             say(f"index {name}: {r['n_items']} items (+{r['added']} -{r['removed']}"
                 f"{', rebuilt' if r['rebuilt'] else ''}; HNSW {r['hnsw']})")
         if args.qdrant_url:
-            for name, r in push_indexes(args.emb_dir, args.qdrant_url, list(results)).items():
+            for name in results:  # one line as each is pushed
+                r = push_index(args.emb_dir, name, args.qdrant_url)
                 say(f"pushed {name}: {r['points']} points to {args.qdrant_url}" if r["pushed"]
                     else f"{name}: the copy on {args.qdrant_url} is up to date "
                          f"({r['points']} points)")
