@@ -1,8 +1,9 @@
 """The ``index``, ``recommend`` and ``serve`` subcommands (``python main.py NAME ...``).
 
 Exit status: 0 done; 2 for a usage error, a query file that cannot be read or embedded, or no
-index yet (the message says which command builds it); 1 when the work itself fails (a Qdrant
-server that does not answer, an index held by another process, a full disk).
+index yet, locally or on the Qdrant server (the message says which command builds or pushes it);
+1 when the work itself fails (a Qdrant server that does not answer or refuses a request, an index
+held by another process, a full disk).
 """
 from __future__ import annotations
 
@@ -47,7 +48,7 @@ def index_main(argv: list[str]) -> int:
     say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
     try:
         if args.qdrant_url:
-            from .remote import push_indexes, server_info
+            from .remote import push_index, server_info
 
             server_info(args.qdrant_url)  # before anything local happens
         results = build_indexes(args.emb_dir, args.embedders, hnsw=args.hnsw, log=say)
@@ -58,8 +59,11 @@ def index_main(argv: list[str]) -> int:
             say(f"index {name}: {r['n_items']} items (+{r['added']} -{r['removed']}"
                 f"{', rebuilt' if r['rebuilt'] else ''}; HNSW {r['hnsw']})")
         if args.qdrant_url:
-            for name, n in push_indexes(args.emb_dir, args.qdrant_url, list(results)).items():
-                say(f"pushed {name}: {n} points to {args.qdrant_url}")
+            for name in results:  # one line as each is pushed
+                r = push_index(args.emb_dir, name, args.qdrant_url)
+                say(f"pushed {name}: {r['points']} points to {args.qdrant_url}" if r["pushed"]
+                    else f"{name}: the copy on {args.qdrant_url} is up to date "
+                         f"({r['points']} points)")
         say(f"indexes in {index_root(args.emb_dir)}")
     except IndexMissingError as exc:
         return _fail(str(exc), EXIT_USAGE)
