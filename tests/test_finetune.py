@@ -126,7 +126,8 @@ def test_finetune_beats_chance_and_its_embedder_pools_the_tuned_encoder(tmp_path
     from embedders.lib import trained_nets as tn
     from training.runner import train
 
-    # learnable in ~150 steps: a wider front-end, no dropout, the front-end trained too
+    # learnable in a few hundred steps: a wider front-end, no dropout, the front-end trained
+    # too (30 epochs: test accuracy 1.0 with seeds 0-3 here; 20 epochs left seed 2 at chance)
     model = save_tiny_wav2vec2(tmp_path / "w2v2", sr=SR, conv_dim=(16,) * 7, hidden_dropout=0.0,
                                attention_dropout=0.0, feat_proj_dropout=0.0,
                                activation_dropout=0.0)
@@ -134,14 +135,14 @@ def test_finetune_beats_chance_and_its_embedder_pools_the_tuned_encoder(tmp_path
     make_pulse_corpus(data, n_per_class=10)
     run = tmp_path / "ft"
     s = train({"method": "finetune", "dataset": str(data), "out": str(run), "model": str(model),
-               "epochs": 20, "batch_size": 8, "clips_per_file": 3, "lr": 3e-3, "seed": 0,
+               "epochs": 30, "batch_size": 8, "clips_per_file": 3, "lr": 3e-3, "seed": 0,
                "crop_seconds": 1.0, "freeze_feature_encoder": False}, quiet=True)
     metrics = json.loads((run / "test_metrics.json").read_text())
     assert metrics["n_test"] == 6 and metrics["chance"] == pytest.approx(1 / 3)
     assert metrics["test_accuracy"] >= 2 / 3, metrics      # chance: 1/3
     assert metrics["test_macro_f1"] >= 0.5, metrics
     losses = [r["loss"] for r in s["history"]]
-    assert min(losses[-3:]) < 0.7 * losses[0], losses
+    assert min(losses[-3:]) < 0.5 * losses[0], losses
     assert list(csv.reader(open(run / "loss.csv")))[0] == ["epoch", "loss", "val_loss"]
     assert (run / "loss.png").stat().st_size > 0
 

@@ -286,8 +286,13 @@ class HFAudioClassifier(nn.Module):
         self.encoder = AutoModel.from_config(AutoConfig.for_model(**cfg))
         self.layer, self.do_normalize = int(layer), bool(do_normalize)
         self.classifier = nn.Linear(int(self.encoder.config.hidden_size), n_classes)
-        if freeze_feature_encoder:
-            self.encoder.freeze_feature_encoder()
+        if freeze_feature_encoder:  # the convolutional front-end (``feature_extractor``)
+            freeze = getattr(self.encoder, "freeze_feature_encoder", None)
+            if callable(freeze):  # also stops autograd tracking its input
+                freeze()
+            else:
+                for p in self.encoder.feature_extractor.parameters():
+                    p.requires_grad_(False)
 
     def load_pretrained(self, folder: str | os.PathLike) -> None:
         """Copy the encoder weights of a ``save_pretrained`` folder (the head stays as is)."""
