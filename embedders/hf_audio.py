@@ -46,8 +46,8 @@ import numpy as np
 from . import register
 from .base import (AUDIO, ConfigurationError, Embedder, Embedding, InputError, WeightsError,
                    mean_pool, resolve_device)
-from .lib import audio_io
-from .lib.weights import hf_cache_dir
+from .lib import audio_io, hf_models
+from .lib.hf_models import conv_frames, conv_geometry, needs_remote_code  # noqa: F401 (API)
 
 DEFAULT_MODEL = "facebook/wav2vec2-base"
 #: Window length by ``config.model_type`` when ``window_seconds`` is not given: the length the
@@ -55,9 +55,6 @@ DEFAULT_MODEL = "facebook/wav2vec2-base"
 MODEL_WINDOW_SECONDS = {"mert_model": 5.0}
 FALLBACK_WINDOW_SECONDS = 10.0
 PRECISIONS = ("float32", "bfloat16")
-#: Files of a model folder whose content changes the numbers: named in the cache key.
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
-CONFIG_FILES = ("config.json", "preprocessor_config.json")
 #: Blocks read from the audio file at a time (seconds) while decoding and resampling.
 READ_BLOCK_SECONDS = 30.0
 
@@ -88,24 +85,6 @@ class Window:
     n_frames: int
     keep_start: int
     keep_stop: int
-
-
-def conv_frames(n_samples: int, *, receptive_field: int, stride: int) -> int:
-    """Frames a convolutional front-end (no padding) makes of ``n_samples`` samples."""
-    return 0 if n_samples < receptive_field else (n_samples - receptive_field) // stride + 1
-
-
-def conv_geometry(kernels, strides) -> tuple[int, int]:
-    """``(receptive_field, stride)`` in samples of a stack of unpadded 1-D convolutions.
-
-    >>> conv_geometry((10, 3, 3, 3, 3, 2, 2), (5, 2, 2, 2, 2, 2, 2))  # wav2vec 2.0
-    (400, 320)
-    """
-    field, jump = 1, 1
-    for k, s in zip(kernels, strides):
-        field += (int(k) - 1) * jump
-        jump *= int(s)
-    return field, jump
 
 
 def plan_windows(n_samples: int, *, window: int, hop: int | None, receptive_field: int,
@@ -167,100 +146,63 @@ def plan_windows(n_samples: int, *, window: int, hop: int | None, receptive_fiel
     return windows
 
 
-# ---------------------------------------------------------------------------------------------
-# model resolution
+def run_windows(signal: np.ndarray, bounds: list[tuple[int, int]], forward,
+                batch_size: int) -> list[np.ndarray]:
+    """``forward`` on each window ``signal[a:b]``; windows of equal length go in batches of up to
+    ``batch_size`` (``forward`` takes a list of equally long 1-D arrays and returns an array
+    ``(n_windows, n_frames, dim)``). Returns one ``(n_frames, dim)`` array per window, in order."""
+    out: list[np.ndarray | None] = [None] * len(bounds)
+    by_length: dict[int, list[int]] = {}
+    for i, (a, b) in enumerate(bounds):
+        by_length.setdefault(b - a, []).append(i)
+    for idx in by_length.values():
+        for s in range(0, len(idx), batch_size):
+            group = idx[s:s + batch_size]
+            states = forward([signal[bounds[i][0]:bounds[i][1]] for i in group])
+            for i, st in zip(group, states):
+                out[i] = st
+    return out  # type: ignore[return-value]
 
-def _how_to_provide(model: str) -> str:
 
-    return (f"Download it while online (e.g. `hf download {model}`, which fills the "
-            f"Hugging Face cache {hf_cache_dir()}), or pass a local folder written by "
-            f"save_pretrained with --set hf-audio.model=PATH.")
+def frames_on_grid(signal: np.ndarray, forward, *, window: int, hop: int | None,
+                   receptive_field: int, stride: int, sample_rate: int, batch_size: int
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """The frames of a convolutional-front-end model over a whole signal, computed in windows
+    (:func:`plan_windows`), and their times (centre of each frame's receptive field, seconds).
 
-
-def resolve_model(model: str, *, revision: str | None = None) -> tuple[Path, str]:
-    """The folder holding a model's files, and its identity for cache keys.
-
-    Parameters
-    ----------
-    model : str
-        A local folder (as ``save_pretrained`` writes it) or a Hugging Face id.
-    revision : str or None
-        Branch, tag or commit of a Hugging Face id (default: the hub's default branch).
-
-    Returns
-    -------
-    folder : Path
-    identity : str
-        ``"<id>@<commit hash>"`` for a hub model (the cache's snapshot folder is named by the
-        commit), ``"local:"`` followed by the fingerprints of the folder's weight and config
-        files otherwise.
+    ``forward`` is as in :func:`run_windows`. Shared with the ``trained`` embedder (finetune runs).
 
     Raises
     ------
-    WeightsError
-        Missing folder or files; not cached while offline; download failure.
+    ValueError
+        The signal is shorter than one frame.
     """
-    from .lib.weights import offline, weights_fingerprint
-
-    local = Path(model).expanduser()
-    if local.is_dir():
-        files = sorted(p for p in local.iterdir()
-                       if p.is_file() and (p.suffix in WEIGHT_SUFFIXES or p.name in CONFIG_FILES))
-        if not any(p.suffix in WEIGHT_SUFFIXES for p in files):
-            raise WeightsError(f"hf-audio model folder {str(local)!r} holds no weight file "
-                               f"({', '.join('*' + s for s in WEIGHT_SUFFIXES)})")
-        return local, "local:" + ";".join(weights_fingerprint(p) for p in files)
-    # a hub id is "name" or "owner/name"; anything else can only have been meant as a folder
-    if model.startswith(("/", ".", "~")) or model.count("/") > 1 or (os.sep != "/" and os.sep in model):
-        raise WeightsError(f"hf-audio model folder {model!r} does not exist")
-
-    try:
-        import huggingface_hub
-    except ImportError as exc:  # pragma: no cover - listed in requirements
-        raise WeightsError(f"huggingface_hub is not installed. {_how_to_provide(model)}") from exc
-    cache = str(hf_cache_dir())
-    # configs, feature extractor, safetensors and any model code; .bin only if there is no
-    # safetensors file (repositories often hold both: downloading both doubles the size)
-    patterns = ["*.json", "*.safetensors", "*.py", "*.txt"]
-    is_offline = offline()
-    try:
-        folder = Path(huggingface_hub.snapshot_download(
-            model, revision=revision, cache_dir=cache, allow_patterns=patterns,
-            local_files_only=is_offline))
-        if not any(p.suffix in WEIGHT_SUFFIXES for p in folder.iterdir()):
-            folder = Path(huggingface_hub.snapshot_download(
-                model, revision=revision, cache_dir=cache, allow_patterns=patterns + ["*.bin"],
-                local_files_only=is_offline))
-    except Exception as exc:
-        if is_offline:
-            raise WeightsError(
-                f"hf-audio model {model!r}{'@' + revision if revision else ''} is not in the "
-                f"Hugging Face cache ({cache}) and downloads are off (HF_HUB_OFFLINE or "
-                f"EMBCOMPARE_OFFLINE is set). {_how_to_provide(model)}") from exc
-        raise WeightsError(f"could not get hf-audio model {model!r}: "
-                           f"{str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__}. "
-                           f"{_how_to_provide(model)}") from exc
-    if not any(p.suffix in WEIGHT_SUFFIXES for p in folder.iterdir()):
-        raise WeightsError(f"hf-audio model {model!r} has no weight file in {folder}. "
-                           f"{_how_to_provide(model)}")
-    return folder, f"{model}@{folder.name}"
+    n = signal.shape[0]
+    plan = plan_windows(n, window=window, hop=hop, receptive_field=receptive_field,
+                        stride=stride)
+    if not plan:
+        raise ValueError(f"audio is {n / sample_rate:.4f} s long at {sample_rate} Hz, shorter "
+                         f"than one frame of the model ({receptive_field / sample_rate:.4f} s)")
+    states = run_windows(signal, [(w.start, w.stop) for w in plan], forward, batch_size)
+    kept = []
+    for w, st in zip(plan, states):
+        if st.shape[0] != w.n_frames:  # the config's conv geometry must describe the model
+            raise RuntimeError(f"model returned {st.shape[0]} frames for {w.stop - w.start} "
+                               f"samples, expected {w.n_frames}")
+        kept.append(st[w.keep_start:w.keep_stop])
+    frames = np.concatenate(kept)
+    timestamps = (np.arange(frames.shape[0]) * stride + receptive_field / 2) / sample_rate
+    return frames, timestamps
 
 
-def needs_remote_code(folder: Path) -> bool:
-    """Whether a model folder's config asks for the model's own Python code (``auto_map`` with a
-    ``model_type`` transformers does not know)."""
-    import json
+# ---------------------------------------------------------------------------------------------
+# model resolution (shared with ``train --method finetune``: embedders/lib/hf_models.py)
 
-    try:
-        with open(folder / "config.json", encoding="utf-8") as fh:
-            cfg = json.load(fh)
-    except (OSError, ValueError):
-        return False
-    if not cfg.get("auto_map"):
-        return False
-    from transformers import CONFIG_MAPPING
-
-    return cfg.get("model_type") not in CONFIG_MAPPING
+def resolve_model(model: str, *, revision: str | None = None) -> tuple[Path, str]:
+    """The folder holding a model's files, and its identity for cache keys (see
+    :func:`embedders.lib.hf_models.resolve_model`; messages name ``hf-audio``)."""
+    return hf_models.resolve_model(model, revision=revision, who="hf-audio",
+                                   local_option="--set hf-audio.model=PATH")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -466,18 +408,7 @@ class HFAudioEmbedder(Embedder):
 
     def _run_windows(self, signal: np.ndarray, bounds: list[tuple[int, int]]) -> list[np.ndarray]:
         """Hidden states of each window ``signal[a:b]``, windows of equal length batched."""
-        out: list[np.ndarray | None] = [None] * len(bounds)
-        by_length: dict[int, list[int]] = {}
-        for i, (a, b) in enumerate(bounds):
-            by_length.setdefault(b - a, []).append(i)
-        bs = self.options["batch_size"]
-        for idx in by_length.values():
-            for s in range(0, len(idx), bs):
-                group = idx[s:s + bs]
-                states = self._forward([signal[bounds[i][0]:bounds[i][1]] for i in group])
-                for i, st in zip(group, states):
-                    out[i] = st
-        return out  # type: ignore[return-value]
+        return run_windows(signal, bounds, self._forward, self.options["batch_size"])
 
     def embed_signal(self, signal: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Frames and their times of a mono signal already at the model's rate.
@@ -509,21 +440,9 @@ class HFAudioEmbedder(Embedder):
                      for (a, b), st in zip(bounds, states)]
             return np.concatenate(states), np.concatenate(times)
         field, stride = self._geometry
-        plan = plan_windows(n, window=self._window, hop=self._hop, receptive_field=field,
-                            stride=stride)
-        if not plan:
-            raise ValueError(f"audio is {n / sr:.4f} s long at {sr} Hz, shorter than one frame "
-                             f"of the model ({field / sr:.4f} s)")
-        states = self._run_windows(signal, [(w.start, w.stop) for w in plan])
-        kept = []
-        for w, st in zip(plan, states):
-            if st.shape[0] != w.n_frames:  # the config's conv geometry must describe the model
-                raise RuntimeError(f"model returned {st.shape[0]} frames for {w.stop - w.start} "
-                                   f"samples, expected {w.n_frames}")
-            kept.append(st[w.keep_start:w.keep_stop])
-        frames = np.concatenate(kept)
-        timestamps = (np.arange(frames.shape[0]) * stride + field / 2) / sr
-        return frames, timestamps
+        return frames_on_grid(signal, self._forward, window=self._window, hop=self._hop,
+                              receptive_field=field, stride=stride, sample_rate=sr,
+                              batch_size=self.options["batch_size"])
 
     def _embed_file(self, path: str) -> Embedding:
         signal, sr_in, channels = self.read_signal(path)

@@ -9,6 +9,13 @@ aligned to the end; a shorter file is repeated to one clip): one frame per windo
 vector is their mean. The vector is the method's embedding: SimSiam's encoder output, the
 CRNN's penultimate layer, CPC's context pooled over time.
 
+``finetune`` runs are embedded as ``hf-audio`` embeds a transformers encoder (the same window
+plan, :func:`embedders.hf_audio.frames_on_grid`, with windows of the training clip length):
+the frames are the fine-tuned encoder's hidden states at the run's layer, one per model frame
+(50 per second for wav2vec 2.0) over the whole file, each window normalised as in training;
+the clip vector is their mean over time. A file no longer than one clip is one forward pass,
+so its clip vector is exactly that layer mean-pooled over the whole file.
+
 Leakage: every :class:`Embedding` carries ``info["seen_in_training"]`` (the file's bytes were
 on the training or validation side of the run); :func:`seen_content_hashes` gives the whole set
 for an analysis that must leave those items out.
@@ -41,7 +48,8 @@ class Trained(Embedder):
     modality = AUDIO
     version = "1"
     extensions = AUDIO_EXTENSIONS
-    description = "an encoder trained with 'main.py train' (simsiam, cpc, crnn); set checkpoint"
+    description = ("an encoder trained with 'main.py train' (simsiam, cpc, crnn, finetune); set "
+                   "checkpoint")
     option_defaults = {"checkpoint": None, "device": None, "batch_size": 16}
     option_types = {"checkpoint": str, "device": str}
 
@@ -66,6 +74,11 @@ class Trained(Embedder):
             raise WeightsError(f"{self._path}: trained with another front end "
                                f"({ckpt['frontend']}); this version computes {tn.FRONTEND}")
         self._ckpt_meta = {k: ckpt[k] for k in ("method", "epoch", "crop_length", "classes")}
+        if ckpt["method"] == "finetune":
+            from .lib.hf_models import conv_geometry
+
+            cfg = self._net.encoder.config
+            self._geometry = conv_geometry(cfg.conv_kernel, cfg.conv_stride)
         self._seen = frozenset(ckpt["seen_content_hashes"])
         self.device = resolve_device(self.options["device"])
         self._net.to(self.device)
@@ -85,6 +98,8 @@ class Trained(Embedder):
 
         torch, meta = self._torch, self._ckpt_meta
         y = tn.load_audio_16k(path)
+        if meta["method"] == "finetune":
+            return self._embed_hf(path, y)
         feats = y if meta["method"] == "cpc" else tn.log_mel(y)
         length = meta["crop_length"]
         n = feats.shape[-1]
@@ -108,4 +123,31 @@ class Trained(Embedder):
                          timestamps=np.asarray(starts) * step,
                          info={"method": meta["method"], "epoch": int(meta["epoch"]),
                                "n_windows": len(starts),
+                               "seen_in_training": sha256_file(path) in self._seen})
+
+    def _embed_hf(self, path: str, y: np.ndarray) -> Embedding:
+        """A finetune run: the chosen layer's frames over the whole file, mean as clip."""
+        from common.fsutil import sha256_file
+        from .base import InputError, mean_pool
+        from .hf_audio import frames_on_grid
+        from .lib import trained_nets as tn
+
+        torch, meta = self._torch, self._ckpt_meta
+
+        def forward(windows: list[np.ndarray]) -> np.ndarray:
+            x = torch.from_numpy(np.stack(windows).astype(np.float32, copy=False)).to(self.device)
+            with torch.inference_mode():
+                return self._net.hidden(x).float().cpu().numpy()
+
+        field, stride = self._geometry
+        try:
+            frames, timestamps = frames_on_grid(
+                y, forward, window=max(int(meta["crop_length"]), field), hop=None,
+                receptive_field=field, stride=stride, sample_rate=tn.SR,
+                batch_size=self.options["batch_size"])
+        except ValueError as exc:
+            raise InputError(path, f"cannot embed audio: {exc}") from exc
+        return Embedding(frames=frames, clip=mean_pool(frames), timestamps=timestamps,
+                         info={"method": meta["method"], "epoch": int(meta["epoch"]),
+                               "layer": int(self._net.layer), "n_frames": int(frames.shape[0]),
                                "seen_in_training": sha256_file(path) in self._seen})

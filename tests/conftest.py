@@ -48,6 +48,26 @@ def write_midi(path, *, pitches=(60, 64, 67), tempo_bpm=120.0, program=0, is_dru
     return path
 
 
+def save_tiny_wav2vec2(folder, *, seed: int = 0, sr: int = 16000, **config) -> Path:
+    """A wav2vec 2.0 with 2 layers of width 32 and random weights (seeded), saved with its
+    feature extractor as ``save_pretrained`` writes them: a local stand-in for published
+    weights (nothing downloaded). ``config`` overrides settings of its ``Wav2Vec2Config``.
+    Returns ``folder``."""
+    import torch
+    import transformers
+
+    cfg = transformers.Wav2Vec2Config(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37,
+        **{"conv_dim": (8,) * 7, "num_conv_pos_embeddings": 16,
+           "num_conv_pos_embedding_groups": 2, **config})
+    torch.manual_seed(seed)
+    folder = Path(folder)
+    transformers.Wav2Vec2Model(cfg).eval().save_pretrained(str(folder))
+    transformers.Wav2Vec2FeatureExtractor(sampling_rate=sr, do_normalize=True,
+                                          return_attention_mask=False).save_pretrained(str(folder))
+    return folder
+
+
 def indexed_demo_corpus(base: Path) -> tuple[Path, Path]:
     """A small paired demo corpus (5 genres x 2 pieces, audio + MIDI) under ``base``, embedded
     with the two baselines and indexed: ``(corpus folder, embeddings folder)``."""

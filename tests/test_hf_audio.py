@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 
-from conftest import write_wav
+from conftest import save_tiny_wav2vec2, write_wav
 
 transformers = pytest.importorskip("transformers")
 torch = pytest.importorskip("torch")
@@ -23,15 +23,7 @@ FIELD, STRIDE = 400, 320  # wav2vec 2.0's front-end
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
     """A wav2vec 2.0 with 2 layers of width 32 and random weights, as save_pretrained writes it."""
-    cfg = transformers.Wav2Vec2Config(
-        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37,
-        conv_dim=(8,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2)
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("tiny_wav2vec2")
-    transformers.Wav2Vec2Model(cfg).eval().save_pretrained(str(folder))
-    transformers.Wav2Vec2FeatureExtractor(sampling_rate=SR, do_normalize=True,
-                                          return_attention_mask=False).save_pretrained(str(folder))
-    return folder
+    return save_tiny_wav2vec2(tmp_path_factory.mktemp("tiny_wav2vec2"), sr=SR)
 
 
 @pytest.fixture(scope="module")

@@ -6,17 +6,13 @@ import csv
 import json
 import math
 import os
-import signal
-import subprocess
-import sys
-import time
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT, write_midi, write_wav
-from train_corpus import make_pulse_corpus
+from conftest import write_midi, write_wav
+from train_corpus import kill_and_resume, make_pulse_corpus
 
 from cli import main
 from training.losses import cpc_loss, info_nce, negative_cosine, simsiam_loss
@@ -233,30 +229,15 @@ def test_crnn_beats_chance_and_records_its_split(pulse, tmp_path):
 
 @pytest.mark.slow
 def test_kill_and_resume_ends_at_the_same_losses(pulse, tmp_path):
-    from training.runner import HOLD_ENV, train
+    from training.runner import train
 
     root = pulse[0]
     args = {"method": "crnn", "dataset": str(root), "epochs": 3, "batch_size": 8,
             "lr": 3e-3, "seed": 1, "width": 4, "depth": 2}
     train({**args, "out": str(tmp_path / "straight")}, quiet=True)
-    argv = [sys.executable, str(ROOT / "main.py"), "train", "--method", "crnn", "--dataset",
-            str(root), "--out", str(tmp_path / "killed"), "--epochs", "3", "--batch-size", "8",
-            "--lr", "3e-3", "--seed", "1", "--width", "4", "--depth", "2", "--quiet"]
-    env = {**os.environ, HOLD_ENV: "1", "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT)
-    try:
-        line = proc.stdout.readline()
-        assert line.strip() == "holding after epoch 1", line
-        proc.send_signal(signal.SIGKILL)   # a real kill, after epoch 1's checkpoint
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert len(list(csv.reader(open(tmp_path / "killed" / "loss.csv")))) == 2
-    env.pop(HOLD_ENV)
-    done = subprocess.run(argv + ["--resume"], env=env, cwd=ROOT, capture_output=True, text=True,
-                          timeout=300)
-    assert done.returncode == 0, done.stderr
+    kill_and_resume(["--method", "crnn", "--dataset", root, "--epochs", 3, "--batch-size", 8,
+                     "--lr", "3e-3", "--seed", 1, "--width", 4, "--depth", 2],
+                    tmp_path / "killed")
     for name in ("loss.csv", "test_metrics.json"):
         assert (tmp_path / "killed" / name).read_text() == (tmp_path / "straight" / name).read_text()
 

@@ -1,10 +1,20 @@
-"""A small synthetic corpus for the training tests: three classes that differ in tempo (pulses
+"""What the training tests share.
+
+:func:`make_pulse_corpus`, a small synthetic corpus: three classes that differ in tempo (pulses
 at 2, 4 or 8 per second, +-10 %), while register (110-880 Hz), timbre (1-5 harmonics), phase
 and background-noise level vary at random within every class -- nuisances a random network
-picks up as readily as the class, so learning has something to add."""
+picks up as readily as the class, so learning has something to add.
+
+:func:`kill_and_resume`, a real ``SIGKILL`` of ``main.py train`` after a given epoch's
+checkpoint, then ``--resume`` to the end.
+"""
 from __future__ import annotations
 
+import csv
 import os
+import signal
+import subprocess
+import sys
 
 import numpy as np
 
@@ -31,3 +41,32 @@ def make_pulse_corpus(root, *, n_per_class: int = 10, seed: int = 0, sr: int = 1
             sf.write(path, 0.3 * y / np.abs(y).max(), sr)
             paths.append(path)
     return sorted(paths)
+
+
+def kill_and_resume(train_args: list[str], out, *, after_epoch: int = 1, env: dict | None = None,
+                    timeout: float = 300) -> None:
+    """Run ``main.py train TRAIN_ARGS --out OUT --quiet`` in a subprocess, kill it (SIGKILL)
+    once the checkpoint of epoch ``after_epoch`` is written (the runner's hold hook), check
+    that ``loss.csv`` holds exactly those epochs, then run the same command with ``--resume``
+    to the end (asserting it succeeds). ``env``: extra environment variables for both runs."""
+    from conftest import ROOT
+    from training.runner import HOLD_ENV
+
+    argv = [sys.executable, str(ROOT / "main.py"), "train", *map(str, train_args), "--out",
+            str(out), "--quiet"]
+    base = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, cwd=ROOT,
+                            env={**base, HOLD_ENV: str(after_epoch)})
+    try:
+        line = proc.stdout.readline()
+        assert line.strip() == f"holding after epoch {after_epoch}", line
+        proc.send_signal(signal.SIGKILL)   # a real kill, after that epoch's checkpoint
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    with open(os.path.join(out, "loss.csv"), newline="") as fh:
+        assert len(list(csv.reader(fh))) == 1 + after_epoch
+    done = subprocess.run(argv + ["--resume"], env=base, cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout)
+    assert done.returncode == 0, done.stderr

@@ -2,8 +2,8 @@
 
 Features are computed once per file and cached by content hash (SHA-256 of the file's bytes)
 in the user cache (``<cache>/train_features/``): the log-mel of the shared front end for the
-mel methods, the 16 kHz mono signal for CPC. A re-run, another method with the same front end,
-or a resumed run reads them back instead of decoding audio again.
+mel methods, the 16 kHz mono signal for CPC and finetune. A re-run, another method with the
+same front end, or a resumed run reads them back instead of decoding audio again.
 
 Supervised methods split by *pair id* (a piece's audio and MIDI are always on the same side),
 stratified by label, seeded; ``split.csv`` lists every item of the collection (MIDI twins

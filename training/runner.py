@@ -12,8 +12,17 @@ Run folder ``RUN``::
 
 ``last.pt`` holds, besides the weights and the optimizer, every random state the run uses
 (numpy's generator for order and crops, torch's generator for augmentations, torch's global
-state for dropout), so ``--resume`` after a kill continues exactly where the last finished
-epoch left off: on CPU the losses are those of an uninterrupted run, bit for bit.
+state for dropout, numpy's global state for the time masks wav2vec 2.0 draws in training), so
+``--resume`` after a kill continues exactly where the last finished epoch left off: on CPU the
+losses are those of an uninterrupted run, bit for bit. ``best.pt`` holds the weights without
+the optimizer (it is never resumed from).
+
+Methods: ``simsiam``, ``cpc`` (self-supervised), ``crnn`` and ``finetune`` (supervised: seeded
+split by pair id, classifier, test metrics). ``finetune`` starts from a published
+``transformers`` waveform encoder (``--model``: a Hugging Face id, resolved through the Hugging
+Face cache, or a ``save_pretrained`` folder; see ``embedders.lib.hf_models``), pools one hidden
+layer (``--layer``) over time and fits a linear head on top, the convolutional front-end frozen
+unless ``--no-freeze-feature-encoder``; its ``--epochs 0`` control is the un-fine-tuned encoder.
 """
 from __future__ import annotations
 
@@ -33,7 +42,7 @@ from embedders.base import resolve_device
 from embedders.lib import trained_nets as tn
 from . import data as D
 
-SUPERVISED = ("crnn",)
+SUPERVISED = tn.SUPERVISED_METHODS
 METHODS = tn.METHODS
 #: Test hook: after writing the checkpoint of this epoch, wait (so a test can kill the process
 #: at a known point).
@@ -43,13 +52,39 @@ MIN_FILES = 4
 DEFAULTS = {"method": "simsiam", "epochs": 10, "batch_size": 16, "lr": 1e-3, "seed": 0,
             "device": "cpu", "workers": 1, "width": 16, "depth": 3, "crop_seconds": 1.5,
             "clips_per_file": 1, "n_future": 4, "val_fraction": 0.15, "test_fraction": 0.15,
-            "weight_decay": 1e-4}
+            "weight_decay": 1e-4, "model": "facebook/wav2vec2-base", "layer": -1,
+            "freeze_feature_encoder": True}
+#: Defaults that differ by method (a pretrained transformer wants a small learning rate and
+#: longer clips).
+METHOD_DEFAULTS = {"finetune": {"lr": 5e-5, "crop_seconds": 4.0}}
+#: Settings only finetune reads, and those it does not.
+FINETUNE_ONLY = ("model", "layer", "freeze_feature_encoder")
+NOT_FOR_FINETUNE = ("width", "depth", "n_future")
 #: Settings that may differ on --resume (everything else must match the run's config.json).
 RESUMABLE_CHANGES = ("epochs", "device", "workers", "dataset", "out")
 
 
-def net_config(config: dict, n_classes: int) -> dict:
+def resolve_config(config: dict) -> dict:
+    """``config`` with the defaults filled in (the method's own first); ``None`` means "the
+    default"; settings the method does not read are left out (so they are not in config.json)."""
+    given = {k: v for k, v in config.items() if v is not None}
+    method = given.get("method", DEFAULTS["method"])
+    full = {**DEFAULTS, **METHOD_DEFAULTS.get(method, {}), **given}
+    drop = NOT_FOR_FINETUNE if method == "finetune" else FINETUNE_ONLY
+    return {k: v for k, v in full.items() if k not in drop}
+
+
+def net_config(config: dict, n_classes: int, hf: dict | None = None) -> dict:
+    """Keyword arguments of the method's network; ``finetune`` also needs ``hf``, what
+    :func:`trained_nets.finetune_setup` says of the pretrained model."""
     m = config["method"]
+    if m == "finetune":
+        if hf is None:
+            raise ValueError("finetune: the network is described by its pretrained model "
+                             "(trained_nets.finetune_setup)")
+        return {"hf_config": hf["hf_config"], "n_classes": n_classes, "layer": config["layer"],
+                "do_normalize": hf["do_normalize"],
+                "freeze_feature_encoder": bool(config["freeze_feature_encoder"])}
     if m == "simsiam":
         return {"width": config["width"], "depth": config["depth"]}
     if m == "crnn":
@@ -94,15 +129,23 @@ def epoch_batches(n_train: int, config: dict, rng: np.random.Generator) -> list[
 class Trainer:
     """Holds the network, optimizer and random states of a run; one step per batch."""
 
-    def __init__(self, config: dict, n_classes: int, device: str):
+    def __init__(self, config: dict, n_classes: int, device: str, *,
+                 net_cfg: dict | None = None, pretrained: str | os.PathLike | None = None):
+        """``net_cfg``: the network's settings (default :func:`net_config`); ``pretrained``: a
+        model folder whose encoder weights replace the random ones (finetune)."""
         import torch
 
         self.torch = torch
         self.config, self.device = config, device
         torch.manual_seed(config["seed"])
-        self.net = tn.build_network(config["method"], net_config(config, n_classes)).to(device)
-        self.opt = torch.optim.AdamW(self.net.parameters(), lr=config["lr"],
-                                     weight_decay=config["weight_decay"])
+        np.random.seed(config["seed"] % 2 ** 32)  # wav2vec 2.0's training-time masks draw here
+        self.net = tn.build_network(config["method"], net_cfg if net_cfg is not None
+                                    else net_config(config, n_classes))
+        if pretrained is not None:
+            self.net.load_pretrained(pretrained)
+        self.net.to(device)
+        self.opt = torch.optim.AdamW([p for p in self.net.parameters() if p.requires_grad],
+                                     lr=config["lr"], weight_decay=config["weight_decay"])
         self.rng = np.random.default_rng(config["seed"])
         self.gen = torch.Generator().manual_seed(config["seed"] + 1)
         self.length = crop_length(config)
@@ -153,8 +196,12 @@ class Trainer:
     # -- random states ------------------------------------------------------------------------
     def rng_state(self) -> dict:
         torch = self.torch
+        kind, keys, pos, has_gauss, gauss = np.random.get_state()
         state = {"numpy": self.rng.bit_generator.state, "torch_generator": self.gen.get_state(),
-                 "torch_global": torch.get_rng_state()}
+                 "torch_global": torch.get_rng_state(),
+                 "numpy_global": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)),
+                                  "pos": int(pos), "has_gauss": int(has_gauss),
+                                  "cached_gaussian": float(gauss)}}
         if torch.cuda.is_available():
             state["cuda"] = torch.cuda.get_rng_state_all()
         return state
@@ -164,25 +211,32 @@ class Trainer:
         self.rng.bit_generator.state = state["numpy"]
         self.gen.set_state(state["torch_generator"])
         torch.set_rng_state(state["torch_global"])
+        if "numpy_global" in state:  # absent from checkpoints of earlier versions
+            g = state["numpy_global"]
+            np.random.set_state((g["kind"], g["keys"].numpy().astype(np.uint32), g["pos"],
+                                 g["has_gauss"], g["cached_gaussian"]))
         if "cuda" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _embed_windows(net, method: str, features: np.ndarray, length: int, device: str):
-    """Per-window outputs of one file: logits (crnn) or embeddings, as float64 numpy."""
+def _window_logits(net, features: np.ndarray, length: int, device: str, batch_size: int = 32):
+    """Class logits of each window of one file, as float64 numpy [shape=(n_windows, n_classes)]."""
     import torch
 
-    w = torch.from_numpy(D.windows(features, length).astype(np.float32)).to(device)
+    windows = D.windows(features, length).astype(np.float32)
+    out = []
     with torch.inference_mode():
-        out = net(w) if method == "crnn" else net.embed(w)
-    return out.double().cpu().numpy()
+        for i in range(0, len(windows), batch_size):
+            out.append(net(torch.from_numpy(windows[i:i + batch_size]).to(device))
+                       .double().cpu().numpy())
+    return np.concatenate(out)
 
 
 def evaluate_classifier(net, examples, labels: np.ndarray, length: int, device: str
                         ) -> tuple[float, np.ndarray]:
     """Cross-entropy of the clip logits (mean over windows) and the predicted classes."""
     net.eval()
-    logits = np.stack([_embed_windows(net, "crnn", ex.features, length, device).mean(axis=0)
+    logits = np.stack([_window_logits(net, ex.features, length, device).mean(axis=0)
                        for ex in examples])
     shifted = logits - logits.max(axis=1, keepdims=True)
     logp = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
@@ -228,16 +282,20 @@ def _write_loss_files(out: Path, history: list[dict]) -> None:
 
 
 def _save_checkpoint(path: Path, trainer: Trainer, *, epoch: int, history: list, best: float,
-                     meta: dict) -> None:
+                     meta: dict, resumable: bool = True) -> None:
+    """One checkpoint; ``resumable=False`` (best.pt) leaves out the optimizer's state."""
     torch = trainer.torch
     state = {"format": tn.CHECKPOINT_FORMAT, "format_version": tn.CHECKPOINT_VERSION,
              "method": trainer.config["method"], "net_config": meta["net_config"],
              "frontend": dict(tn.FRONTEND), "crop_length": trainer.length,
              "classes": meta["classes"], "seen_content_hashes": meta["seen"],
+             "pretrained": meta.get("pretrained"),
              "config": json.dumps(trainer.config, sort_keys=True),
              "model": {k: v.detach().cpu() for k, v in trainer.net.state_dict().items()},
-             "optimizer": trainer.opt.state_dict(), "rng": trainer.rng_state(),
+             "rng": trainer.rng_state(),
              "epoch": epoch, "history": json.dumps(history), "best": best}
+    if resumable:
+        state["optimizer"] = trainer.opt.state_dict()
     with atomic_path(path, suffix=".tmp.pt") as tmp:
         torch.save(state, tmp)
 
@@ -257,10 +315,13 @@ def train(config: dict, *, resume: bool = False, quiet: bool = False) -> dict:
         settings that differ from the run being resumed (one line, exit status 2).
     trained_nets.CheckpointError
         ``--resume`` from a corrupt checkpoint or one of another method.
+    embedders.WeightsError, embedders.ConfigurationError
+        finetune: the pretrained model cannot be found (not cached while offline, no such
+        folder) or does not fit (not a waveform encoder, layer out of range, crop too short).
     """
     import torch
 
-    config = {**DEFAULTS, **config}
+    config = resolve_config(config)
     method = config["method"]
     if method not in METHODS:
         raise D.TrainingUsageError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
@@ -280,6 +341,16 @@ def train(config: dict, *, resume: bool = False, quiet: bool = False) -> dict:
     elif last.is_file():
         raise D.TrainingUsageError(f"{out} already holds a training run: pass --resume to "
                                    f"continue it, or choose another --out")
+    hf, pretrained, pretrained_identity = None, None, None
+    if method == "finetune":
+        if ckpt is None:  # find and check the published weights before reading any audio
+            from embedders.lib.hf_models import resolve_model
+            pretrained, pretrained_identity = resolve_model(
+                str(config["model"]), who="finetune", local_option="--model PATH")
+            hf = tn.finetune_setup(pretrained, layer=config["layer"],
+                                   crop_samples=crop_length(config))
+        else:
+            pretrained_identity = ckpt.get("pretrained")
     device = resolve_device(config["device"])
     torch.set_num_threads(max(1, torch.get_num_threads()))
 
@@ -319,8 +390,10 @@ def train(config: dict, *, resume: bool = False, quiet: bool = False) -> dict:
     train_labels = np.array([class_index[ex.item.label] for ex in train_ex])
     seen = sorted({it.content_hash for it in items if side.get(it.id) in (D.TRAIN, D.VAL)})
 
-    trainer = Trainer(config, len(classes), device)
-    meta = {"net_config": net_config(config, len(classes)), "classes": classes, "seen": seen}
+    net_cfg = dict(ckpt["net_config"]) if ckpt is not None else net_config(config, len(classes), hf)
+    trainer = Trainer(config, len(classes), device, net_cfg=net_cfg, pretrained=pretrained)
+    meta = {"net_config": net_cfg, "classes": classes, "seen": seen,
+            "pretrained": pretrained_identity}
     history: list[dict] = []
     best = float("inf")
     start_epoch = 0
@@ -334,13 +407,16 @@ def train(config: dict, *, resume: bool = False, quiet: bool = False) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "config.json", json.dumps(
         {**config, "device_resolved": device, "classes": classes, "n_train_files": len(train_ex),
-         "frontend": tn.FRONTEND, "crop_length": trainer.length}, indent=2, sort_keys=True))
+         "frontend": tn.FRONTEND, "crop_length": trainer.length,
+         **({"pretrained": pretrained_identity} if method == "finetune" else {})},
+        indent=2, sort_keys=True))
     D.write_split(out / "split.csv", items, side)
     atomic_write_text(out / "skipped.csv", "id,reason\n" + "".join(
         f"{json.dumps(i)},{json.dumps(r)}\n" for i, r in skipped))
     if ckpt is None:  # epoch 0: the randomly initialised network, the control of every run
         _save_checkpoint(last, trainer, epoch=0, history=history, best=best, meta=meta)
-        _save_checkpoint(out / "best.pt", trainer, epoch=0, history=history, best=best, meta=meta)
+        _save_checkpoint(out / "best.pt", trainer, epoch=0, history=history, best=best, meta=meta,
+                         resumable=False)
 
     val_ex = by_side[D.VAL]
     val_labels = np.array([class_index[ex.item.label] for ex in val_ex])
@@ -371,7 +447,7 @@ def train(config: dict, *, resume: bool = False, quiet: bool = False) -> dict:
         if score < best:
             best = score
             _save_checkpoint(out / "best.pt", trainer, epoch=epoch + 1, history=history,
-                             best=best, meta=meta)
+                             best=best, meta=meta, resumable=False)
         _save_checkpoint(last, trainer, epoch=epoch + 1, history=history, best=best, meta=meta)
         _write_loss_files(out, history)
         if os.environ.get(HOLD_ENV) == str(epoch + 1):

@@ -11,28 +11,38 @@ Networks (all take a batch and return one vector per example from :meth:`embed`)
   embedding) and a classifier.
 * :class:`CPCNet` -- strided 1-D convolutions over 16 kHz audio ``(B, n_samples)``, a GRU
   context network and one linear predictor per future step; embedding = context mean over time.
+* :class:`HFAudioClassifier` -- a Hugging Face ``transformers`` waveform encoder (wav2vec 2.0,
+  HuBERT, WavLM, data2vec-audio: a convolutional front-end over 16 kHz audio, then a
+  transformer), one hidden layer pooled over time (the embedding), a linear classifier. Its
+  checkpoint holds the transformers config as JSON beside the weights, so it is rebuilt with
+  ``AutoConfig.for_model`` / ``AutoModel.from_config`` without the original folder or network.
 
-Imported only inside ``_load`` (it imports torch).
+Imported only inside ``_load`` (it imports torch; transformers only for ``finetune``).
 """
 from __future__ import annotations
 
+import json
 import math
 import os
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 import torch.nn.functional as F
 
-from ..base import InputError
+from ..base import ConfigurationError, InputError
 from .audio_io import read_audio, to_mono
 
 SR = 16000
 #: Checkpoints written by ``train`` carry this in ``format``; anything else is refused.
 CHECKPOINT_FORMAT = "embcompare-train"
 CHECKPOINT_VERSION = 1
-METHODS = ("simsiam", "cpc", "crnn")
+METHODS = ("simsiam", "cpc", "crnn", "finetune")
+#: Methods whose input is the log-mel front end; the others take the 16 kHz signal.
 MEL_METHODS = ("simsiam", "crnn")
+#: Methods trained with the labels (split, classifier, test metrics).
+SUPERVISED_METHODS = ("crnn", "finetune")
 #: The log-mel front end shared by the mel methods (its values are part of every feature-cache
 #: key and stored in each checkpoint).
 FRONTEND = {"sr": SR, "n_fft": 512, "hop_length": 256, "n_mels": 64, "fmin": 30.0, "fmax": 8000.0}
@@ -247,6 +257,137 @@ class CPCNet(nn.Module):
         return self.forward(wave)[1].mean(dim=1)
 
 
+class HFAudioClassifier(nn.Module):
+    """A ``transformers`` waveform encoder, one hidden layer mean-pooled over time, a linear head.
+
+    Parameters
+    ----------
+    hf_config : str or dict
+        The encoder's transformers config (``config.to_dict()``, or that as JSON); its
+        ``model_type`` picks the class (``AutoConfig.for_model`` / ``AutoModel.from_config``).
+        The weights start random: :meth:`load_pretrained` or ``load_state_dict`` fill them.
+    n_classes : int
+    layer : int
+        Index into ``hidden_states`` (0: the transformer's input, -1: the last layer), as the
+        ``hf-audio`` embedder counts.
+    do_normalize : bool
+        Normalise each input to zero mean and unit variance first, as the model's feature
+        extractor does (``preprocessor_config.json``: wav2vec 2.0 base does).
+    freeze_feature_encoder : bool
+        Keep the convolutional front-end fixed (no gradient), as wav2vec 2.0 fine-tuning does.
+    """
+
+    def __init__(self, *, hf_config: str | dict, n_classes: int, layer: int = -1,
+                 do_normalize: bool = True, freeze_feature_encoder: bool = True):
+        super().__init__()
+        from transformers import AutoConfig, AutoModel
+
+        cfg = json.loads(hf_config) if isinstance(hf_config, str) else dict(hf_config)
+        self.encoder = AutoModel.from_config(AutoConfig.for_model(**cfg))
+        self.layer, self.do_normalize = int(layer), bool(do_normalize)
+        self.classifier = nn.Linear(int(self.encoder.config.hidden_size), n_classes)
+        if freeze_feature_encoder:  # the convolutional front-end (``feature_extractor``)
+            freeze = getattr(self.encoder, "freeze_feature_encoder", None)
+            if callable(freeze):  # also stops autograd tracking its input
+                freeze()
+            else:
+                for p in self.encoder.feature_extractor.parameters():
+                    p.requires_grad_(False)
+
+    def load_pretrained(self, folder: str | os.PathLike) -> None:
+        """Copy the encoder weights of a ``save_pretrained`` folder (the head stays as is)."""
+        from transformers import AutoModel
+        from transformers.utils import logging as hf_logging
+
+        level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+        hf_logging.set_verbosity_error()  # unused pre-training heads are expected, not news
+        hf_logging.disable_progress_bar()  # no per-tensor bar in a run's output
+        try:
+            pre = AutoModel.from_pretrained(str(folder), dtype=torch.float32)
+        finally:
+            hf_logging.set_verbosity(level)
+            if bars:
+                hf_logging.enable_progress_bar()
+        self.encoder.load_state_dict(pre.state_dict())
+
+    def hidden(self, wave):
+        """``hidden_states[layer]`` of 16 kHz audio ``(B, n_samples)`` [shape=(B, T, hidden)]."""
+        if self.do_normalize:  # as Wav2Vec2FeatureExtractor: (x - mean) / sqrt(var + 1e-7)
+            mean = wave.mean(dim=1, keepdim=True)
+            var = wave.var(dim=1, unbiased=False, keepdim=True)
+            wave = (wave - mean) / torch.sqrt(var + 1e-7)
+        return self.encoder(wave, output_hidden_states=True).hidden_states[self.layer]
+
+    def embed(self, wave):
+        """The chosen layer mean-pooled over time [shape=(B, hidden)]: the embedding."""
+        return self.hidden(wave).mean(dim=1)
+
+    def forward(self, wave):
+        """Class logits [shape=(B, n_classes)]."""
+        return self.classifier(self.embed(wave))
+
+
+def finetune_setup(folder: str | os.PathLike, *, layer: int, crop_samples: int) -> dict:
+    """Check a pretrained model folder for ``finetune`` and describe it for the checkpoint.
+
+    Returns
+    -------
+    dict
+        ``hf_config`` (the config as JSON, with ``layerdrop`` 0: a layer skipped at random
+        would shift the hidden-state index of the chosen layer), ``do_normalize`` (from
+        ``preprocessor_config.json``; the feature extractor's default, True, without one),
+        ``n_hidden_states``, ``receptive_field`` and ``stride`` (samples).
+
+    Raises
+    ------
+    ConfigurationError
+        Not a waveform encoder transformers knows, another sampling rate, a layer out of
+        range, or a crop shorter than the model needs.
+    """
+    from transformers import AutoConfig, CONFIG_MAPPING
+    from .hf_models import conv_frames, conv_geometry, read_model_config
+
+    folder = Path(folder)
+    raw = read_model_config(folder)
+    if raw.get("model_type") not in CONFIG_MAPPING:
+        raise ConfigurationError(
+            f"finetune: {folder} holds no model transformers knows (config.json model_type "
+            f"{raw.get('model_type')!r}); models that need their own code are not supported")
+    cfg = AutoConfig.from_pretrained(str(folder))
+    kernels, strides = getattr(cfg, "conv_kernel", None), getattr(cfg, "conv_stride", None)
+    if not kernels or not strides or not hasattr(cfg, "num_hidden_layers"):
+        raise ConfigurationError(
+            f"finetune needs a waveform encoder with a convolutional front-end (wav2vec 2.0, "
+            f"HuBERT, WavLM, data2vec-audio); {folder} holds a {cfg.model_type!r} model")
+    pre = {}
+    try:
+        with open(folder / "preprocessor_config.json", encoding="utf-8") as fh:
+            pre = json.load(fh)
+    except (OSError, ValueError):
+        pass
+    if int(pre.get("sampling_rate", SR)) != SR:
+        raise ConfigurationError(f"finetune: the model expects {pre['sampling_rate']} Hz audio; "
+                                 f"training here feeds {SR} Hz")
+    n_hidden = int(cfg.num_hidden_layers) + 1
+    if not -n_hidden <= layer < n_hidden:
+        raise ConfigurationError(f"--layer {layer} is out of range: the model has {n_hidden} "
+                                 f"hidden states (0 ... {n_hidden - 1}, or -1 for the last)")
+    field, jump = conv_geometry(kernels, strides)
+    n_frames = conv_frames(crop_samples, receptive_field=field, stride=jump)
+    need = max(1, int(getattr(cfg, "mask_time_length", 1))
+               if getattr(cfg, "apply_spec_augment", False)
+               and getattr(cfg, "mask_time_prob", 0) > 0 else 1)
+    if n_frames < need:
+        raise ConfigurationError(f"--crop-seconds is too short for this model: a clip of "
+                                 f"{crop_samples} samples gives {n_frames} frames, it needs at "
+                                 f"least {need}")
+    d = cfg.to_dict()
+    d["layerdrop"] = 0.0
+    return {"hf_config": json.dumps(d, sort_keys=True, default=str),
+            "do_normalize": bool(pre.get("do_normalize", True)), "n_hidden_states": n_hidden,
+            "receptive_field": field, "stride": jump}
+
+
 def build_network(method: str, net_config: dict) -> nn.Module:
     """The network of ``method`` with the keyword arguments ``net_config``."""
     if method == "simsiam":
@@ -255,6 +396,8 @@ def build_network(method: str, net_config: dict) -> nn.Module:
         return CRNN(**net_config)
     if method == "cpc":
         return CPCNet(**net_config)
+    if method == "finetune":
+        return HFAudioClassifier(**net_config)
     raise CheckpointError(f"unknown training method {method!r}; known: {', '.join(METHODS)}")
 
 
@@ -308,7 +451,11 @@ def read_checkpoint(path: str | os.PathLike, *, method: str | None = None) -> di
 
 def network_from_checkpoint(ckpt: dict) -> nn.Module:
     """Rebuild the network a checkpoint describes and load its weights (eval mode)."""
-    net = build_network(ckpt["method"], dict(ckpt["net_config"]))
+    try:
+        net = build_network(ckpt["method"], dict(ckpt["net_config"]))
+    except (ValueError, KeyError, TypeError, ImportError) as exc:  # e.g. a model_type unknown here
+        raise CheckpointError(f"cannot rebuild the {ckpt['method']} network of the checkpoint "
+                              f"({str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__})") from None
     try:
         net.load_state_dict(ckpt["model"])
     except (RuntimeError, KeyError) as exc:
