@@ -28,6 +28,24 @@ In every class and for every factor, these vary at random per file: register (ch
 0.1-0.9) and white noise (6-30 dB SNR). A randomly initialised network picks up register,
 noise and level as readily as the class, so learning has something to add.
 
+What a short run learns (``tests/test_training.py`` settings: 30 training files, 6 epochs;
+self-supervised: held-out k-NN accuracy on 30 other files, mean over k = 1, 3, 5, trained minus
+the same network at random init; crnn: accuracy on its 6-file test split, chance 1/3), seeds
+0 / 1 / 2 of corpus and training, measured when the corpus was written:
+
+=========  ======================  ======================  ==================
+factor     simsiam margin          cpc margin              crnn test accuracy
+=========  ======================  ======================  ==================
+all        +0.13 / +0.16 / +0.11   +0.10 / +0.07 / +0.23   1.00 / 1.00 / 1.00
+timbre     +0.07 / +0.03 / +0.28   +0.23 / +0.20 / -0.04   1.00 / 0.67 / 0.83
+tempo      +0.00 / +0.06 / +0.18   +0.18 / +0.13 / -0.01   0.50 / 0.33 / 0.50
+harmony    +0.18 / +0.01 / +0.02   +0.13 / +0.10 / -0.10   0.33 / 0.50 / 0.50
+=========  ======================  ======================  ==================
+
+So the tests assert ``all`` for every method and timbre alone for the crnn; one factor alone
+with the other two as nuisances is not reliably learned by the self-supervised methods in so
+short a run (the crnn overfits its 20 training files on tempo and harmony).
+
 :func:`make_pulse_corpus` is the original tempo-only corpus (single harmonic tones), kept as
 it was for the tests that only need *some* trainable collection (kill-and-resume).
 """
