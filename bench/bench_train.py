@@ -1,16 +1,38 @@
-"""Training steps/s with the real data pipeline vs the same batches already in memory.
+"""Training steps/s with the real data pipeline vs the same batches already in memory, for every
+training method, side by side in one run.
 
-One run, alternating: (a) the pipeline ``train`` uses (random crops cut from the cached feature
-arrays, stacked, turned into tensors; SimSiam's views made per step), (b) the identical batches
-built beforehand and only fed to the network. Ratio a/b >= 0.8 means data loading is not the
-bottleneck. Uses a generated corpus (``tests/train_corpus.py``) in a temporary folder.
+For each method, blocks of ``--steps`` training steps of two kinds:
 
-    python bench/bench_train.py [--method simsiam|cpc|crnn] [--steps 20] [--batch-size 16]
+(a) *pipeline*: what ``train`` does per step -- random crops cut from the cached feature arrays,
+    stacked into one float32 array (``runner.make_batch``), then the step, which for SimSiam
+    also draws the two augmented views (``training/augment.py``);
+(b) *in memory*: the identical batches (and SimSiam's views) built beforehand, so only the
+    network, the loss and the optimizer run.
+
+The blocks come in adjacent pairs on the same batches, a/b then b/a, ..., rotating over the
+methods, so the load of a shared machine falls on both sides alike; each pair gives one ratio
+a/b (each pair moves on to the next batches of the epoch). The table shows the median ratio
+over ``--repeat`` pairs with its range, and the same median for the CPU time this process used
+(less sensitive to other processes than wall-clock time). Ratio >= 0.8: data loading is not
+the bottleneck. Because these ratios are noisy on a loaded machine (a step of the default
+networks takes about a second there), the pipeline is also timed *alone* (crops, stacking and
+SimSiam's views, no network) in the same rotation: ``step / (step + pipeline alone)`` is the
+ratio that cost implies, free of the network's noise. Last column: reading the whole corpus's
+features back from the (warm) feature cache, which ``train`` does once per run, before the
+first step.
+
+Uses a generated corpus (``tests/train_corpus.py``, 30 files of 2.5 s) in a temporary folder
+and the methods' default networks (``training.runner.DEFAULTS``).
+
+    python bench/bench_train.py [--methods simsiam cpc crnn] [--steps 1] [--repeat 12]
+                                [--batch-size 16] [--threads N]
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -21,49 +43,153 @@ from machine import describe_cpu  # noqa: E402
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
 
+#: Benchmarked methods and the settings each adds to ``runner.DEFAULTS`` (a method whose
+#: ``Trainer`` takes the same ``step(batch, labels)`` needs only its line here).
+METHODS = {
+    "simsiam": {},
+    "cpc": {},
+    "crnn": {},
+}
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--method", default="simsiam", choices=("simsiam", "cpc", "crnn"))
-    ap.add_argument("--steps", type=int, default=20)
-    ap.add_argument("--batch-size", type=int, default=16)
-    ap.add_argument("--repeat", type=int, default=2)
-    args = ap.parse_args()
+
+@contextlib.contextmanager
+def replayed_views(views: list):
+    """Make ``training.augment.random_view`` hand out ``views`` in order instead of drawing
+    them (the in-memory side of SimSiam: its augmentations already made)."""
+    import training.augment as A
+
+    real, it = A.random_view, iter(views)
+    A.random_view = lambda x, **kw: next(it)
+    try:
+        yield
+    finally:
+        A.random_view = real
+
+
+def block(trainer, examples, labels, index, rng, ready, views) -> tuple[float, float]:
+    """Wall-clock and CPU seconds (this process, all threads) per step of one block: from the
+    pipeline when ``ready`` is None, else from memory."""
+    from training.runner import make_batch
+
+    length = trainer.input_length()
+    with replayed_views(views) if ready is not None and views else contextlib.nullcontext():
+        t, c = time.perf_counter(), time.process_time()
+        for i, idx in enumerate(index):
+            batch = make_batch(examples, idx, rng, length) if ready is None else ready[i]
+            trainer.step(batch, labels[idx])
+        return ((time.perf_counter() - t) / len(index), (time.process_time() - c) / len(index))
+
+
+def pipeline_alone(trainer, examples, index, rng, method: str, rounds: int = 5) -> float:
+    """Seconds per step of the pipeline without the network: crops, stack, (SimSiam) views."""
     import torch
-    from train_corpus import make_pulse_corpus
+    from training.augment import random_view
+    from training.runner import make_batch
+
+    length = trainer.input_length()
+    t = time.perf_counter()
+    for _ in range(rounds):
+        for idx in index:
+            batch = make_batch(examples, idx, rng, length)
+            if method == "simsiam":
+                x = torch.from_numpy(batch)
+                for _ in range(2):
+                    random_view(x, crop_frames=trainer.length, gen=trainer.gen)
+            else:
+                torch.from_numpy(batch)
+    return (time.perf_counter() - t) / (rounds * len(index))
+
+
+def prepare(method: str, data: str, args):
+    """The trainer, examples, labels, batch indices, ready batches and ready views of one
+    method, plus the seconds it took to read the features back from the warm cache."""
+    import torch
     from training import data as D
+    from training.augment import random_view
     from training.runner import DEFAULTS, Trainer, epoch_batches, make_batch
 
+    D.load_examples(data, method=method, progress=False)  # fills the feature cache
+    t = time.perf_counter()
+    _, examples, _ = D.load_examples(data, method=method, progress=False)
+    cache_s = time.perf_counter() - t
+    config = {**DEFAULTS, **METHODS[method], "method": method, "batch_size": args.batch_size,
+              "clips_per_file": 8}
+    classes = sorted({e.item.label for e in examples})
+    labels = np.array([classes.index(e.item.label) for e in examples])
+    trainer = Trainer(config, len(classes), "cpu")
+    n = min(args.steps * args.repeat, len(examples) * config["clips_per_file"] // args.batch_size)
+    index = epoch_batches(len(examples), config, np.random.default_rng(0))[:n]
+    length = trainer.input_length()
+    ready = [make_batch(examples, idx, np.random.default_rng(1), length) for idx in index]
+    views = []
+    if method == "simsiam":
+        gen = torch.Generator().manual_seed(2)
+        for b in ready:
+            x = torch.from_numpy(b)
+            views += [random_view(x, crop_frames=trainer.length, gen=gen) for _ in range(2)]
+    return {"trainer": trainer, "examples": examples, "labels": labels, "index": index,
+            "ready": ready, "views": views, "rng": np.random.default_rng(3),
+            "cache_s": cache_s, "n_files": len(examples), "config": config}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    ap.add_argument("--steps", type=int, default=1, help="steps per timed block")
+    ap.add_argument("--repeat", type=int, default=12, help="(pipeline, in memory) pairs")
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch threads (default: torch's); 1 steadies the figures on a shared "
+                         "machine, where a second thread waiting for a busy core makes small "
+                         "operations 10-20x slower now and then")
+    args = ap.parse_args()
+    import torch
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from train_corpus import make_corpus
+
     with tempfile.TemporaryDirectory() as tmp:
-        os.environ.setdefault("EMBCOMPARE_CACHE_DIR", os.path.join(tmp, "cache"))
-        make_pulse_corpus(os.path.join(tmp, "data"), n_per_class=10)
-        _, examples, _ = D.load_examples(os.path.join(tmp, "data"), method=args.method,
-                                         progress=False)
-        config = {**DEFAULTS, "method": args.method, "batch_size": args.batch_size,
-                  "clips_per_file": 8}
-        labels = np.array([sorted({e.item.label for e in examples}).index(e.item.label)
-                           for e in examples])
-        trainer = Trainer(config, 3, "cpu")
-        rng = np.random.default_rng(0)
-        index = [b for b in epoch_batches(len(examples), config, rng)][:args.steps]
-        length = trainer.input_length()
-        ready = [make_batch(examples, idx, np.random.default_rng(1), length) for idx in index]
-        timings = {"pipeline": [], "in memory": []}
-        for _ in range(args.repeat):
-            for mode in timings:
-                t = time.perf_counter()
-                for i, idx in enumerate(index):
-                    batch = (make_batch(examples, idx, rng, length) if mode == "pipeline"
-                             else ready[i])
-                    trainer.step(batch, labels[idx])
-                timings[mode].append(len(index) / (time.perf_counter() - t))
-    best = {k: max(v) for k, v in timings.items()}
-    print(f"{args.method}, batch {args.batch_size}, {len(index)} steps, best of {args.repeat}; "
-          f"CPU {describe_cpu()}, torch {torch.__version__} "
-          f"({torch.get_num_threads()} threads)")
-    for k, v in best.items():
-        print(f"  {k:10s} {v:7.2f} steps/s")
-    print(f"  ratio pipeline / in memory: {best['pipeline'] / best['in memory']:.3f} (goal >= 0.8)")
+        os.environ["EMBCOMPARE_CACHE_DIR"] = os.path.join(tmp, "cache")
+        data = os.path.join(tmp, "data")
+        make_corpus(data, factor="all", n_per_class=10)
+        runs = {m: prepare(m, data, args) for m in args.methods}
+        for r in runs.values():  # warm-up: first-call allocations belong to neither side
+            block(r["trainer"], r["examples"], r["labels"], r["index"][:1], r["rng"], None, [])
+        times = {m: {"pipeline": [], "memory": [], "alone": []} for m in runs}
+        for rep in range(args.repeat):
+            for m, r in runs.items():
+                times[m]["alone"].append(pipeline_alone(r["trainer"], r["examples"],
+                                                        r["index"][:4], r["rng"], m))
+                order = ("pipeline", "memory") if rep % 2 == 0 else ("memory", "pipeline")
+                for mode in order:
+                    # the same batches on both sides of a pair; the next pair takes the next
+                    mem = mode == "memory"
+                    sel = [(rep * args.steps + j) % len(r["index"]) for j in range(args.steps)]
+                    views = [v for i in sel for v in r["views"][2 * i:2 * i + 2]]
+                    times[m][mode].append(block(
+                        r["trainer"], r["examples"], r["labels"], [r["index"][i] for i in sel],
+                        r["rng"], [r["ready"][i] for i in sel] if mem else None,
+                        views if mem else []))
+    print(f"CPU {describe_cpu()}; torch {torch.__version__}, {torch.get_num_threads()} threads; "
+          f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())} at the end")
+    print(f"batch {args.batch_size}, {args.steps} steps per block, {args.repeat} alternating "
+          f"pairs; {next(iter(runs.values()))['n_files']} files of 2.5 s; default networks\n")
+    print("| method | input | pipeline steps/s | in memory steps/s | ratio (median, range) "
+          "| ratio of CPU time | pipeline alone, ms/step | implied ratio | features from cache |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for m, r in runs.items():
+        p, q = times[m]["pipeline"], times[m]["memory"]
+        ratios = [b[0] / a[0] for a, b in zip(p, q)]          # steps/s pipeline / in memory
+        cpu = statistics.median(b[1] / a[1] for a, b in zip(p, q))
+        alone = statistics.median(times[m]["alone"])
+        step = statistics.median(b[0] for b in q)
+        crop = r["trainer"].input_length()
+        unit = "samples" if m == "cpc" else "frames"
+        print(f"| {m} | {crop} {unit} | {1 / statistics.median(a[0] for a in p):.2f} "
+              f"| {1 / step:.2f} | **{statistics.median(ratios):.2f}** "
+              f"({min(ratios):.2f}-{max(ratios):.2f}) | {cpu:.2f} | {alone * 1000:.1f} "
+              f"| {step / (step + alone):.3f} | {r['cache_s'] * 1000:.0f} ms |")
+    print("\ngoal: ratio >= 0.8 (the pipeline costs at most a fifth of a step)")
 
 
 if __name__ == "__main__":
