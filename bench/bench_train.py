@@ -22,10 +22,12 @@ features back from the (warm) feature cache, which ``train`` does once per run, 
 first step.
 
 Uses a generated corpus (``tests/train_corpus.py``, 30 files of 2.5 s) in a temporary folder
-and the methods' default networks (``training.runner.DEFAULTS``).
+and the methods' default networks (``training.runner.DEFAULTS``); finetune uses a small random
+wav2vec 2.0 built in the temporary folder unless ``--finetune-model`` names one.
 
-    python bench/bench_train.py [--methods simsiam cpc crnn] [--steps 1] [--repeat 12]
-                                [--batch-size 16] [--threads N]
+    python bench/bench_train.py [--methods simsiam cpc crnn finetune] [--steps 1]
+                                [--repeat 12] [--batch-size 16] [--threads N]
+                                [--finetune-model PATH]
 """
 from __future__ import annotations
 
@@ -49,7 +51,26 @@ METHODS = {
     "simsiam": {},
     "cpc": {},
     "crnn": {},
+    # clips of the generated corpus are 2.5 s; "model" is filled in by main()
+    "finetune": {"crop_seconds": 2.0},
 }
+
+
+def small_wav2vec2(folder: str) -> str:
+    """A wav2vec 2.0 of reduced width (4 layers of 256, convolutions of 128 channels) with random
+    weights, saved locally: the bench measures the data pipeline, so published weights (a
+    download) are not needed; ``--finetune-model`` takes a real one."""
+    import torch
+    import transformers
+
+    cfg = transformers.Wav2Vec2Config(hidden_size=256, num_hidden_layers=4,
+                                      num_attention_heads=4, intermediate_size=1024,
+                                      conv_dim=(128,) * 7)
+    torch.manual_seed(0)
+    transformers.Wav2Vec2Model(cfg).save_pretrained(folder)
+    transformers.Wav2Vec2FeatureExtractor(sampling_rate=16000, do_normalize=True,
+                                          return_attention_mask=False).save_pretrained(folder)
+    return folder
 
 
 @contextlib.contextmanager
@@ -106,17 +127,25 @@ def prepare(method: str, data: str, args):
     import torch
     from training import data as D
     from training.augment import random_view
-    from training.runner import DEFAULTS, Trainer, epoch_batches, make_batch
+    from training.runner import Trainer, epoch_batches, make_batch, resolve_config
 
     D.load_examples(data, method=method, progress=False)  # fills the feature cache
     t = time.perf_counter()
     _, examples, _ = D.load_examples(data, method=method, progress=False)
     cache_s = time.perf_counter() - t
-    config = {**DEFAULTS, **METHODS[method], "method": method, "batch_size": args.batch_size,
-              "clips_per_file": 8}
+    config = resolve_config({**METHODS[method], "method": method,
+                             "batch_size": args.batch_size, "clips_per_file": 8})
     classes = sorted({e.item.label for e in examples})
     labels = np.array([classes.index(e.item.label) for e in examples])
-    trainer = Trainer(config, len(classes), "cpu")
+    if method == "finetune":  # as train() does: the network is the pretrained model's
+        from embedders.lib import trained_nets as tn
+        from training.runner import crop_length, net_config
+        hf = tn.finetune_setup(config["model"], layer=config["layer"],
+                               crop_samples=crop_length(config))
+        trainer = Trainer(config, len(classes), "cpu", pretrained=config["model"],
+                          net_cfg=net_config(config, len(classes), hf))
+    else:
+        trainer = Trainer(config, len(classes), "cpu")
     n = min(args.steps * args.repeat, len(examples) * config["clips_per_file"] // args.batch_size)
     index = epoch_batches(len(examples), config, np.random.default_rng(0))[:n]
     length = trainer.input_length()
@@ -138,6 +167,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=1, help="steps per timed block")
     ap.add_argument("--repeat", type=int, default=12, help="(pipeline, in memory) pairs")
     ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--finetune-model", default=None,
+                    help="folder or cached Hugging Face id for finetune (default: a small "
+                         "random wav2vec 2.0 built here)")
     ap.add_argument("--threads", type=int, default=None,
                     help="torch threads (default: torch's); 1 steadies the figures on a shared "
                          "machine, where a second thread waiting for a busy core makes small "
@@ -152,6 +184,9 @@ def main() -> None:
         os.environ["EMBCOMPARE_CACHE_DIR"] = os.path.join(tmp, "cache")
         data = os.path.join(tmp, "data")
         make_corpus(data, factor="all", n_per_class=10)
+        if "finetune" in args.methods:
+            METHODS["finetune"]["model"] = args.finetune_model or small_wav2vec2(
+                os.path.join(tmp, "wav2vec2"))
         runs = {m: prepare(m, data, args) for m in args.methods}
         for r in runs.values():  # warm-up: first-call allocations belong to neither side
             block(r["trainer"], r["examples"], r["labels"], r["index"][:1], r["rng"], None, [])
@@ -184,7 +219,7 @@ def main() -> None:
         alone = statistics.median(times[m]["alone"])
         step = statistics.median(b[0] for b in q)
         crop = r["trainer"].input_length()
-        unit = "samples" if m == "cpc" else "frames"
+        unit = "samples" if m in ("cpc", "finetune") else "frames"
         print(f"| {m} | {crop} {unit} | {1 / statistics.median(a[0] for a in p):.2f} "
               f"| {1 / step:.2f} | **{statistics.median(ratios):.2f}** "
               f"({min(ratios):.2f}-{max(ratios):.2f}) | {cpu:.2f} | {alone * 1000:.1f} "
