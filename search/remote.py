@@ -79,7 +79,8 @@ def push_index(emb_dir, name: str, url: str) -> int:
                                                            with_payload=True, with_vector=True))
             if records:
                 _request(base + "/points?wait=true", "PUT", {"points": [
-                    {"id": str(r.id), "vector": {VECTOR_NAME: list(r.vector[VECTOR_NAME])},
+                    {"id": r.id if isinstance(r.id, int) else str(r.id),
+                     "vector": {VECTOR_NAME: list(r.vector[VECTOR_NAME])},
                      "payload": dict(r.payload or {})} for r in records]})
                 n += len(records)
             if offset is None:

@@ -327,3 +327,17 @@ def test_unchanged_reindex_keeps_generation_and_graph(tmp_path):
     after = read_index_meta(folder)
     assert r["hnsw"] == "ready" and after["generation"] == before["generation"]
     assert shard_path(folder).exists()
+
+
+def test_index_of_an_older_format_is_rebuilt(tmp_path):
+    # e.g. format 1 (UUID point ids, a weaker graph): rebuilt, not patched point by point
+    folder = tmp_path / "idx"
+    X, pay = _random_payloads(20)
+    sync_shard(folder, META, X, pay)
+    meta = read_index_meta(folder)
+    write_index_meta(folder, dict(meta, format=meta["format"] - 1))
+    said = []
+    r = sync_shard(folder, META, X, pay, log=said.append)
+    assert r["rebuilt"] and r["added"] == 20 and r["n_items"] == 20
+    assert any("another configuration" in s for s in said)
+    assert read_index_meta(folder)["format"] == meta["format"]
