@@ -341,3 +341,17 @@ def test_index_of_an_older_format_is_rebuilt(tmp_path):
     assert r["rebuilt"] and r["added"] == 20 and r["n_items"] == 20
     assert any("another configuration" in s for s in said)
     assert read_index_meta(folder)["format"] == meta["format"]
+
+
+def test_filter_fields_have_keyword_indexes(tmp_path):
+    # recommend excludes the query's own content hash in every query: without an index that
+    # filter read every point's payload
+    from search.index import FILTER_FIELDS
+    folder = tmp_path / "idx"
+    X, pay = _random_payloads(30)
+    sync_shard(folder, META, X, pay)
+    shard = open_shard(shard_path(folder))
+    try:
+        assert set(shard.info().payload_schema) >= set(FILTER_FIELDS)
+    finally:
+        shard.close()
