@@ -100,7 +100,14 @@ def one_size(n: int, seed: int = 0, data: str = "random", hnsw_max: int = 200_00
         out["during_build_median_ms"] = float(np.median(lat_during)) * 1e3
         out["during_build_queries"] = n_during
         out["hnsw_build_s"] = None  # not built (--hnsw-max) or not finished (--hnsw-timeout)
+        from search.index import _alive
         while build and read_index_meta(folder).get("hnsw") != "ready":
+            if not _alive(read_index_meta(folder).get("hnsw_pid")):
+                time.sleep(1.0)  # it may have swapped the graph in just now
+                if read_index_meta(folder).get("hnsw") == "ready":
+                    continue
+                log = (folder / "hnsw.log").read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"the background HNSW build died:\n{log}")
             if time.perf_counter() - t_build > hnsw_timeout:
                 out["hnsw_unfinished_after_s"] = hnsw_timeout
                 pid = read_index_meta(folder).get("hnsw_pid")

@@ -395,6 +395,22 @@ def start_background_hnsw(folder: Path) -> subprocess.Popen:
                             start_new_session=True)
 
 
+def _copy_shard(src: Path, dst: Path, attempts: int = 5) -> None:
+    """Copy a shard folder that a reader may hold open: the engine writes some files through a
+    temporary ``.atomicwrite*`` file renamed into place, which can vanish mid-copy. Those are
+    skipped, and a copy that still met a vanished file is redone."""
+    ignore = shutil.ignore_patterns("*.lock", ".atomicwrite*")
+    for attempt in range(attempts):
+        try:
+            shutil.copytree(src, dst, ignore=ignore)
+            return
+        except shutil.Error:
+            shutil.rmtree(dst, ignore_errors=True)
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+
+
 def build_hnsw(folder: str | os.PathLike) -> bool:
     """Build the HNSW graph on a copy of the shard and swap it in if nothing changed meanwhile.
 
@@ -410,7 +426,7 @@ def build_hnsw(folder: str | os.PathLike) -> bool:
         work = folder / f".shard-{generation}h.building"
         if work.exists():
             shutil.rmtree(work)
-        shutil.copytree(shard_path(folder), work, ignore=shutil.ignore_patterns("*.lock"))
+        _copy_shard(shard_path(folder), work)
     shard = open_shard(work)
     try:
         shard.optimize()  # the long part, outside the lock: a run may update the index meanwhile

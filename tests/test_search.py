@@ -355,3 +355,23 @@ def test_filter_fields_have_keyword_indexes(tmp_path):
         assert set(shard.info().payload_schema) >= set(FILTER_FIELDS)
     finally:
         shard.close()
+
+
+def test_shard_copy_retries_when_a_file_vanishes_mid_copy(tmp_path, monkeypatch):
+    # a reader holding the shard open renames .atomicwrite* files into place meanwhile
+    import search.index as si
+    src = tmp_path / "src"
+    (src / "segments").mkdir(parents=True)
+    (src / "segments" / "a.dat").write_bytes(b"x")
+    (src / "segments" / ".atomicwriteQQ").write_bytes(b"tmp")
+    real, calls = si.shutil.copytree, []
+
+    def flaky(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise si.shutil.Error([("gone", "gone", "[Errno 2] No such file or directory")])
+        return real(*args, **kwargs)
+    monkeypatch.setattr(si.shutil, "copytree", flaky)
+    si._copy_shard(src, tmp_path / "dst")
+    assert len(calls) == 2 and (tmp_path / "dst" / "segments" / "a.dat").read_bytes() == b"x"
+    assert not (tmp_path / "dst" / "segments" / ".atomicwriteQQ").exists()
