@@ -373,5 +373,5 @@ def test_shard_copy_retries_when_a_file_vanishes_mid_copy(tmp_path, monkeypatch)
         return real(*args, **kwargs)
     monkeypatch.setattr(si.shutil, "copytree", flaky)
     si._copy_shard(src, tmp_path / "dst")
-    assert len(calls) == 2 and (tmp_path / "dst" / "segments" / "a.dat").read_bytes() == b"x"
+    assert len(calls) >= 2 and (tmp_path / "dst" / "segments" / "a.dat").read_bytes() == b"x"
     assert not (tmp_path / "dst" / "segments" / ".atomicwriteQQ").exists()
