@@ -128,7 +128,8 @@ def one_size(n: int, seed: int = 0, data: str = "random", hnsw_max: int = 200_00
         try:
             runs = [(q.SearchParams(exact=True), "exact", None)]
             if out["hnsw_build_s"] is not None:
-                # as `recommend` asks: the query's own content hash excluded by a filter
+                # a must_not filter checked during the walk (what `recommend` sent before it
+                # dropped its exclusions after the query: search/recommend.py)
                 own = q.Filter(must_not=[q.FieldCondition("content_hash",
                                                           match=q.MatchValue("f" * 64))])
                 runs[:0] = [(search_params(), "hnsw", None),

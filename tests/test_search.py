@@ -375,3 +375,16 @@ def test_shard_copy_retries_when_a_file_vanishes_mid_copy(tmp_path, monkeypatch)
     si._copy_shard(src, tmp_path / "dst")
     assert len(calls) >= 2 and (tmp_path / "dst" / "segments" / "a.dat").read_bytes() == b"x"
     assert not (tmp_path / "dst" / "segments" / ".atomicwriteQQ").exists()
+
+
+def test_exclusions_dropped_after_the_query_equal_the_engine_filter(corpus, monkeypatch):
+    import search.recommend as sr
+    root, emb = corpus
+    query = sorted(root.rglob("*.wav"))[0]
+    rec = Recommender(emb, embedder="audio-stats")
+    kwargs = [dict(k=9), dict(k=10, cross_modal=True, exclude_same_piece=True),
+              dict(k=3, label="rock")]
+    post = [rec.recommend(query, **kw) for kw in kwargs]
+    monkeypatch.setattr(sr, "POST_FILTER_MAX", -1)  # every exclusion as a filter in the walk
+    assert [rec.recommend(query, **kw) for kw in kwargs] == post
+    assert str(query) not in [r.path for r in post[0]] and len(post[0]) == 9
