@@ -84,8 +84,8 @@ def point_id(item_id: str, content_hash: str) -> int:
     """The Qdrant point id of an item: 63 bits of a BLAKE2b hash of its id and content, stable
     across runs.
 
-    An integer rather than a UUID string: the bindings convert an integer id several times
-    faster, a large part of the insert time (see bench/bench_search.py). Two of a million items
+    An integer rather than a UUID string: the bindings convert it faster, which saved ~25 % of
+    the insert time (README, Benchmarks). Two of a million items
     share an id with probability ~5e-8; the point count check after every update would then
     report the index as damaged rather than answer from it.
     """
@@ -179,7 +179,7 @@ def search_params():
 
 #: Payload fields `recommend` filters on, each with a keyword index in the engine. Without one,
 #: a query excluding its own content hash scanned every point's payload (86 ms at 20k items vs
-#: 1.4 ms unfiltered); with it ~1 ms. No filtered graph links (enable_hnsw=False): they doubled
+#: 1.4 ms unfiltered); with it 1.1-1.4 ms. No filtered graph links (enable_hnsw=False): they doubled
 #: the graph's build time and these filters exclude a handful of points or keep a whole class.
 FILTER_FIELDS = ("content_hash", "pair_id", "label")
 
@@ -203,7 +203,7 @@ def shard_path(folder: Path) -> Path:
 def _point_ids(shard) -> dict[int, str]:
     """Every point of a shard: point id -> content hash."""
     q = _edge()
-    out: dict[str, str] = {}
+    out: dict[int, str] = {}
     offset = None
     while True:
         records, offset = shard.scroll(q.ScrollRequest(

@@ -269,7 +269,7 @@ class Recommender:
             # The exclusions match a handful of points (the query's own content, its pair
             # partner): counted through their keyword indexes, asked for that many more and
             # dropped here. A graph walk checking a must_not filter at every visited point
-            # cost ~3 ms more at 100k items (README, Benchmarks); the results are the same.
+            # cost ~3 ms more at 100k items (README, Benchmarks); the items are the same.
             n_excluded = shard.count(q.CountRequest(exact=True, filter=q.Filter(
                 must=must, should=must_not))) if must_not else 0
             post = n_excluded <= POST_FILTER_MAX
