@@ -29,8 +29,9 @@ import urllib.request
 
 import numpy as np
 
-from .index import (HNSW_EF, QUERY_OVERSAMPLING, VECTOR_NAME, IndexMissingError, SearchError,
-                    _edge, index_root, open_shard, read_index_meta, shard_path)
+from .index import (FILTER_FIELDS, HNSW_EF, HNSW_EF_CONSTRUCT, HNSW_M, QUERY_OVERSAMPLING,
+                    VECTOR_NAME, IndexMissingError, SearchError, _edge, index_root, open_shard,
+                    read_index_meta, shard_path)
 from .recommend import Recommender
 
 TIMEOUT_S = 30.0
@@ -143,7 +144,7 @@ def collection_state(url: str, name: str) -> dict | None:
 def _create_body(meta: dict) -> dict:
     """The server collection: the embedded index's vector, graph and quantization settings."""
     return {"vectors": {VECTOR_NAME: {"size": int(meta["dim"]), "distance": "Cosine"}},
-            "hnsw_config": {"m": 16, "ef_construct": 100},
+            "hnsw_config": {"m": HNSW_M, "ef_construct": HNSW_EF_CONSTRUCT},
             "quantization_config": {"scalar": {"type": "int8", "always_ram": True}},
             "metadata": {"embcompare": _stamp(meta)}}
 
@@ -164,6 +165,9 @@ def push_index(emb_dir, name: str, url: str) -> dict:
     if state is not None:
         _request(base, "DELETE")
     _request(base, "PUT", _create_body(meta))
+    for field in FILTER_FIELDS:  # as in the embedded index: filtered queries stay fast
+        _request(base + "/index?wait=true", "PUT",
+                 {"field_name": field, "field_schema": "keyword"})
     shard = open_shard(shard_path(folder))
     offset = None
     try:
@@ -171,11 +175,11 @@ def push_index(emb_dir, name: str, url: str) -> dict:
             records, offset = shard.scroll(q.ScrollRequest(offset=offset, limit=PUSH_BATCH,
                                                            with_payload=True, with_vector=True))
             if records:
-                # ids: Qdrant Edge gives uuid.UUID (the UUID5 of search.index.point_id); the
-                # server takes the canonical hyphenated string
+                # ids: integers (search.index.point_id, < 2**63) go as they are; an index of
+                # UUID ids would go as the canonical hyphenated string the server takes
                 _request(base + "/points?wait=true", "PUT", {"points": [
-                    {"id": str(r.id), "vector": {VECTOR_NAME: [float(x) for x in
-                                                               r.vector[VECTOR_NAME]]},
+                    {"id": r.id if isinstance(r.id, int) else str(r.id),
+                     "vector": {VECTOR_NAME: [float(x) for x in r.vector[VECTOR_NAME]]},
                      "payload": dict(r.payload or {})} for r in records]})
             if offset is None:
                 break

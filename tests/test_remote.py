@@ -42,7 +42,8 @@ qm = pytest.importorskip(
 
 import cli
 from conftest import indexed_demo_corpus
-from search.index import VECTOR_NAME, index_root, open_shard, read_index_meta, shard_path
+from search.index import (FILTER_FIELDS, HNSW_EF_CONSTRUCT, HNSW_M, VECTOR_NAME, index_root,
+                          open_shard, read_index_meta, shard_path)
 from search.remote import collection_name
 
 
@@ -148,7 +149,7 @@ class StandInQdrant:
                 return self._error(409, f"Wrong input: Collection `{name}` already exists!")
             if tuple(int(x) for x in self.version.split(".")[:2]) < (1, 16):
                 body.pop("metadata", None)  # older servers ignore the field
-            self.collections[name] = {"create": body, "points": {}}
+            self.collections[name] = {"create": body, "points": {}, "indexes": {}}
             return self._ok(True, qm.InlineResponse2001)
         if rest == "" and method == "DELETE":
             return self._ok(self.collections.pop(name, None) is not None, qm.InlineResponse2001)
@@ -163,6 +164,12 @@ class StandInQdrant:
             if err:
                 return err
             return self._upsert(coll, body)
+        if rest == "index" and method == "PUT":
+            body, err = self._body(raw, qm.CreateFieldIndex, f"PUT {path}")
+            if err:
+                return err
+            coll["indexes"][body["field_name"]] = body["field_schema"]
+            return self._ok({"operation_id": 0, "status": "completed"}, qm.InlineResponse2008)
         if rest == "points/count" and method == "POST":
             body, err = self._body(raw, qm.CountRequest, f"POST {path}")
             if err:
@@ -179,12 +186,14 @@ class StandInQdrant:
         create = coll["create"]
         return {"status": "green", "optimizer_status": "ok", "segments_count": 1,
                 "points_count": len(coll["points"]), "indexed_vectors_count": 0,
-                "payload_schema": {},
+                "payload_schema": {f: {"data_type": t, "points": len(coll["points"])}
+                                   for f, t in coll["indexes"].items()},
                 "config": {"params": {"vectors": create["vectors"], "shard_number": 1,
                                       "replication_factor": 1, "write_consistency_factor": 1,
                                       "on_disk_payload": True},
                            "hnsw_config": {"m": 16, "ef_construct": 100,
-                                           "full_scan_threshold": 10000},
+                                           "full_scan_threshold": 10000,
+                                           **(create.get("hnsw_config") or {})},
                            "optimizer_config": {"default_segment_number": 0,
                                                 "flush_interval_sec": 5},
                            "wal_config": {"wal_capacity_mb": 32, "wal_segments_ahead": 0},
@@ -294,7 +303,9 @@ def _local_points(folder):
                                                with_vector=True))
     finally:
         shard.close()
-    return {str(r.id): (np.asarray(r.vector[VECTOR_NAME]), dict(r.payload)) for r in recs}
+    # the server's key for a point: an unsigned int as it is, a UUID as its canonical string
+    return {r.id if isinstance(r.id, int) else str(r.id):
+            (np.asarray(r.vector[VECTOR_NAME]), dict(r.payload)) for r in recs}
 
 
 def _snapshot(folder):
@@ -351,6 +362,8 @@ def test_push_copies_every_index_exactly(corpus, pushed):
         coll = pushed.collections[collection_name(name)]
         assert coll["create"]["vectors"] == {VECTOR_NAME: {"size": meta["dim"],
                                                            "distance": "Cosine"}}
+        assert coll["create"]["hnsw_config"] == {"m": HNSW_M, "ef_construct": HNSW_EF_CONSTRUCT}
+        assert coll["indexes"] == {f: "keyword" for f in FILTER_FIELDS}
         stamp = coll["create"]["metadata"]["embcompare"]
         assert stamp["generation"] == meta["generation"] and stamp["n_items"] == meta["n_items"]
         local = _local_points(folder)

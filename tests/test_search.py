@@ -327,3 +327,64 @@ def test_unchanged_reindex_keeps_generation_and_graph(tmp_path):
     after = read_index_meta(folder)
     assert r["hnsw"] == "ready" and after["generation"] == before["generation"]
     assert shard_path(folder).exists()
+
+
+def test_index_of_an_older_format_is_rebuilt(tmp_path):
+    # e.g. format 1 (UUID point ids, a weaker graph): rebuilt, not patched point by point
+    folder = tmp_path / "idx"
+    X, pay = _random_payloads(20)
+    sync_shard(folder, META, X, pay)
+    meta = read_index_meta(folder)
+    write_index_meta(folder, dict(meta, format=meta["format"] - 1))
+    said = []
+    r = sync_shard(folder, META, X, pay, log=said.append)
+    assert r["rebuilt"] and r["added"] == 20 and r["n_items"] == 20
+    assert any("another configuration" in s for s in said)
+    assert read_index_meta(folder)["format"] == meta["format"]
+
+
+def test_filter_fields_have_keyword_indexes(tmp_path):
+    # recommend excludes the query's own content hash in every query: without an index that
+    # filter read every point's payload
+    from search.index import FILTER_FIELDS
+    folder = tmp_path / "idx"
+    X, pay = _random_payloads(30)
+    sync_shard(folder, META, X, pay)
+    shard = open_shard(shard_path(folder))
+    try:
+        assert set(shard.info().payload_schema) >= set(FILTER_FIELDS)
+    finally:
+        shard.close()
+
+
+def test_shard_copy_retries_when_a_file_vanishes_mid_copy(tmp_path, monkeypatch):
+    # a reader holding the shard open renames .atomicwrite* files into place meanwhile
+    import search.index as si
+    src = tmp_path / "src"
+    (src / "segments").mkdir(parents=True)
+    (src / "segments" / "a.dat").write_bytes(b"x")
+    (src / "segments" / ".atomicwriteQQ").write_bytes(b"tmp")
+    real, calls = si.shutil.copytree, []
+
+    def flaky(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise si.shutil.Error([("gone", "gone", "[Errno 2] No such file or directory")])
+        return real(*args, **kwargs)
+    monkeypatch.setattr(si.shutil, "copytree", flaky)
+    si._copy_shard(src, tmp_path / "dst")
+    assert len(calls) >= 2 and (tmp_path / "dst" / "segments" / "a.dat").read_bytes() == b"x"
+    assert not (tmp_path / "dst" / "segments" / ".atomicwriteQQ").exists()
+
+
+def test_exclusions_dropped_after_the_query_equal_the_engine_filter(corpus, monkeypatch):
+    import search.recommend as sr
+    root, emb = corpus
+    query = sorted(root.rglob("*.wav"))[0]
+    rec = Recommender(emb, embedder="audio-stats")
+    kwargs = [dict(k=9), dict(k=10, cross_modal=True, exclude_same_piece=True),
+              dict(k=3, label="rock")]
+    post = [rec.recommend(query, **kw) for kw in kwargs]
+    monkeypatch.setattr(sr, "POST_FILTER_MAX", -1)  # every exclusion as a filter in the walk
+    assert [rec.recommend(query, **kw) for kw in kwargs] == post
+    assert str(query) not in [r.path for r in post[0]] and len(post[0]) == 9
