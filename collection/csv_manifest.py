@@ -194,6 +194,7 @@ def _pairs_from_column(csv_path: Path, result: ScanResult, line_of: dict[str, in
         if it.pair_id:
             groups[it.pair_id].append(it)
     for pair_id, members in groups.items():
+        members.sort(key=lambda it: line_of[it.id])  # messages in the file's order
         lines = ", ".join(str(line_of[it.id]) for it in members)
         mods = sorted(it.modality or "unsupported" for it in members)
         if mods != sorted([AUDIO, SYMBOLIC]):

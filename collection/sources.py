@@ -18,7 +18,7 @@ and the same metrics.
 >>> import argparse
 >>> from collection.sources import add_source_arguments, source_from_args
 >>> p = argparse.ArgumentParser()
->>> add_source_arguments(p)
+>>> add_source_arguments(p, dataset=True)
 >>> source = source_from_args(p.parse_args(["--manifest", "songs.csv"]))
 >>> source.kind, source.name
 ('manifest', 'songs')
@@ -138,14 +138,14 @@ def scan_source(config: str | os.PathLike | dict, *, log=None) -> ScanResult:
     return CollectionSource.from_config(config).scan(log=log)
 
 
-def add_source_arguments(parser: argparse.ArgumentParser, *, dataset: bool = False,
-                         group_title: str | None = "collection input") -> None:
-    """Add the manifest and mirdata flags (and ``--dataset DIR`` when ``dataset``) to a parser.
+def add_source_arguments(parser, *, dataset: bool = False) -> None:
+    """Add the manifest and mirdata flags (and ``--dataset DIR`` when ``dataset``) to an
+    ``argparse`` parser or argument group.
 
     A command whose parser already has its own ``--dataset`` (or a positional folder) passes
     ``dataset=False`` and hands that value to :func:`source_from_args`.
     """
-    g = parser.add_argument_group(group_title) if group_title else parser
+    g = parser
     if dataset:
         g.add_argument("--dataset", metavar="DIR",
                        help="collection folder: one sub-folder per class (label) holding audio "
