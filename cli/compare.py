@@ -160,7 +160,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     try:
         args.source = source_from_args(args)
     except SourceError as exc:
-        raise UsageError(f"{exc} (or a --params-file that sets it)" if "required" in str(exc)
+        raise UsageError(f"{exc}; a --params-file may set it" if "required" in str(exc)
                          else str(exc)) from None
     if args.make_demo_corpus and args.source.kind != DATASET:
         raise UsageError("--make-demo-corpus needs --dataset DIR")

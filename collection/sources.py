@@ -209,8 +209,8 @@ def source_from_args(args: argparse.Namespace, *, dataset: str | None = None,
                           "--label-field)")
     if not given:
         if required:
-            raise SourceError(f"a collection is required: {dataset_flag} DIR, --manifest "
-                              "FILE.csv or --mirdata NAME")
+            raise SourceError(f"{dataset_flag} is required (or --manifest FILE.csv, or "
+                              "--mirdata NAME)")
         return None
     if args.manifest:
         return CollectionSource(MANIFEST, args.manifest, {"label_column": args.label_column})

@@ -153,7 +153,7 @@ def test_bad_manifest_is_one_line_exit_2_nothing_computed(tmp_path, capsys, head
     (["--manifest", "m.csv", "--mirdata", "gtzan_genre"], "not --manifest and --mirdata"),
     (["--dataset", "d", "--label-column", "genre"], "--label-column needs --manifest"),
     (["--manifest", "m.csv", "--data-home", "h"], "--data-home need --mirdata"),
-    (["--embedders", "toy-audio"], "a collection is required"),
+    (["--embedders", "toy-audio"], "--dataset is required (or --manifest FILE.csv, or --mirdata"),
     (["--manifest", "m.csv", "--make-demo-corpus"], "--make-demo-corpus needs --dataset"),
 ])
 def test_input_flags_are_checked(argv, message, capsys):

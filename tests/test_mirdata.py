@@ -256,3 +256,65 @@ def test_validate_skips_files_whose_checksum_differs(tmp_path):
     bad = [it.id for it in scan.items if it.skip_reason]
     assert bad == ["gtzan_genre/genres/blues/blues.00001.wav"]
     assert any("checksum" in w for w in scan.warnings)
+
+
+# -- the command line --------------------------------------------------------------------------
+
+def test_comparison_run_from_mirdata_lists_missing_files(tmp_path, capsys):
+    import cli
+    import toy_embedders  # noqa: F401 (registers toy-audio)
+
+    home, index = gtzan_home(tmp_path)
+    code = cli.main(["--mirdata", "gtzan_genre", "--data-home", str(home), "--mirdata-index",
+                     str(index), "--embedders", "toy-audio", "--no-analysis", "--no-index",
+                     "--quiet", "--out", str(tmp_path / "out"), "--emb-dir", str(tmp_path / "emb")])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "4 usable, 3 classes" in out
+    assert sum("missing under" in line for line in out.splitlines()) == 1
+    import csv
+    with open(tmp_path / "out" / "manifest.csv", newline="") as fh:
+        rows = {r["path"]: r for r in csv.DictReader(fh)}
+    gone = rows["gtzan_genre/genres/rock/rock.00001.wav"]
+    assert (gone["status"], gone["reason"], gone["track_id"]) == ("skipped", MISSING, "rock.00001")
+    assert rows["gtzan_genre/genres/hiphop/hiphop.00000.wav"]["label"] == "hip-hop"
+
+
+def test_mirdata_usage_errors_exit_2_before_work(tmp_path, capsys):
+    import cli
+
+    home, index = gtzan_home(tmp_path)
+    argv = ["--data-home", str(home), "--mirdata-index", str(index), "--embedders", "audio-stats",
+            "--out", str(tmp_path / "out"), "--emb-dir", str(tmp_path / "emb")]
+    assert cli.main(["--mirdata", "gtzan_genre", "--label-field", "mood", *argv]) == 2
+    assert "no field 'mood'" in capsys.readouterr().err
+    assert cli.main(["--mirdata", "no_such_set", *argv]) == 2
+    assert "no dataset 'no_such_set'" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "manifest.csv").exists()
+
+
+@pytest.mark.slow  # transcription and embedding (~20 s on the shared machine)
+def test_recipe_gtzan_transcribed_then_compared(tmp_path, capsys):
+    """The README's recipe: GTZAN through mirdata -> prepare transcribe -> a paired tree ->
+    the comparison run (heuristic transcription: no model weights needed)."""
+    import cli
+
+    home, index = gtzan_home(tmp_path)
+    paired = tmp_path / "gtzan_paired"
+    code = cli.main(["prepare", "transcribe", "--mirdata", "gtzan_genre", "--data-home",
+                     str(home), "--mirdata-index", str(index), "--method", "heuristic",
+                     "--out", str(paired), "--quiet"])
+    assert code == 0
+    made = sorted(p.relative_to(paired).as_posix() for p in paired.rglob("*")
+                  if p.is_file() and not p.relative_to(paired).as_posix().startswith("."))
+    assert made == ["blues/blues.00000.mid", "blues/blues.00000.wav", "blues/blues.00001.mid",
+                    "blues/blues.00001.wav", "hip-hop/hiphop.00000.mid",
+                    "hip-hop/hiphop.00000.wav", "prepare_manifest.csv", "rock/rock.00000.mid",
+                    "rock/rock.00000.wav"]
+    manifest = (paired / "prepare_manifest.csv").read_text()
+    assert "gtzan_genre/genres/blues/blues.00000.wav,blues,made" in manifest
+    code = cli.main(["--dataset", str(paired), "--embedders", "audio-stats", "midi-stats",
+                     "--no-analysis", "--no-index", "--quiet", "--out", str(tmp_path / "out"),
+                     "--emb-dir", str(tmp_path / "emb")])
+    assert code == 0
+    assert "3 classes, 4 audio/MIDI pairs" in capsys.readouterr().out
