@@ -35,11 +35,15 @@ from typing import Callable
 from .scan import ScanResult
 
 __all__ = ["CollectionSource", "SourceError", "add_source_arguments", "scan_source",
-           "source_from_args", "SOURCE_FLAGS"]
+           "source_from_args", "SOURCE_DESTS", "SOURCE_FLAGS"]
 
 #: The flags :func:`add_source_arguments` adds (``--dataset`` only when asked to).
 SOURCE_FLAGS = ("--manifest", "--label-column", "--mirdata", "--data-home", "--label-field",
                 "--mirdata-version", "--download", "--mirdata-validate", "--mirdata-index")
+
+#: Their ``argparse`` destinations (to drop from a command's saved configuration).
+SOURCE_DESTS = ("manifest", "label_column", "mirdata", "data_home", "label_field",
+                "mirdata_version", "download", "mirdata_validate", "mirdata_index")
 
 DATASET, MANIFEST, MIRDATA = "dataset", "manifest", "mirdata"
 

@@ -211,3 +211,28 @@ def test_folder_tree_and_its_manifest_give_the_same_cache_keys_and_metrics(tmp_p
     a = json.loads((tmp_path / "tree" / "metrics.json").read_text())
     b = json.loads((tmp_path / "listed" / "metrics.json").read_text())
     assert a["embedders"] and _strip_run_details(a) == _strip_run_details(b)
+
+
+# -- train -------------------------------------------------------------------------------------
+
+@pytest.mark.slow  # torch and the features of 8 files (~15 s on the shared machine)
+def test_train_from_a_manifest_keeps_its_split(tmp_path, capsys):
+    rows = []
+    for label, base in (("calm", 220), ("busy", 330)):
+        for i, split in enumerate(("train", "validation", "test", "train")):
+            write_wav(tmp_path / "c" / "audio" / f"{label}{i}.wav", seconds=1.0, freq=base + 20 * i)
+            write_midi(tmp_path / "c" / "midi" / f"{label}_{i}.mid", pitches=(60 + i, 64))
+            rows += [[f"audio/{label}{i}.wav", label, f"{label}-{i}", split],
+                     [f"midi/{label}_{i}.mid", label, f"{label}-{i}", split]]
+    m = _write_csv(tmp_path / "c" / "m.csv", ["path", "label", "pair_id", "split"], rows)
+    run = tmp_path / "run"
+    code = cli.main(["train", "--method", "crnn", "--manifest", str(m), "--out", str(run),
+                     "--epochs", "0", "--width", "2", "--depth", "1", "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    split = {r["id"]: r["split"] for r in _rows(run / "split.csv")}
+    assert split["audio/busy1.wav"] == split["midi/busy_1.mid"] == "val"
+    assert split["audio/calm2.wav"] == "test" and split["audio/calm3.wav"] == "train"
+    assert json.loads((run / "config.json").read_text())["dataset"] == {
+        "kind": "manifest", "location": str(m)}
+    assert cli.main(["train", "--method", "crnn", "--out", str(run)]) == 2
+    assert "--dataset is required (or --manifest" in capsys.readouterr().err
