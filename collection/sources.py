@@ -207,7 +207,8 @@ def source_from_args(args: argparse.Namespace, *, dataset: str | None = None,
                     "--mirdata-index": args.mirdata_index}
     stray = [flag for flag, value in mirdata_only.items() if value and not args.mirdata]
     if stray:
-        raise SourceError(f"{', '.join(stray)} need --mirdata NAME")
+        raise SourceError(f"{', '.join(stray)} {'needs' if len(stray) == 1 else 'need'} "
+                          "--mirdata NAME")
     if args.label_column and not args.manifest:
         raise SourceError("--label-column needs --manifest FILE.csv (for --mirdata: "
                           "--label-field)")

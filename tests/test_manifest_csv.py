@@ -152,7 +152,7 @@ def test_bad_manifest_is_one_line_exit_2_nothing_computed(tmp_path, capsys, head
     (["--dataset", "d", "--manifest", "m.csv"], "give one collection, not --dataset and --manifest"),
     (["--manifest", "m.csv", "--mirdata", "gtzan_genre"], "not --manifest and --mirdata"),
     (["--dataset", "d", "--label-column", "genre"], "--label-column needs --manifest"),
-    (["--manifest", "m.csv", "--data-home", "h"], "--data-home need --mirdata"),
+    (["--manifest", "m.csv", "--data-home", "h"], "--data-home needs --mirdata"),
     (["--embedders", "toy-audio"], "--dataset is required (or --manifest FILE.csv, or --mirdata"),
     (["--manifest", "m.csv", "--make-demo-corpus"], "--make-demo-corpus needs --dataset"),
 ])
