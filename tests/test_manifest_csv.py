@@ -82,6 +82,20 @@ def test_stem_rule_without_pair_id_and_absolute_paths(tmp_path):
     assert pairs[(data / "b" / "x.mid").as_posix()] == ""
 
 
+def test_stem_pair_with_two_labels_is_not_a_pair_and_a_half_pair_is_dropped(tmp_path):
+    write_wav(tmp_path / "s" / "x.wav")
+    write_midi(tmp_path / "s" / "x.mid")
+    scan = read_manifest(_write_csv(tmp_path / "m.csv", ["path", "label"],
+                                    [["s/x.wav", "rock"], ["s/x.mid", "jazz"]]))
+    assert [it.pair_id for it in scan.items] == ["", ""]
+    assert scan.warnings == ["s/x: audio and MIDI share the stem but have labels 'rock' and "
+                             "'jazz'; not paired"]
+    scan = read_manifest(_write_csv(tmp_path / "p.csv", ["path", "label", "pair_id"],
+                                    [["s/x.wav", "rock", "p"], ["s/gone.mid", "rock", "p"]]))
+    assert [(it.id, it.pair_id, bool(it.skip_reason)) for it in scan.items] == [
+        ("s/gone.mid", "", True), ("s/x.wav", "", False)]
+
+
 def test_missing_files_are_listed_and_skipped(tmp_path):
     write_wav(tmp_path / "here.wav")
     path = _write_csv(tmp_path / "m.csv", ["path", "label"],

@@ -15,6 +15,16 @@ mirdata = pytest.importorskip("mirdata")
 from collection.mirdata_source import MISSING, MirdataError, mirdata_scan  # noqa: E402
 
 
+@pytest.fixture(autouse=True)
+def _no_download(monkeypatch):
+    """Every test here: mirdata's downloader must not be reached unless a test stubs it."""
+    import mirdata.download_utils as du
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("mirdata downloader called without --download")
+    monkeypatch.setattr(du, "downloader", refuse)
+
+
 def _md5(path: Path) -> str:
     return hashlib.md5(path.read_bytes()).hexdigest()
 
@@ -235,17 +245,28 @@ def test_usage_errors_name_the_problem(tmp_path):
                      index_file=str(index))
 
 
-def test_missing_index_says_how_to_get_it_and_downloads_nothing(tmp_path, monkeypatch):
-    import mirdata.download_utils as du
-
-    def no_network(*a, **k):
-        raise AssertionError("downloaded without --download")
-    monkeypatch.setattr(du, "downloader", no_network)
+def test_missing_index_says_how_to_get_it_and_downloads_nothing(tmp_path):
     ds = mirdata.initialize("gtzan_genre")
     if Path(ds.index_path).exists():
         pytest.skip("this mirdata has the GTZAN index installed")
     with pytest.raises(MirdataError, match="not installed.*--download index.*--mirdata-index"):
         mirdata_scan("gtzan_genre", data_home=str(tmp_path))
+
+
+def test_download_goes_through_mirdata_only_when_asked(tmp_path, monkeypatch):
+    import mirdata.download_utils as du
+
+    home, index = gtzan_home(tmp_path)
+    calls = []
+    monkeypatch.setattr(du, "downloader", lambda save_dir, **kw: calls.append((save_dir, kw)))
+    mirdata_scan("gtzan_genre", data_home=str(home), index_file=str(index), download="index")
+    assert len(calls) == 1 and calls[0][0] == str(home)
+    assert calls[0][1]["partial_download"] == ["index"]
+    assert calls[0][1]["index"].remote.checksum  # mirdata checks what it fetches
+    mirdata_scan("gtzan_genre", data_home=str(home), index_file=str(index), download="all")
+    assert len(calls) == 2 and calls[1][1]["partial_download"] is None
+    mirdata_scan("gtzan_genre", data_home=str(home), index_file=str(index))
+    assert len(calls) == 2
 
 
 def test_validate_skips_files_whose_checksum_differs(tmp_path):
