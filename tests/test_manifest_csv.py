@@ -250,3 +250,37 @@ def test_train_from_a_manifest_keeps_its_split(tmp_path, capsys):
         "kind": "manifest", "location": str(m)}
     assert cli.main(["train", "--method", "crnn", "--out", str(run)]) == 2
     assert "--dataset is required (or --manifest" in capsys.readouterr().err
+
+
+# -- prepare -----------------------------------------------------------------------------------
+
+def test_prepare_lays_listed_files_out_by_label_with_pairs_under_one_stem(tmp_path):
+    from prepare.jobs import listed_sources
+
+    m = _renamed_collection(tmp_path / "c")
+    write_wav(tmp_path / "c" / "more" / "lonely.wav", freq=500)  # same name, same label
+    with open(m, "a", newline="") as fh:
+        csv.writer(fh).writerow(["more/lonely.wav", "romantic", "", "", ""])
+    listed = listed_sources(read_manifest(m))
+    assert {s.rel: s.listed_as for s in listed.files} == {
+        "baroque/take_017.wav": "recordings/take_017.wav",
+        "baroque/take_017.mid": "scores/bach_bwv846.mid",  # the pair keeps one stem
+        "romantic/take_018.wav": "recordings/take_018.wav",
+        "romantic/take_018.mid": "scores/chopin_op28_4.mid",
+        "romantic/recordings/lonely.wav": "recordings/lonely.wav",  # names clash: full path
+        "romantic/more/lonely.wav": "more/lonely.wav"}
+
+
+def test_prepare_crop_from_a_manifest_keeps_renamed_pairs(tmp_path, capsys):
+    m = _renamed_collection(tmp_path / "c")
+    dst = tmp_path / "cropped"
+    assert cli.main(["prepare", "crop", "--manifest", str(m), "--out", str(dst),
+                     "--seconds", "0.2", "--quiet"]) == 0
+    made = sorted(p.relative_to(dst).as_posix() for p in dst.rglob("*.*")
+                  if not p.relative_to(dst).as_posix().startswith("."))
+    assert "baroque/take_017__t0000000ms.wav" in made and "baroque/take_017__t0000000ms.mid" in made
+    rows = _rows(dst / "prepare_manifest.csv")
+    assert {r["source"] for r in rows} >= {"scores/bach_bwv846.mid", "recordings/take_017.wav"}
+    assert cli.main(["prepare", "crop", "--manifest", str(m), "--out",
+                     str(tmp_path / "c" / "scores")]) == 2  # DST would hold a listed file
+    assert "holds a listed source file" in capsys.readouterr().err
