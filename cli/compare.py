@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+from collection.sources import (DATASET, SourceError, add_source_arguments,
+                                source_from_args)
 from common.fsutil import ensure_writable_folder
 
 from .params import UsageError, expand_argv
@@ -64,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     io.add_argument("--dataset", metavar="DIR",
                     help="dataset folder: one sub-folder per class (genre) holding audio and/or "
                          "MIDI files, deeper folders allowed")
+    add_source_arguments(io)  # --manifest / --mirdata instead of --dataset
     io.add_argument("--make-demo-corpus", action="store_true",
                     help="first synthesize the offline demo corpus into --dataset (only files "
                          "that are missing are made)")
@@ -154,8 +157,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args = build_parser().parse_args(expand_argv(list(argv)))
     if args.list_embedders:
         return args
-    if not args.dataset:
-        raise UsageError("--dataset is required (or a --params-file that sets it)")
+    try:
+        args.source = source_from_args(args)
+    except SourceError as exc:
+        raise UsageError(f"{exc}; a --params-file may set it" if "required" in str(exc)
+                         else str(exc)) from None
+    if args.make_demo_corpus and args.source.kind != DATASET:
+        raise UsageError("--make-demo-corpus needs --dataset DIR")
     if args.plot and args.plot[1] not in PLOT_METHODS:
         raise UsageError(f"--plot METHOD must be tsne, pca or both, got {args.plot[1]!r}")
     return args
@@ -225,8 +233,11 @@ class RunPlan:
         from embedders import ConfigurationError, get_embedder
 
         self.args = args
-        self.dataset = Path(args.dataset).expanduser()
-        name = self.dataset.resolve().name or "dataset"
+        self.source = getattr(args, "source", None) or source_from_args(args)
+        # a folder tree is scanned by the pipeline, as always; other inputs are read in run()
+        self.dataset = (Path(args.dataset).expanduser() if self.source.kind == DATASET
+                        else None)
+        name = self.source.name
         self.out = Path(args.out) if args.out else Path("results") / name
         self.emb_dir = Path(args.emb_dir) if args.emb_dir else Path("results") / "embeddings"
         self.plot_title, plot_method, plot_dir = (args.plot if args.plot
@@ -264,7 +275,7 @@ class RunPlan:
                 raise UsageError(str(exc)) from None
         elif self.args.ray_address or self.args.ray_gpus_per_worker:
             raise UsageError("--ray-address and --ray-gpus-per-worker need --engine ray")
-        if not self.args.make_demo_corpus:
+        if self.dataset is not None and not self.args.make_demo_corpus:
             if not self.dataset.exists():
                 raise UsageError(f"dataset folder {str(self.dataset)!r} does not exist")
             if not self.dataset.is_dir():
@@ -276,7 +287,8 @@ class RunPlan:
 
     def config(self) -> dict:
         """The run configuration, for the report."""
-        return {"dataset": str(self.dataset), "out": str(self.out), "emb_dir": str(self.emb_dir),
+        dataset = str(self.dataset) if self.dataset is not None else self.source.to_config()
+        return {"dataset": dataset, "out": str(self.out), "emb_dir": str(self.emb_dir),
                 "embedders": {e.name: dict(e.options) for e in self.embedders},
                 "plot": {"title": self.plot_title, "methods": list(self.plot_methods),
                          "dir": str(self.plot_dir)},
@@ -335,6 +347,12 @@ def run(args: argparse.Namespace) -> int:
     plan = RunPlan(args)
     plan.check()
     progress = not args.quiet
+    scan = None
+    if plan.dataset is None:  # a manifest or a mirdata dataset: read (and checked) before work
+        try:
+            scan = plan.source.scan(log=lambda msg: print(msg, file=sys.stderr))
+        except SourceError as exc:
+            raise UsageError(str(exc)) from None
     if args.make_demo_corpus:
         from collection.demo_corpus import build_demo_corpus
         info = build_demo_corpus(plan.dataset)
@@ -354,9 +372,10 @@ def run(args: argparse.Namespace) -> int:
     except (WeightsError, EmbedderError) as exc:
         raise UsageError(str(exc)) from None
     try:
-        result = embed_dataset(plan.dataset, plan.embedders, emb_dir=plan.emb_dir,
+        result = embed_dataset(plan.dataset or scan.root, plan.embedders, emb_dir=plan.emb_dir,
                                out_dir=plan.out, workers=plan.workers, progress=progress,
-                               engine=args.engine, engine_options=plan.engine_options)
+                               engine=args.engine, engine_options=plan.engine_options,
+                               scan=scan)
     except StoreError as exc:
         print(f"main.py: error: {exc}", file=sys.stderr)
         return EXIT_FAILED

@@ -43,8 +43,8 @@ def manifest_rows(scan: ScanResult, runs: dict, computed_ids: dict[str, set[str]
                 {"embedder": run.name, "status": SKIPPED, "cached": "", "reason": reason})
     modalities = {run.modality for run in runs.values()}
     for it in scan.items:
-        base = {"path": it.id, "label": it.label, "modality": it.modality, "pair_id": it.pair_id,
-                "content_hash": it.content_hash}
+        base = {**it.extra, "path": it.id, "label": it.label, "modality": it.modality,
+                "pair_id": it.pair_id, "content_hash": it.content_hash}
         if it.skip_reason:
             rows.append({**base, "embedder": "", "status": SKIPPED, "cached": "",
                          "reason": it.skip_reason})
@@ -58,10 +58,16 @@ def manifest_rows(scan: ScanResult, runs: dict, computed_ids: dict[str, set[str]
 
 
 def write_csv_atomic(path: str | os.PathLike, rows: list[dict], fields: Iterable[str]) -> Path:
-    """Write rows as CSV through a temporary file and a rename."""
+    """Write rows as CSV through a temporary file and a rename.
+
+    Keys of the rows beyond ``fields`` (the further columns of a CSV manifest or a mirdata
+    index, :attr:`~collection.scan.Item.extra`) follow as more columns, in first-seen order.
+    """
     path = Path(path)
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(fields), extrasaction="ignore")
+    fields = list(fields)
+    fields += list(dict.fromkeys(k for row in rows for k in row if k not in set(fields)))
+    writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
     writer.writeheader()
     writer.writerows(rows)
     try:

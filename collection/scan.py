@@ -56,6 +56,10 @@ class Item:
         SHA-256 of the bytes (filled by :func:`hash_items`), ``""`` until then or if unreadable.
     skip_reason : str
         Why the file cannot be used at all (empty string for usable files).
+    extra : dict of str to str
+        Further columns of the item's source (a CSV manifest's ``split``, ``group`` and other
+        columns, a mirdata track's id and split), written to ``manifest.csv`` after the fixed
+        columns; empty for a folder scan.
     """
 
     id: str
@@ -67,6 +71,7 @@ class Item:
     skip_reason: str = ""
     size: int = 0
     mtime_ns: int = 0
+    extra: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass

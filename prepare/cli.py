@@ -18,7 +18,12 @@ class _Usage(Exception):
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("src", metavar="SRC", help="source collection (never modified)")
+    from collection.sources import add_source_arguments
+
+    p.add_argument("src", metavar="SRC", nargs="?",
+                   help="source collection folder (never modified); or --manifest / --mirdata")
+    add_source_arguments(p.add_argument_group("source as a list instead of SRC (outputs in "
+                                              "DST/<label>/<file name>)"))
     p.add_argument("--out", "-o", metavar="DST", required=True,
                    help="output collection (a genre-labelled tree; prepare_manifest.csv in it)")
     p.add_argument("--workers", type=int, default=1, help="files processed at once (default 1)")
@@ -80,6 +85,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _source(args):
+    """SRC as given: the folder, or the files a manifest or mirdata dataset lists."""
+    from collection.sources import DATASET, SourceError, source_from_args
+    from .jobs import PrepareError, listed_sources
+
+    try:
+        source = source_from_args(args, dataset=args.src, dataset_flag="SRC")
+        if source.kind == DATASET:
+            return args.src
+        scan = source.scan(log=None if args.quiet else lambda m: print(m, file=sys.stderr))
+    except SourceError as exc:
+        raise PrepareError(str(exc)) from None
+    for warning in scan.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    return listed_sources(scan)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run ``prepare``; returns the exit status (0 ok, 1 failed, 2 usage, 130 interrupted)."""
     from embedders.base import WeightsError
@@ -94,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     common = {"workers": args.workers, "progress": not args.quiet}
     try:
+        args.src = _source(args)
         if args.workers < 1:
             raise ValueError(f"--workers must be >= 1, got {args.workers}")
         if args.command == "transcribe":

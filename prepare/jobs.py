@@ -45,6 +45,45 @@ class SourceFile:
     path: Path
     rel: str
     label: str
+    #: Where the file was listed (a manifest's or mirdata's id), when SRC is not a folder tree;
+    #: ``rel`` is then the path its outputs get in DST (``<label>/<name>``).
+    listed_as: str = ""
+
+
+@dataclasses.dataclass
+class ListedSources:
+    """SRC given as a list of files (a CSV manifest or a mirdata dataset, see
+    :func:`listed_sources`) instead of a folder tree. ``root`` is the folder they are listed
+    relative to; DST may not hold any of them."""
+
+    root: Path
+    files: list[SourceFile]
+
+
+def _label_folder(label: str) -> str:
+    """A label as one folder name (a composer "A / B" must not become two folders)."""
+    name = label.replace("/", "-").replace("\\", "-").strip().lstrip(".")
+    return name or "_"
+
+
+def listed_sources(scan) -> ListedSources:
+    """The usable items of a :class:`collection.scan.ScanResult` as source files whose outputs
+    form a genre-labelled tree: ``<label>/<file name>``; the two files of a pair get the audio
+    file's stem, so the pair survives in DST by the folder tree's stem rule; two files that
+    would land on one name keep their listed path under the label instead."""
+    items = [it for it in scan.usable if it.label]
+    stems = {it.pair_id: Path(it.id).stem for it in items if it.pair_id and it.modality == "audio"}
+
+    def out_name(it) -> str:
+        stem = stems.get(it.pair_id, Path(it.id).stem) if it.pair_id else Path(it.id).stem
+        return f"{_label_folder(it.label)}/{stem}{Path(it.id).suffix}"
+
+    names = [out_name(it) for it in items]
+    clash = {n for n in names if names.count(n) > 1}
+    files = [SourceFile(Path(it.path), n if n not in clash else
+                        f"{_label_folder(it.label)}/{it.id.lstrip('/')}", it.label, it.id)
+             for it, n in zip(items, names)]
+    return ListedSources(Path(scan.root), sorted(files, key=lambda s: s.rel))
 
 
 @dataclasses.dataclass
@@ -71,6 +110,13 @@ def check_dirs(src: str | os.PathLike, dst: str | os.PathLike) -> tuple[Path, Pa
     """Resolve SRC and DST; raise :class:`PrepareError` when SRC is not a folder, DST is SRC or
     inside it (SRC is never modified, and a re-run would read its own outputs), SRC is inside
     DST, or DST cannot be written."""
+    if isinstance(src, ListedSources):
+        dst_r = Path(dst).expanduser().resolve()
+        inside = next((f for f in src.files if dst_r in f.path.resolve().parents), None)
+        if inside is not None:  # outputs could overwrite a source, a re-run read its outputs
+            raise PrepareError(f"output folder {dst} holds a listed source file "
+                               f"({inside.listed_as}); choose a folder outside the collection")
+        return src, _writable(dst_r, dst)
     src_p, dst_p = Path(src).expanduser(), Path(dst).expanduser()
     if not src_p.is_dir():
         raise PrepareError(f"source folder {src} does not exist or is not a folder")
@@ -80,16 +126,22 @@ def check_dirs(src: str | os.PathLike, dst: str | os.PathLike) -> tuple[Path, Pa
                            "choose a folder outside it (SRC is never modified)")
     if dst_r in src_r.parents:
         raise PrepareError(f"source folder {src} is inside the output folder {dst}")
+    return src_r, _writable(dst_r, dst)
+
+
+def _writable(dst_r: Path, dst) -> Path:
     try:
         ensure_writable_folder(dst_r)
     except OSError as exc:
         raise PrepareError(f"output folder {dst} cannot be written: "
                            f"{exc.strerror or exc}") from exc
-    return src_r, dst_r
+    return dst_r.resolve()
 
 
 def list_sources(src: Path) -> list[SourceFile]:
-    """Every non-hidden file under ``src``, sorted by relative path."""
+    """Every non-hidden file under ``src``, sorted by relative path (or the listed files)."""
+    if isinstance(src, ListedSources):
+        return list(src.files)
     found = []
     for folder, dirs, files in os.walk(src):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
@@ -223,7 +275,7 @@ def write_manifest(dst: Path, outcomes: list[Outcome]) -> Path:
     rows = []
     for o in outcomes:
         for s in o.job.sources:
-            rows.append({"source": s.rel, "label": s.label, "status": o.status,
+            rows.append({"source": s.listed_as or s.rel, "label": s.label, "status": o.status,
                          "outputs": ";".join(o.outputs), "reason": o.reason})
     for row in sorted(rows, key=lambda r: r["source"]):
         writer.writerow(row)

@@ -5,6 +5,8 @@ import argparse
 import json
 import sys
 
+from collection.sources import (SOURCE_DESTS, SourceError, add_source_arguments,
+                                source_from_args)
 from embedders import ConfigurationError, WeightsError
 from embedders.lib.trained_nets import CheckpointError
 from .data import TrainingUsageError
@@ -28,7 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="main.py train", description="Train an encoder on a collection; the run "
                 "folder is then an embedder: --embedders trained --set trained.checkpoint=RUN")
     p.add_argument("--method", required=True, choices=METHODS)
-    p.add_argument("--dataset", required=True, metavar="DATA")
+    p.add_argument("--dataset", metavar="DATA", help="collection folder (or --manifest / "
+                   "--mirdata; a manifest's split column, when every row has one, is the split)")
+    add_source_arguments(p.add_argument_group("collection as a list instead of --dataset"))
     p.add_argument("--out", required=True, metavar="RUN", help="run folder")
     p.add_argument("--epochs", type=int, default=d["epochs"],
                    help="0 writes the randomly initialised network (the control)")
@@ -81,7 +85,13 @@ def main(argv: list[str]) -> int:
         if bad:
             raise _Usage(f"main.py train: error: out of range: {', '.join(bad)} (batch size "
                          f">= 2, epochs >= 0, positive lr/width/depth/crop)")
-        config = {k: v for k, v in vars(args).items() if k not in ("resume", "quiet")}
+        try:
+            source = source_from_args(args)
+        except SourceError as exc:
+            raise _Usage(f"main.py train: error: {exc}") from None
+        config = {k: v for k, v in vars(args).items()
+                  if k not in ("resume", "quiet", *SOURCE_DESTS)}
+        config["dataset"] = source.to_config()  # a folder stays a plain path
         from .runner import train
         summary = train(config, resume=args.resume, quiet=args.quiet)
     except (_Usage, TrainingUsageError, CheckpointError, ConfigurationError, WeightsError) as exc:

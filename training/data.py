@@ -22,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from collection.scan import Item, hash_items, scan_dataset
+from collection.scan import Item, hash_items
+from collection.sources import scan_source
 from common.fsutil import atomic_path, atomic_write_text
 from common.progress import track
 from embedders import AUDIO, InputError
@@ -31,6 +32,9 @@ from embedders.lib.weights import cache_dir
 
 SPLIT_FIELDS = ("id", "pair_id", "label", "modality", "content_hash", "split")
 TRAIN, VAL, TEST, UNUSED = "train", "val", "test", "unused"
+#: A collection's own split names (manifest column, dataset metadata) -> the sides here.
+GIVEN_SPLITS = {"train": TRAIN, "training": TRAIN, "val": VAL, "valid": VAL,
+                "validation": VAL, "dev": VAL, "test": TEST, "omitted": UNUSED}
 
 
 class TrainingUsageError(Exception):
@@ -76,9 +80,12 @@ def cached_features(item: Item, kind: str) -> np.ndarray:
     return feats
 
 
-def load_examples(dataset: str, *, method: str, workers: int = 1, progress: bool = True
+def load_examples(dataset: str | dict, *, method: str, workers: int = 1, progress: bool = True
                   ) -> tuple[list[Item], list[Example], list[tuple[str, str]]]:
     """Scan ``dataset``, hash its files and load (or compute) the features of the audio.
+
+    ``dataset`` is a folder, or a manifest or mirdata source as
+    :meth:`collection.sources.CollectionSource.to_config` holds it.
 
     Returns
     -------
@@ -90,8 +97,8 @@ def load_examples(dataset: str, *, method: str, workers: int = 1, progress: bool
         Files left out, with the reason.
     """
     try:
-        scan = scan_dataset(dataset)
-    except (OSError, ValueError) as exc:
+        scan = scan_source(dataset)
+    except (OSError, ValueError) as exc:  # a SourceError is a ValueError
         raise TrainingUsageError(f"cannot read dataset {dataset!r}: {exc}") from None
     hash_items(scan.items, progress=progress)
     skipped = [(it.id, it.skip_reason) for it in scan.items if it.skip_reason]
@@ -124,11 +131,19 @@ def split_by_pair(items: list[Item], *, seed: int, val_fraction: float = 0.15,
     label the pieces are shuffled with ``seed`` and cut into test, val and train; every label
     with at least 3 pieces gets at least one test and one val piece.
 
+    When every item carries a split of its own (a manifest's ``split`` column, MAESTRO's or
+    Groove's split through mirdata: ``train``, ``val``/``valid``/``validation``, ``test``, or
+    ``omitted``, which leaves the item out), that split is kept and the fractions are unused:
+    published splits are what results are compared on.
+
     Returns
     -------
     dict
         Item id -> ``"train"``, ``"val"`` or ``"test"``.
     """
+    given = {it.id: GIVEN_SPLITS.get(it.extra.get("split", "").strip().lower()) for it in items}
+    if items and all(given.values()):
+        return {item_id: s for item_id, s in given.items() if s != UNUSED}
     pieces: dict[str, dict[str, list[Item]]] = defaultdict(lambda: defaultdict(list))
     for it in items:
         pieces[it.label][it.pair_id or it.id].append(it)
