@@ -11,21 +11,16 @@ import sys
 import time
 from pathlib import Path
 
+from common.exits import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK,  # noqa: F401 (as before)
+                          EXIT_USAGE, OneLineParser, fail)
 from common.fsutil import ensure_writable_folder
 
 from .params import UsageError, expand_argv
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 #: ``--emb-methods`` keeps the meaning of the original tool: the two model embedders.
 EMB_METHODS = {"openl3": ["openl3"], "clamp2": ["clamp2"], "both": ["openl3", "clamp2"]}
 DEFAULT_EMBEDDERS = ["audio-stats", "midi-stats"]
 PLOT_METHODS = {"tsne": ("tsne",), "pca": ("pca",), "both": ("pca", "tsne")}
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one clear line instead of argparse's usage dump
-        raise UsageError(message)
 
 
 def _positive_int(text: str) -> int:
@@ -50,7 +45,7 @@ def _positive_float(text: str) -> float:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser; ``--help`` documents every flag."""
-    p = _Parser(
+    p = OneLineParser(
         prog="main.py",
         description="Embed a genre-labelled music collection (ROOT/<genre>/.../<file>) with "
                     "audio and symbolic embedders, cache the vectors, and compare the spaces "
@@ -358,8 +353,7 @@ def run(args: argparse.Namespace) -> int:
                                out_dir=plan.out, workers=plan.workers, progress=progress,
                                engine=args.engine, engine_options=plan.engine_options)
     except StoreError as exc:
-        print(f"main.py: error: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+        return fail("main.py", exc, EXIT_FAILED)
     except RayEngineError as exc:  # e.g. GPUs asked of a cluster that has none
         raise UsageError(str(exc)) from None
     analysis_seconds = None

@@ -12,14 +12,21 @@ import json
 import os
 import sys
 
+from common.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE, OneLineParser, UsageError, fail
+
 from .index import SearchError
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+def _fail(msg: object, status: int) -> int:
+    return fail("main.py", msg, status)
 
 
-def _fail(msg: str, status: int) -> int:
-    print(f"main.py: error: {msg}", file=sys.stderr)
-    return status
+def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace | int:
+    """The parsed arguments, or (a usage error, said in one line) :data:`EXIT_USAGE`."""
+    try:
+        return parser.parse_args(argv)
+    except UsageError as exc:
+        return fail(parser.prog, exc, EXIT_USAGE)
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -34,7 +41,7 @@ def index_main(argv: list[str]) -> int:
     """``python main.py index --emb-dir DIR [--embedders NAME ...] [--qdrant-url URL]``"""
     from .index import IndexMissingError, build_indexes, index_root
 
-    p = argparse.ArgumentParser(prog="main.py index",
+    p = OneLineParser(prog="main.py index",
                                 description="Build or update the vector index of every "
                                             "embedder's export (incremental, resumable).")
     _common(p)
@@ -44,7 +51,9 @@ def index_main(argv: list[str]) -> int:
                    help="when to build the HNSW graph: auto = now for up to 2,000 items, else "
                         "in a background process (queries are exact until it is swapped in)")
     p.add_argument("--quiet", action="store_true")
-    args = p.parse_args(argv)
+    args = _parse(p, argv)
+    if isinstance(args, int):
+        return args
     say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
     try:
         if args.qdrant_url:
@@ -104,7 +113,7 @@ def recommend_main(argv: list[str]) -> int:
     from .index import IndexMissingError
     from .recommend import QueryError, Recommender
 
-    p = argparse.ArgumentParser(prog="main.py recommend",
+    p = OneLineParser(prog="main.py recommend",
                                 description="The items of the collection nearest to a file.")
     p.add_argument("query", help="any audio or MIDI file, in the collection or not")
     _common(p)
@@ -120,7 +129,9 @@ def recommend_main(argv: list[str]) -> int:
     p.add_argument("--hubness-reduction", choices=("none", "mp"), default="none",
                    help="mp: re-rank by mutual proximity (Schnitzer et al. 2012)")
     p.add_argument("--json", action="store_true", help="a JSON list instead of a table")
-    args = p.parse_args(argv)
+    args = _parse(p, argv)
+    if isinstance(args, int):
+        return args
     if args.k < 1:
         return _fail(f"-k must be at least 1, got {args.k}", EXIT_USAGE)
     try:
@@ -148,13 +159,15 @@ def serve_main(argv: list[str]) -> int:
     """``python main.py serve --emb-dir DIR [--port 8501] [--host 127.0.0.1]``"""
     from .serve import serve
 
-    p = argparse.ArgumentParser(prog="main.py serve",
+    p = OneLineParser(prog="main.py serve",
                                 description="A local web page to query the indexes.")
     p.add_argument("--emb-dir", default=os.path.join("results", "embeddings"))
     p.add_argument("--port", type=int, default=8501)
     p.add_argument("--host", default="127.0.0.1",
                    help="address to bind (default 127.0.0.1: this machine only)")
-    args = p.parse_args(argv)
+    args = _parse(p, argv)
+    if isinstance(args, int):
+        return args
     try:
         return serve(args.emb_dir, host=args.host, port=args.port)
     except SearchError as exc:
