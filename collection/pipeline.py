@@ -27,7 +27,7 @@ import numpy as np
 
 from embedders import Embedder, Embedding, InputError
 from .export import ExportWriter, export_dir
-from .manifest import manifest_rows, write_csv_atomic  # noqa: F401 (re-exported, as before)
+from .manifest import manifest_rows, write_manifest
 from .scan import (EMBEDDED, MANIFEST_FIELDS, SKIPPED, HashIndex, Item, ScanResult,
                    hash_items, scan_dataset)
 from .store import DamagedEntryError, EmbeddingStore, StoreError, cache_key  # noqa: F401
@@ -454,6 +454,6 @@ def embed_dataset(root: str | os.PathLike, embedders: list[Embedder], *,
                                   "version": emb.version, "options": run.options,
                                   "dataset": scan.root}, progress=progress)
         run.export_path = str(export)
-    write_csv_atomic(manifest_path, manifest_rows(scan, runs), MANIFEST_FIELDS)
+    write_manifest(manifest_path, manifest_rows(scan, runs))
     return DatasetEmbeddings(scan=scan, runs=runs, manifest_path=str(manifest_path),
                              damaged_cache_entries=list(store.damaged))

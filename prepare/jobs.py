@@ -12,10 +12,8 @@ resumes where it stopped and a changed file or option redoes only what changed.
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
 import hashlib
-import io
 import json
 import os
 import threading
@@ -23,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
 
+from common.csvfile import read_csv, write_csv
 from common.fsutil import atomic_write_text, ensure_writable_folder, sha256_file
 from common.progress import progress_bar
 from embedders.base import InputError
@@ -217,19 +216,14 @@ def _as_completed(futures):
 def write_manifest(dst: Path, outcomes: list[Outcome]) -> Path:
     """``DST/prepare_manifest.csv``: one row per source file (a pair gives two rows), what was
     made from it (outputs relative to DST, ``;``-separated) or why it was skipped."""
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=MANIFEST_FIELDS, lineterminator="\n")
-    writer.writeheader()
     rows = []
     for o in outcomes:
         for s in o.job.sources:
             rows.append({"source": s.rel, "label": s.label, "status": o.status,
                          "outputs": ";".join(o.outputs), "reason": o.reason})
-    for row in sorted(rows, key=lambda r: r["source"]):
-        writer.writerow(row)
-    return atomic_write_text(dst / MANIFEST_NAME, buf.getvalue())
+    return write_csv(dst / MANIFEST_NAME, sorted(rows, key=lambda r: r["source"]),
+                     header=MANIFEST_FIELDS)
 
 
 def read_manifest(dst: str | os.PathLike) -> list[dict]:
-    with open(Path(dst) / MANIFEST_NAME, newline="", encoding="utf-8") as fh:
-        return list(csv.DictReader(fh))
+    return read_csv(Path(dst) / MANIFEST_NAME)
