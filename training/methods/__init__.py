@@ -11,16 +11,13 @@ by hand. Importing a method module stays cheap: torch is imported inside its fun
 """
 from __future__ import annotations
 
-import importlib
-import pkgutil
-
+from common.registry import Registry
 from ..data import TrainingUsageError
 from .base import ClassifierMethod, TrainingMethod
 
 __all__ = ["ClassifierMethod", "TrainingMethod", "available_methods", "get_method", "register"]
 
-_REGISTRY: dict[str, type[TrainingMethod]] = {}
-_discovered = False
+_REGISTRY: Registry[type[TrainingMethod]] = Registry(__name__, __path__, kind="training method")
 
 
 def register(cls: type[TrainingMethod]) -> type[TrainingMethod]:
@@ -31,34 +28,18 @@ def register(cls: type[TrainingMethod]) -> type[TrainingMethod]:
     TypeError
         No name, or a name another class already holds.
     """
-    if not cls.name:
-        raise TypeError(f"{cls.__name__} needs a name")
-    other = _REGISTRY.get(cls.name)
-    if other is not None and other.__qualname__ != cls.__qualname__:
-        raise TypeError(f"training method name {cls.name!r} already used by {other.__qualname__}")
-    _REGISTRY[cls.name] = cls
-    return cls
-
-
-def _discover() -> None:
-    global _discovered
-    if _discovered:
-        return
-    for info in pkgutil.iter_modules(__path__):
-        if not (info.ispkg or info.name.startswith("_") or info.name == "base"):
-            importlib.import_module(f"{__name__}.{info.name}")
-    _discovered = True
+    return _REGISTRY.add(cls)
 
 
 def available_methods() -> dict[str, type[TrainingMethod]]:
     """Every registered method, by name (sorted)."""
-    _discover()
-    return dict(sorted(_REGISTRY.items()))
+    return _REGISTRY.classes()
 
 
 def get_method(name: str) -> TrainingMethod:
     """The method registered under ``name``; :class:`TrainingUsageError` if there is none."""
-    registry = available_methods()
-    if name not in registry:
-        raise TrainingUsageError(f"--method must be one of {', '.join(registry)}, got {name!r}")
-    return registry[name]()
+    cls = _REGISTRY.get(name)
+    if cls is None:
+        raise TrainingUsageError(f"--method must be one of {', '.join(available_methods())}, "
+                                 f"got {name!r}")
+    return cls()
