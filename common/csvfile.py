@@ -59,6 +59,9 @@ def write_csv(path: str | os.PathLike, rows: Iterable[Sequence | Mapping], *,
     """
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
+    # The writer quotes a field holding "\n" (the line end here) but not a lone "\r", which a
+    # reader also takes for a line end: a row with one is written with every field quoted.
+    quoting_all = csv.writer(buf, lineterminator="\n", quoting=csv.QUOTE_ALL)
     if header is not None:
         writer.writerow(header)
     for row in rows:
@@ -66,7 +69,9 @@ def write_csv(path: str | os.PathLike, rows: Iterable[Sequence | Mapping], *,
             if header is None:
                 raise ValueError("rows given as mappings need a header (the column order)")
             row = [row.get(col) for col in header]
-        writer.writerow([_cell(v, float_format) for v in row])
+        cells = [_cell(v, float_format) for v in row]
+        lone_cr = any(isinstance(c, str) and "\r" in c for c in cells)
+        (quoting_all if lone_cr else writer).writerow(cells)
     return atomic_write_text(path, buf.getvalue())
 
 
