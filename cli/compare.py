@@ -45,6 +45,7 @@ def _positive_float(text: str) -> float:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser; ``--help`` documents every flag."""
+    # Long on purpose: one declaration per flag, in the order --help lists them.
     p = OneLineParser(
         prog="main.py",
         description="Embed a genre-labelled music collection (ROOT/<genre>/.../<file>) with "
@@ -112,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     ol3.add_argument("--hop-size", type=_positive_float, metavar="SECONDS",
                      help="hop between 1-s frames in seconds (default 0.1)")
     ol3.add_argument("--center", action=argparse.BooleanOptionalAction, default=None,
-                     help="pad half a frame at the start so frame i is centred at i*hop "
+                     help="pad half a frame at the start so frame i is centered at i*hop "
                           "(default on)")
     ol3.add_argument("--openl3-weights", metavar="PATH",
                      help="official OpenL3 .h5 weight file, or a folder holding the official "
