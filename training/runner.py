@@ -42,7 +42,6 @@ from embedders.lib import trained_nets as tn
 from . import data as D
 from .methods import TrainingMethod, available_methods, get_method
 
-SUPERVISED = tn.SUPERVISED_METHODS
 METHODS = tuple(available_methods())
 MIN_FILES = 4
 
