@@ -26,8 +26,8 @@ def _render_flags(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(prog="main.py prepare",
-                     description="Build paired audio/MIDI collections from a source collection.")
+    parser = OneLineParser(prog="main.py prepare", description="Build paired audio/MIDI "
+                           "collections from a source collection.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
 
     t = sub.add_parser("transcribe", help="MIDI for every audio file (basic-pitch or heuristic)")

@@ -8,6 +8,7 @@ held by another process, a full disk).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -21,12 +22,16 @@ def _fail(msg: object, status: int) -> int:
     return fail("main.py", msg, status)
 
 
-def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace | int:
-    """The parsed arguments, or (a usage error, said in one line) :data:`EXIT_USAGE`."""
-    try:
-        return parser.parse_args(argv)
-    except UsageError as exc:
-        return fail(parser.prog, exc, EXIT_USAGE)
+def _usage_in_one_line(command):
+    """A subcommand whose flag errors are one line and :data:`EXIT_USAGE` (the parser, a
+    :class:`~common.exits.OneLineParser`, names the subcommand)."""
+    @functools.wraps(command)
+    def run(argv: list[str]) -> int:
+        try:
+            return command(argv)
+        except UsageError as exc:
+            return fail("main.py", exc, EXIT_USAGE)
+    return run
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -37,13 +42,14 @@ def _common(parser: argparse.ArgumentParser) -> None:
                              "(API key from QDRANT_API_KEY)")
 
 
+@_usage_in_one_line
 def index_main(argv: list[str]) -> int:
     """``python main.py index --emb-dir DIR [--embedders NAME ...] [--qdrant-url URL]``"""
     from .index import IndexMissingError, build_indexes, index_root
 
     p = OneLineParser(prog="main.py index",
-                                description="Build or update the vector index of every "
-                                            "embedder's export (incremental, resumable).")
+                      description="Build or update the vector index of every "
+                                  "embedder's export (incremental, resumable).")
     _common(p)
     p.add_argument("--embedders", nargs="+", default=None,
                    help="embedders to index (default: every export in --emb-dir)")
@@ -51,9 +57,7 @@ def index_main(argv: list[str]) -> int:
                    help="when to build the HNSW graph: auto = now for up to 2,000 items, else "
                         "in a background process (queries are exact until it is swapped in)")
     p.add_argument("--quiet", action="store_true")
-    args = _parse(p, argv)
-    if isinstance(args, int):
-        return args
+    args = p.parse_args(argv)
     say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr))
     try:
         if args.qdrant_url:
@@ -108,13 +112,14 @@ def _table(results) -> str:
                      for a, b, c, d in rows)
 
 
+@_usage_in_one_line
 def recommend_main(argv: list[str]) -> int:
     """``python main.py recommend QUERY --emb-dir DIR --embedder NAME [-k 10] ...``"""
     from .index import IndexMissingError
     from .recommend import QueryError, Recommender
 
     p = OneLineParser(prog="main.py recommend",
-                                description="The items of the collection nearest to a file.")
+                      description="The items of the collection nearest to a file.")
     p.add_argument("query", help="any audio or MIDI file, in the collection or not")
     _common(p)
     p.add_argument("--embedder", required=True, help="the embedding space to search")
@@ -129,9 +134,7 @@ def recommend_main(argv: list[str]) -> int:
     p.add_argument("--hubness-reduction", choices=("none", "mp"), default="none",
                    help="mp: re-rank by mutual proximity (Schnitzer et al. 2012)")
     p.add_argument("--json", action="store_true", help="a JSON list instead of a table")
-    args = _parse(p, argv)
-    if isinstance(args, int):
-        return args
+    args = p.parse_args(argv)
     if args.k < 1:
         return _fail(f"-k must be at least 1, got {args.k}", EXIT_USAGE)
     try:
@@ -155,19 +158,18 @@ def recommend_main(argv: list[str]) -> int:
     return EXIT_OK
 
 
+@_usage_in_one_line
 def serve_main(argv: list[str]) -> int:
     """``python main.py serve --emb-dir DIR [--port 8501] [--host 127.0.0.1]``"""
     from .serve import serve
 
     p = OneLineParser(prog="main.py serve",
-                                description="A local web page to query the indexes.")
+                      description="A local web page to query the indexes.")
     p.add_argument("--emb-dir", default=os.path.join("results", "embeddings"))
     p.add_argument("--port", type=int, default=8501)
     p.add_argument("--host", default="127.0.0.1",
                    help="address to bind (default 127.0.0.1: this machine only)")
-    args = _parse(p, argv)
-    if isinstance(args, int):
-        return args
+    args = p.parse_args(argv)
     try:
         return serve(args.emb_dir, host=args.host, port=args.port)
     except SearchError as exc:

@@ -19,7 +19,8 @@ def build_parser() -> argparse.ArgumentParser:
     d = DEFAULTS
     ft = METHOD_DEFAULTS["finetune"]
     p = OneLineParser(prog=PROG, description="Train an encoder on a collection; the run "
-                "folder is then an embedder: --embedders trained --set trained.checkpoint=RUN")
+                      "folder is then an embedder: --embedders trained --set "
+                      "trained.checkpoint=RUN")
     p.add_argument("--method", required=True, choices=METHODS)
     p.add_argument("--dataset", required=True, metavar="DATA")
     p.add_argument("--out", required=True, metavar="RUN", help="run folder")
