@@ -32,7 +32,6 @@ wav2vec 2.0 built in the temporary folder unless ``--finetune-model`` names one.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import statistics
 import sys
@@ -73,60 +72,40 @@ def small_wav2vec2(folder: str) -> str:
     return folder
 
 
-@contextlib.contextmanager
-def replayed_views(views: list):
-    """Make ``training.augment.random_view`` hand out ``views`` in order instead of drawing
-    them (the in-memory side of SimSiam: its augmentations already made)."""
-    import training.augment as A
-
-    real, it = A.random_view, iter(views)
-    A.random_view = lambda x, **kw: next(it)
-    try:
-        yield
-    finally:
-        A.random_view = real
-
-
-def block(trainer, examples, labels, index, rng, ready, views) -> tuple[float, float]:
+def block(trainer, examples, labels, index, rng, ready) -> tuple[float, float]:
     """Wall-clock and CPU seconds (this process, all threads) per step of one block: from the
-    pipeline when ``ready`` is None, else from memory."""
+    pipeline when ``ready`` is None, else from memory (the network's inputs already made)."""
     from training.runner import make_batch
 
     length = trainer.input_length()
-    with replayed_views(views) if ready is not None and views else contextlib.nullcontext():
-        t, c = time.perf_counter(), time.process_time()
-        for i, idx in enumerate(index):
-            batch = make_batch(examples, idx, rng, length) if ready is None else ready[i]
-            trainer.step(batch, labels[idx])
-        return ((time.perf_counter() - t) / len(index), (time.process_time() - c) / len(index))
+    t, c = time.perf_counter(), time.process_time()
+    for i, idx in enumerate(index):
+        if ready is None:
+            trainer.step(make_batch(examples, idx, rng, length), labels[idx])
+        else:
+            trainer.step(None, labels[idx], inputs=ready[i])
+    return ((time.perf_counter() - t) / len(index), (time.process_time() - c) / len(index))
 
 
-def pipeline_alone(trainer, examples, index, rng, method: str, rounds: int = 5) -> float:
-    """Seconds per step of the pipeline without the network: crops, stack, (SimSiam) views."""
-    import torch
-    from training.augment import random_view
+def pipeline_alone(trainer, examples, index, rng, rounds: int = 5) -> float:
+    """Seconds per step of the pipeline without the network: crops, stack, the method's inputs
+    (SimSiam: its two views)."""
     from training.runner import make_batch
 
     length = trainer.input_length()
     t = time.perf_counter()
     for _ in range(rounds):
         for idx in index:
-            batch = make_batch(examples, idx, rng, length)
-            if method == "simsiam":
-                x = torch.from_numpy(batch)
-                for _ in range(2):
-                    random_view(x, crop_frames=trainer.length, gen=trainer.gen)
-            else:
-                torch.from_numpy(batch)
+            trainer.method.batch_inputs(make_batch(examples, idx, rng, length), trainer=trainer,
+                                        gen=trainer.gen)
     return (time.perf_counter() - t) / (rounds * len(index))
 
 
 def prepare(method: str, data: str, args):
-    """The trainer, examples, labels, batch indices, ready batches and ready views of one
-    method, plus the seconds it took to read the features back from the warm cache."""
+    """The trainer, examples, labels, batch indices and ready inputs of one method, plus the
+    seconds it took to read the features back from the warm cache."""
     import torch
     from training import data as D
-    from training.augment import random_view
     from training.runner import Trainer, epoch_batches, make_batch, resolve_config
 
     D.load_examples(data, method=method, progress=False)  # fills the feature cache
@@ -137,28 +116,21 @@ def prepare(method: str, data: str, args):
                              "batch_size": args.batch_size, "clips_per_file": 8})
     classes = sorted({e.item.label for e in examples})
     labels = np.array([classes.index(e.item.label) for e in examples])
-    if method == "finetune":  # as train() does: the network is the pretrained model's
-        from embedders.lib import trained_nets as tn
-        from training.runner import crop_length, net_config
-        hf = tn.finetune_setup(config["model"], layer=config["layer"],
-                               crop_samples=crop_length(config))
-        trainer = Trainer(config, len(classes), "cpu", pretrained=config["model"],
-                          net_cfg=net_config(config, len(classes), hf))
-    else:
-        trainer = Trainer(config, len(classes), "cpu")
+    # as train() does: a method built on a pretrained model is described by it
+    from training.methods import get_method
+    spec = get_method(method)
+    hf, folder, _ = spec.set_up_pretrained(config)
+    trainer = Trainer(config, len(classes), "cpu", pretrained=folder,
+                      net_cfg=spec.net_config(config, len(classes), hf))
     n = min(args.steps * args.repeat, len(examples) * config["clips_per_file"] // args.batch_size)
     index = epoch_batches(len(examples), config, np.random.default_rng(0))[:n]
     length = trainer.input_length()
-    ready = [make_batch(examples, idx, np.random.default_rng(1), length) for idx in index]
-    views = []
-    if method == "simsiam":
-        gen = torch.Generator().manual_seed(2)
-        for b in ready:
-            x = torch.from_numpy(b)
-            views += [random_view(x, crop_frames=trainer.length, gen=gen) for _ in range(2)]
+    gen = torch.Generator().manual_seed(2)
+    ready = [spec.batch_inputs(make_batch(examples, idx, np.random.default_rng(1), length),
+                               trainer=trainer, gen=gen) for idx in index]
     return {"trainer": trainer, "examples": examples, "labels": labels, "index": index,
-            "ready": ready, "views": views, "rng": np.random.default_rng(3),
-            "cache_s": cache_s, "n_files": len(examples), "config": config}
+            "ready": ready, "rng": np.random.default_rng(3), "cache_s": cache_s,
+            "n_files": len(examples), "config": config}
 
 
 def main() -> None:
@@ -184,27 +156,28 @@ def main() -> None:
         os.environ["EMBCOMPARE_CACHE_DIR"] = os.path.join(tmp, "cache")
         data = os.path.join(tmp, "data")
         make_corpus(data, factor="all", n_per_class=10)
-        if "finetune" in args.methods:
-            METHODS["finetune"]["model"] = args.finetune_model or small_wav2vec2(
-                os.path.join(tmp, "wav2vec2"))
+        from training.methods import get_method
+        pretrained = [m for m in args.methods if get_method(m).from_pretrained]
+        if pretrained:
+            model = args.finetune_model or small_wav2vec2(os.path.join(tmp, "wav2vec2"))
+            for m in pretrained:
+                METHODS[m]["model"] = model
         runs = {m: prepare(m, data, args) for m in args.methods}
         for r in runs.values():  # warm-up: first-call allocations belong to neither side
-            block(r["trainer"], r["examples"], r["labels"], r["index"][:1], r["rng"], None, [])
+            block(r["trainer"], r["examples"], r["labels"], r["index"][:1], r["rng"], None)
         times = {m: {"pipeline": [], "memory": [], "alone": []} for m in runs}
         for rep in range(args.repeat):
             for m, r in runs.items():
                 times[m]["alone"].append(pipeline_alone(r["trainer"], r["examples"],
-                                                        r["index"][:4], r["rng"], m))
+                                                        r["index"][:4], r["rng"]))
                 order = ("pipeline", "memory") if rep % 2 == 0 else ("memory", "pipeline")
                 for mode in order:
                     # the same batches on both sides of a pair; the next pair takes the next
                     mem = mode == "memory"
                     sel = [(rep * args.steps + j) % len(r["index"]) for j in range(args.steps)]
-                    views = [v for i in sel for v in r["views"][2 * i:2 * i + 2]]
                     times[m][mode].append(block(
                         r["trainer"], r["examples"], r["labels"], [r["index"][i] for i in sel],
-                        r["rng"], [r["ready"][i] for i in sel] if mem else None,
-                        views if mem else []))
+                        r["rng"], [r["ready"][i] for i in sel] if mem else None))
     print(f"CPU {describe_cpu()}; torch {torch.__version__}, {torch.get_num_threads()} threads; "
           f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())} at the end")
     print(f"batch {args.batch_size}, {args.steps} steps per block, {args.repeat} alternating "
@@ -219,7 +192,7 @@ def main() -> None:
         alone = statistics.median(times[m]["alone"])
         step = statistics.median(b[0] for b in q)
         crop = r["trainer"].input_length()
-        unit = "samples" if m in ("cpc", "finetune") else "frames"
+        unit = "frames" if r["trainer"].method.mel else "samples"
         print(f"| {m} | {crop} {unit} | {1 / statistics.median(a[0] for a in p):.2f} "
               f"| {1 / step:.2f} | **{statistics.median(ratios):.2f}** "
               f"({min(ratios):.2f}-{max(ratios):.2f}) | {cpu:.2f} | {alone * 1000:.1f} "

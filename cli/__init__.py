@@ -11,8 +11,9 @@ import importlib
 import signal
 import sys
 
-from .compare import (EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, list_embedders, parse_args, run)
-from .params import UsageError
+from common.exits import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UsageError, fail
+
+from .compare import list_embedders, parse_args, run
 
 #: Subcommand name -> "module:function(argv) -> exit status".
 SUBCOMMANDS: dict[str, str] = {
@@ -46,8 +47,7 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_OK
         return run(args)
     except UsageError as exc:
-        print(f"main.py: error: {exc} (see --help)", file=sys.stderr)
-        return EXIT_USAGE
+        return fail("main.py", f"{exc} (see --help)", EXIT_USAGE)
     except KeyboardInterrupt:
         print("\ninterrupted: finished files are saved in the embeddings cache; run the same "
               "command again to resume", file=sys.stderr)

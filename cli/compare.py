@@ -13,21 +13,16 @@ from pathlib import Path
 
 from collection.sources import (DATASET, SourceError, add_source_arguments,
                                 source_from_args)
+from common.exits import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK,  # noqa: F401 (as before)
+                          EXIT_USAGE, OneLineParser, fail)
 from common.fsutil import ensure_writable_folder
 
 from .params import UsageError, expand_argv
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 #: ``--emb-methods`` keeps the meaning of the original tool: the two model embedders.
 EMB_METHODS = {"openl3": ["openl3"], "clamp2": ["clamp2"], "both": ["openl3", "clamp2"]}
 DEFAULT_EMBEDDERS = ["audio-stats", "midi-stats"]
 PLOT_METHODS = {"tsne": ("tsne",), "pca": ("pca",), "both": ("pca", "tsne")}
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one clear line instead of argparse's usage dump
-        raise UsageError(message)
 
 
 def _positive_int(text: str) -> int:
@@ -52,7 +47,8 @@ def _positive_float(text: str) -> float:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser; ``--help`` documents every flag."""
-    p = _Parser(
+    # Long on purpose: one declaration per flag, in the order --help lists them.
+    p = OneLineParser(
         prog="main.py",
         description="Embed a genre-labelled music collection (ROOT/<genre>/.../<file>) with "
                     "audio and symbolic embedders, cache the vectors, and compare the spaces "
@@ -120,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     ol3.add_argument("--hop-size", type=_positive_float, metavar="SECONDS",
                      help="hop between 1-s frames in seconds (default 0.1)")
     ol3.add_argument("--center", action=argparse.BooleanOptionalAction, default=None,
-                     help="pad half a frame at the start so frame i is centred at i*hop "
+                     help="pad half a frame at the start so frame i is centered at i*hop "
                           "(default on)")
     ol3.add_argument("--openl3-weights", metavar="PATH",
                      help="official OpenL3 .h5 weight file, or a folder holding the official "
@@ -377,8 +373,7 @@ def run(args: argparse.Namespace) -> int:
                                engine=args.engine, engine_options=plan.engine_options,
                                scan=scan)
     except StoreError as exc:
-        print(f"main.py: error: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+        return fail("main.py", exc, EXIT_FAILED)
     except RayEngineError as exc:  # e.g. GPUs asked of a cluster that has none
         raise UsageError(str(exc)) from None
     analysis_seconds = None

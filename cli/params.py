@@ -9,9 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-
-class UsageError(Exception):
-    """A wrong flag, value, file or folder: reported in one line, exit status 2."""
+from common.exits import UsageError  # noqa: F401 (raised here; imported from here by cli)
 
 
 def tokenize_params_line(line: str) -> list[str]:

@@ -76,6 +76,153 @@ def _rng(genre: str, index: int) -> np.random.Generator:
     return np.random.default_rng(zlib.crc32(f"{genre}/{index}/v{CORPUS_VERSION}".encode()))
 
 
+class _Score:
+    """One piece being written: its random generator, and the MIDI once the tempo is drawn."""
+
+    def __init__(self, rng: np.random.Generator):
+        import pretty_midi
+
+        self.rng, self.pretty_midi, self.pm = rng, pretty_midi, None
+
+    def start(self, low_bpm: float, high_bpm: float) -> float:
+        """Draw the tempo, start the MIDI; the length of one beat in seconds."""
+        bpm = float(self.rng.uniform(low_bpm, high_bpm))
+        self.pm = self.pretty_midi.PrettyMIDI(initial_tempo=bpm)
+        return 60.0 / bpm
+
+    def inst(self, program: int, is_drum: bool = False):
+        i = self.pretty_midi.Instrument(program=program, is_drum=is_drum)
+        self.pm.instruments.append(i)
+        return i
+
+    def pick(self, *programs) -> int:  # some variety of instrumentation within a genre
+        return int(programs[int(self.rng.integers(0, len(programs)))])
+
+    def note(self, i, pitch, start, dur, vel) -> None:
+        vel = int(np.clip(vel + self.rng.integers(-6, 7), 1, 127))
+        i.notes.append(self.pretty_midi.Note(velocity=vel, pitch=int(pitch), start=float(start),
+                                             end=float(start + dur)))
+
+
+def _ballad(score: _Score, key: int, bars: int) -> None:
+    """Arpeggiated piano over a pad, a slow melody on chord tones."""
+    beat = score.start(64, 76)
+    piano, pad = score.inst(score.pick(0, 0, 4, 24)), score.inst(score.pick(48, 49, 89))
+    prog = [0, 5, 3, 4] if score.rng.random() < 0.5 else [0, 3, 4, 0]
+    for b in range(bars):
+        t = b * 4 * beat
+        ch = _chord(48 + key, MAJOR, prog[b % 4])
+        for k, p in enumerate(ch + [ch[0] + 12, ch[1] + 12, ch[2], ch[1]]):  # arpeggio
+            score.note(piano, p, t + k * beat / 2, beat * 1.5, 60)
+        for p in ch:
+            score.note(pad, p + 12, t, 4 * beat, 45)
+        for k in range(2):  # slow melody, half notes on chord tones
+            top = ch[int(score.rng.integers(0, 3))] + 24
+            score.note(piano, top, t + 2 * k * beat, 2 * beat, 72)
+
+
+def _rock(score: _Score, key: int, bars: int) -> None:
+    """Power chords and bass in straight eighths, backbeat drums."""
+    beat = score.start(124, 140)
+    gtr, bass = score.inst(score.pick(30, 29, 27)), score.inst(score.pick(33, 34))
+    drums = score.inst(0, is_drum=True)
+    prog = [0, 6, 3, 4] if score.rng.random() < 0.5 else [0, 3, 4, 3]
+    for b in range(bars):
+        t = b * 4 * beat
+        root = 40 + key % 7 + NATURAL_MINOR[prog[b % 4]]
+        for e in range(8):  # power chords and bass in straight eighths
+            s = t + e * beat / 2
+            for p in (root + 12, root + 19, root + 24):
+                score.note(gtr, p, s, beat / 2 * 0.9, 100)
+            score.note(bass, root, s, beat / 2 * 0.9, 95)
+            score.note(drums, 42, s, 0.05, 80)
+        for q in range(4):
+            score.note(drums, 36 if q % 2 == 0 else 38, t + q * beat, 0.1, 110)
+        if score.rng.random() < 0.5:
+            score.note(drums, 36, t + 2.5 * beat, 0.1, 100)
+        score.note(drums, 49, t, 0.3, 100)
+
+
+def _jazz(score: _Score, key: int, bars: int) -> None:
+    """Syncopated seventh-chord comping, walking bass, swung ride."""
+    beat = score.start(100, 132)
+    swing = beat * 2 / 3
+    piano, bass = score.inst(score.pick(0, 26, 11)), score.inst(score.pick(32, 33))
+    drums = score.inst(0, is_drum=True)
+    prog = [1, 4, 0, 0] if score.rng.random() < 0.5 else [1, 4, 0, 5]
+    for b in range(bars):
+        t = b * 4 * beat
+        deg = prog[b % 4]
+        ch = _chord(52 + key % 7, MAJOR, deg, size=4)  # seventh chords
+        for hit in (0.0, 1.0 + 2 / 3, 3.0 - 1 / 3):  # syncopated comping
+            if score.rng.random() < 0.85:
+                for p in ch:
+                    score.note(piano, p, t + hit * beat, beat * 0.6, 62)
+        walk = _chord(36 + key % 7, MAJOR, deg, size=4)
+        for q in range(4):  # walking bass, one note per beat with chromatic approach
+            p = walk[q] if q < 3 else walk[0] + (1 if score.rng.random() < 0.5 else -1)
+            score.note(bass, p, t + q * beat, beat * 0.9, 85)
+        for q in range(4):  # ride cymbal, swung
+            score.note(drums, 51, t + q * beat, 0.2, 70)
+            if q % 2 == 1:
+                score.note(drums, 51, t + q * beat + swing, 0.2, 55)
+                score.note(drums, 44, t + q * beat, 0.1, 60)
+
+
+def _electronic(score: _Score, key: int, bars: int) -> None:
+    """Four on the floor, a pad, a sixteenth-note lead from a repeated motif."""
+    beat = score.start(122, 128)
+    lead, sbass = score.inst(score.pick(81, 80, 87)), score.inst(score.pick(38, 39))
+    pad = score.inst(score.pick(89, 90))
+    drums = score.inst(0, is_drum=True)
+    prog = [0, 5, 2, 6]
+    motif = score.rng.integers(0, 7, size=8)
+    for b in range(bars):
+        t = b * 4 * beat
+        deg = prog[b % 4]
+        for p in _chord(57 + key % 5, NATURAL_MINOR, deg):
+            score.note(pad, p, t, 4 * beat, 50)
+        for s in range(16):  # sixteenth-note arpeggiated lead from a repeated motif
+            step = deg + int(motif[s % 8])
+            p = 69 + key % 5 + NATURAL_MINOR[step % 7] + 12 * (step // 7)
+            if s % 4 != 3:
+                score.note(lead, p, t + s * beat / 4, beat / 4 * 0.8, 90)
+            score.note(drums, 42, t + s * beat / 4, 0.05, 60 if s % 2 else 80)
+        for q in range(4):
+            score.note(drums, 36, t + q * beat, 0.1, 120)  # four on the floor
+            score.note(sbass, 33 + key % 5 + NATURAL_MINOR[deg], t + q * beat + beat / 2,
+                 beat / 2 * 0.8, 100)
+            if q % 2 == 1:
+                score.note(drums, 39, t + q * beat, 0.1, 100)  # clap
+
+
+def _chamber(score: _Score, key: int, bars: int) -> None:
+    """Cello roots, a stepwise violin line, a flute on chord tones above."""
+    beat = score.start(84, 100)
+    violin, cello = score.inst(score.pick(40, 41)), score.inst(42)
+    flute = score.inst(score.pick(73, 71, 68))
+    prog = [0, 3, 4, 0] if score.rng.random() < 0.5 else [0, 5, 4, 0]
+    pos = 3
+    for b in range(bars):
+        t = b * 4 * beat
+        deg = prog[b % 4]
+        ch = _chord(36 + key % 7, HARMONIC_MINOR, deg)
+        score.note(cello, ch[0], t, 2 * beat, 70)
+        score.note(cello, ch[2] - 12 if ch[2] - 12 >= 36 else ch[2], t + 2 * beat, 2 * beat, 65)
+        for q in range(4):  # violin: stepwise line in quarter notes
+            pos = int(np.clip(pos + score.rng.choice([-2, -1, 1, 2]), 0, 9))
+            p = 67 + key % 7 + HARMONIC_MINOR[pos % 7] + 12 * (pos // 7)
+            score.note(violin, p, t + q * beat, beat * 0.95, 70)
+        for h in range(2):  # flute: chord tones, half notes, above the violin
+            score.note(flute, ch[int(score.rng.integers(0, 3))] + 36, t + 2 * h * beat, 2 * beat * 0.95,
+                 60)
+
+
+#: Genre -> the function writing its bars.
+_WRITERS = {"ballad": _ballad, "rock": _rock, "jazz": _jazz, "electronic": _electronic,
+            "chamber": _chamber}
+
+
 def compose(genre: str, index: int, *, bars: int = 4):
     """The MIDI of one piece.
 
@@ -83,131 +230,12 @@ def compose(genre: str, index: int, *, bars: int = 4):
     -------
     pretty_midi.PrettyMIDI
     """
-    import pretty_midi
-
     if genre not in GENRES:
         raise ValueError(f"unknown demo genre {genre!r}; choose from {', '.join(GENRES)}")
-    rng = _rng(genre, index)
-    key = int(rng.integers(0, 12))
-
-    def inst(program, is_drum=False):
-        i = pretty_midi.Instrument(program=program, is_drum=is_drum)
-        pm.instruments.append(i)
-        return i
-
-    def pick(*programs):  # some variety of instrumentation within a genre
-        return int(programs[int(rng.integers(0, len(programs)))])
-
-    def note(i, pitch, start, dur, vel):
-        vel = int(np.clip(vel + rng.integers(-6, 7), 1, 127))
-        i.notes.append(pretty_midi.Note(velocity=vel, pitch=int(pitch), start=float(start),
-                                        end=float(start + dur)))
-
-    if genre == "ballad":
-        bpm = float(rng.uniform(64, 76))
-        pm = pretty_midi.PrettyMIDI(initial_tempo=bpm)
-        beat = 60.0 / bpm
-        piano, pad = inst(pick(0, 0, 4, 24)), inst(pick(48, 49, 89))
-        prog = [0, 5, 3, 4] if rng.random() < 0.5 else [0, 3, 4, 0]
-        for b in range(bars):
-            t = b * 4 * beat
-            ch = _chord(48 + key, MAJOR, prog[b % 4])
-            for k, p in enumerate(ch + [ch[0] + 12, ch[1] + 12, ch[2], ch[1]]):  # arpeggio
-                note(piano, p, t + k * beat / 2, beat * 1.5, 60)
-            for p in ch:
-                note(pad, p + 12, t, 4 * beat, 45)
-            for k in range(2):  # slow melody, half notes on chord tones
-                note(piano, ch[int(rng.integers(0, 3))] + 24, t + 2 * k * beat, 2 * beat, 72)
-    elif genre == "rock":
-        bpm = float(rng.uniform(124, 140))
-        pm = pretty_midi.PrettyMIDI(initial_tempo=bpm)
-        beat = 60.0 / bpm
-        gtr, bass, drums = inst(pick(30, 29, 27)), inst(pick(33, 34)), inst(0, is_drum=True)
-        prog = [0, 6, 3, 4] if rng.random() < 0.5 else [0, 3, 4, 3]
-        for b in range(bars):
-            t = b * 4 * beat
-            root = 40 + key % 7 + NATURAL_MINOR[prog[b % 4]]
-            for e in range(8):  # power chords and bass in straight eighths
-                s = t + e * beat / 2
-                for p in (root + 12, root + 19, root + 24):
-                    note(gtr, p, s, beat / 2 * 0.9, 100)
-                note(bass, root, s, beat / 2 * 0.9, 95)
-                note(drums, 42, s, 0.05, 80)
-            for q in range(4):
-                note(drums, 36 if q % 2 == 0 else 38, t + q * beat, 0.1, 110)
-            if rng.random() < 0.5:
-                note(drums, 36, t + 2.5 * beat, 0.1, 100)
-            note(drums, 49, t, 0.3, 100)
-    elif genre == "jazz":
-        bpm = float(rng.uniform(100, 132))
-        pm = pretty_midi.PrettyMIDI(initial_tempo=bpm)
-        beat = 60.0 / bpm
-        swing = beat * 2 / 3
-        piano, bass, drums = inst(pick(0, 26, 11)), inst(pick(32, 33)), inst(0, is_drum=True)
-        prog = [1, 4, 0, 0] if rng.random() < 0.5 else [1, 4, 0, 5]
-        for b in range(bars):
-            t = b * 4 * beat
-            deg = prog[b % 4]
-            ch = _chord(52 + key % 7, MAJOR, deg, size=4)  # seventh chords
-            for hit in (0.0, 1.0 + 2 / 3, 3.0 - 1 / 3):  # syncopated comping
-                if rng.random() < 0.85:
-                    for p in ch:
-                        note(piano, p, t + hit * beat, beat * 0.6, 62)
-            walk = _chord(36 + key % 7, MAJOR, deg, size=4)
-            for q in range(4):  # walking bass, one note per beat with chromatic approach
-                p = walk[q] if q < 3 else walk[0] + (1 if rng.random() < 0.5 else -1)
-                note(bass, p, t + q * beat, beat * 0.9, 85)
-            for q in range(4):  # ride cymbal, swung
-                note(drums, 51, t + q * beat, 0.2, 70)
-                if q % 2 == 1:
-                    note(drums, 51, t + q * beat + swing, 0.2, 55)
-                    note(drums, 44, t + q * beat, 0.1, 60)
-    elif genre == "electronic":
-        bpm = float(rng.uniform(122, 128))
-        pm = pretty_midi.PrettyMIDI(initial_tempo=bpm)
-        beat = 60.0 / bpm
-        lead, sbass, pad = inst(pick(81, 80, 87)), inst(pick(38, 39)), inst(pick(89, 90))
-        drums = inst(0, is_drum=True)
-        prog = [0, 5, 2, 6]
-        motif = rng.integers(0, 7, size=8)
-        for b in range(bars):
-            t = b * 4 * beat
-            deg = prog[b % 4]
-            for p in _chord(57 + key % 5, NATURAL_MINOR, deg):
-                note(pad, p, t, 4 * beat, 50)
-            for s in range(16):  # sixteenth-note arpeggiated lead from a repeated motif
-                step = deg + int(motif[s % 8])
-                p = 69 + key % 5 + NATURAL_MINOR[step % 7] + 12 * (step // 7)
-                if s % 4 != 3:
-                    note(lead, p, t + s * beat / 4, beat / 4 * 0.8, 90)
-                note(drums, 42, t + s * beat / 4, 0.05, 60 if s % 2 else 80)
-            for q in range(4):
-                note(drums, 36, t + q * beat, 0.1, 120)  # four on the floor
-                note(sbass, 33 + key % 5 + NATURAL_MINOR[deg], t + q * beat + beat / 2,
-                     beat / 2 * 0.8, 100)
-                if q % 2 == 1:
-                    note(drums, 39, t + q * beat, 0.1, 100)  # clap
-    else:  # chamber
-        bpm = float(rng.uniform(84, 100))
-        pm = pretty_midi.PrettyMIDI(initial_tempo=bpm)
-        beat = 60.0 / bpm
-        violin, cello, flute = inst(pick(40, 41)), inst(42), inst(pick(73, 71, 68))
-        prog = [0, 3, 4, 0] if rng.random() < 0.5 else [0, 5, 4, 0]
-        pos = 3
-        for b in range(bars):
-            t = b * 4 * beat
-            deg = prog[b % 4]
-            ch = _chord(36 + key % 7, HARMONIC_MINOR, deg)
-            note(cello, ch[0], t, 2 * beat, 70)
-            note(cello, ch[2] - 12 if ch[2] - 12 >= 36 else ch[2], t + 2 * beat, 2 * beat, 65)
-            for q in range(4):  # violin: stepwise line in quarter notes
-                pos = int(np.clip(pos + rng.choice([-2, -1, 1, 2]), 0, 9))
-                p = 67 + key % 7 + HARMONIC_MINOR[pos % 7] + 12 * (pos // 7)
-                note(violin, p, t + q * beat, beat * 0.95, 70)
-            for h in range(2):  # flute: chord tones, half notes, above the violin
-                note(flute, ch[int(rng.integers(0, 3))] + 36, t + 2 * h * beat, 2 * beat * 0.95,
-                     60)
-    return pm
+    score = _Score(_rng(genre, index))
+    key = int(score.rng.integers(0, 12))
+    _WRITERS[genre](score, key, bars)
+    return score.pm
 
 
 # -- rendering ---------------------------------------------------------------------------------

@@ -8,17 +8,14 @@ is unusual but valid (e.g. CLaMP 2: "SMPTE time division"), several joined by ``
 """
 from __future__ import annotations
 
-import csv
-import io
 import os
 from pathlib import Path
-from typing import Iterable
 
-from common.fsutil import atomic_write_text
+from common.csvfile import write_csv
 from .scan import EMBEDDED, MANIFEST_FIELDS, SKIPPED, ScanResult
 from .store import StoreError
 
-__all__ = ["MANIFEST_FIELDS", "manifest_rows", "write_csv_atomic"]
+__all__ = ["MANIFEST_FIELDS", "manifest_rows", "write_manifest"]
 
 
 def manifest_rows(scan: ScanResult, runs: dict, computed_ids: dict[str, set[str]] | None = None
@@ -57,21 +54,17 @@ def manifest_rows(scan: ScanResult, runs: dict, computed_ids: dict[str, set[str]
     return rows
 
 
-def write_csv_atomic(path: str | os.PathLike, rows: list[dict], fields: Iterable[str]) -> Path:
-    """Write rows as CSV through a temporary file and a rename.
+def write_manifest(path: str | os.PathLike, rows: list[dict]) -> Path:
+    """Write ``manifest.csv`` (:func:`common.csvfile.write_csv`); :class:`StoreError` if it
+    cannot be written.
 
-    Keys of the rows beyond ``fields`` (the further columns of a CSV manifest or a mirdata
-    index, :attr:`~collection.scan.Item.extra`) follow as more columns, in first-seen order.
+    Keys of the rows beyond :data:`MANIFEST_FIELDS` (the further columns of a CSV manifest or a
+    mirdata index, :attr:`~collection.scan.Item.extra`) follow as more columns, in first-seen
+    order.
     """
-    path = Path(path)
-    buf = io.StringIO()
-    fields = list(fields)
-    fields += list(dict.fromkeys(k for row in rows for k in row if k not in set(fields)))
-    writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(rows)
+    header = list(MANIFEST_FIELDS)
+    header += list(dict.fromkeys(k for row in rows for k in row if k not in set(header)))
     try:
-        atomic_write_text(path, buf.getvalue())
+        return write_csv(path, rows, header=header)
     except OSError as exc:
         raise StoreError(exc.errno, f"cannot write {path}: {exc.strerror or exc}") from exc
-    return path

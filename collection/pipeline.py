@@ -25,44 +25,16 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from embedders import Embedder, Embedding, InputError
+from embedders import Embedder, Embedding
 from .export import ExportWriter, export_dir
-from .manifest import manifest_rows, write_csv_atomic  # noqa: F401 (re-exported, as before)
-from .scan import (EMBEDDED, MANIFEST_FIELDS, SKIPPED, HashIndex, Item, ScanResult,
-                   hash_items, scan_dataset)
+from .manifest import manifest_rows, write_manifest
+from .runs import CHUNK_FILES, RunEntry, store_result
+from .scan import EMBEDDED, SKIPPED, HashIndex, Item, ScanResult, hash_items, scan_dataset
 from .store import DamagedEntryError, EmbeddingStore, StoreError, cache_key  # noqa: F401
 from common.progress import progress_bar
 
-#: How many files are handed to ``embed_many`` at once (bounds memory; results stream back).
-CHUNK_FILES = 64
-
 #: Where files are embedded: ``"local"`` (this process, or ``workers`` processes) or ``"ray"``.
 ENGINES = ("local", "ray")
-
-
-@dataclass
-class RunEntry:
-    """One embedded item, as a run keeps it: never its frames.
-
-    Attributes
-    ----------
-    item : Item
-    key : str
-        Its cache key: the frames are read back from the store when the export is written.
-    clip : np.ndarray [shape=(dim,), dtype=float32]
-    n_frames : int
-    computed : bool
-        Computed in this run (``False``: found in the cache).
-    notes : tuple of str
-        The embedder's notes on this file (``Embedding.info["notes"]``), for the manifest.
-    """
-
-    item: Item
-    key: str
-    clip: np.ndarray
-    n_frames: int
-    computed: bool
-    notes: tuple = ()
 
 
 @dataclass
@@ -83,6 +55,15 @@ class EmbedderRun:
     @property
     def items(self) -> list[Item]:
         return [e.item for e in self.entries]
+
+    def record(self, items: list[Item], entries: dict[str, RunEntry],
+               reasons: dict[str, str]) -> None:
+        """Add each of ``items`` in order: embedded (its entry), or skipped with its reason."""
+        for it in items:
+            if it.id in entries:
+                self.entries.append(entries[it.id])
+            else:
+                self.skipped.append((it, reasons.get(it.id, "not embedded")))
 
     @property
     def n_embedded(self) -> int:
@@ -206,22 +187,6 @@ def _take(iterator: Iterator[str], n: int) -> list[str]:
     return [p for _, p in zip(range(n), iterator)]
 
 
-def _reason(exc: Exception) -> str:
-    if isinstance(exc, InputError):
-        return exc.reason
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[-1] if text else ''}"[:300]
-
-
-def _unchanged(item: Item) -> bool:
-    """Whether a file still has the size and mtime it had when it was hashed."""
-    try:
-        st = os.stat(item.path)
-    except OSError:
-        return False
-    return st.st_size == item.size and st.st_mtime_ns == item.mtime_ns
-
-
 def local_results(todo: list[Item], embedder: Embedder, store: EmbeddingStore, *,
                   keys: dict[str, str], options: dict, workers: int = 1
                   ) -> Iterator[tuple[Item, RunEntry | str]]:
@@ -285,6 +250,27 @@ def embed_items(items: Iterable[Item], embedder: Embedder, store: EmbeddingStore
                       seen_in_training=frozenset(embedder.seen_in_training()))
     mine = [it for it in items if not it.skip_reason and it.modality == embedder.modality]
     run.n_found = len(mine)
+    entries, reasons, keys, todo = _look_up(mine, embedder, store, options)
+    if engine == "ray":
+        from .ray_engine import ray_results as engine_results  # Ray only when asked for
+        extra = dict(engine_options or {})
+    else:
+        engine_results, extra = local_results, {}
+    results = engine_results(todo, embedder, store, keys=keys, options=options,
+                             workers=workers, **extra)
+    bar = progress_bar(len(todo), desc=f"embedding with {embedder.name}", unit="file",
+                       enabled=progress and bool(todo))
+    _collect(results, entries, reasons, bar=bar, on_result=on_result)
+    run.record(mine, entries, reasons)
+    run.seconds = time.perf_counter() - t0
+    return run
+
+
+def _look_up(mine: list[Item], embedder: Embedder, store: EmbeddingStore, options: dict
+             ) -> tuple[dict[str, RunEntry], dict[str, str], dict[str, str], list[Item]]:
+    """The store's answer for each item: ``entries`` (id -> cached run entry: clip and frame
+    count, the frames stay on disk), ``reasons`` (id -> why the embedder cannot take it),
+    ``keys`` (id -> cache key) and ``todo`` (the items to embed)."""
     entries: dict[str, RunEntry] = {}
     reasons: dict[str, str] = {}
     keys: dict[str, str] = {}
@@ -294,68 +280,34 @@ def embed_items(items: Iterable[Item], embedder: Embedder, store: EmbeddingStore
             reasons[it.id] = f"{embedder.name} does not read {os.path.splitext(it.path)[1]} files"
             continue
         keys[it.id] = cache_key(embedder.name, embedder.version, options, it.content_hash)
-        cached = store.peek(embedder.name, keys[it.id])  # clip + frame count, frames stay on disk
+        cached = store.peek(embedder.name, keys[it.id])
         if cached is not None:
             entries[it.id] = RunEntry(item=it, key=keys[it.id], clip=cached.clip,
                                       n_frames=cached.n_frames, computed=False,
                                       notes=cached.notes)
         else:
             todo.append(it)
+    return entries, reasons, keys, todo
 
-    bar = None
-    if todo:
-        bar = progress_bar(len(todo), desc=f"embedding with {embedder.name}", unit="file",
-                           enabled=progress)
-    if engine == "ray":
-        from .ray_engine import ray_results  # Ray is imported only when it is asked for
-        results = ray_results(todo, embedder, store, keys=keys, options=options,
-                              workers=workers, **(engine_options or {}))
-    else:
-        results = local_results(todo, embedder, store, keys=keys, options=options,
-                                workers=workers)
+
+def _collect(results: Iterator[tuple[Item, RunEntry | str]], entries: dict[str, RunEntry],
+             reasons: dict[str, str], *, bar,
+             on_result: Callable[[Item, str], None] | None) -> None:
+    """Take an engine's results into ``entries`` / ``reasons`` as they come, ticking ``bar``."""
     try:
-        for it, entry in results:
-            if isinstance(entry, str):
-                reasons[it.id] = entry
-                status = SKIPPED
-            else:
-                entries[it.id] = entry
-                status = EMBEDDED
-            if bar is not None:
+        with bar:
+            for it, entry in results:
+                if isinstance(entry, str):
+                    reasons[it.id] = entry
+                    status = SKIPPED
+                else:
+                    entries[it.id] = entry
+                    status = EMBEDDED
                 bar.update(1)
-            if on_result is not None:
-                on_result(it, status)
+                if on_result is not None:
+                    on_result(it, status)
     finally:
         results.close()  # at once, also when interrupted: the Ray engine then frees its actors
-        if bar is not None:
-            bar.close()
-
-    for it in mine:
-        if it.id in entries:
-            run.entries.append(entries[it.id])
-        else:
-            run.skipped.append((it, reasons.get(it.id, "not embedded")))
-    run.seconds = time.perf_counter() - t0
-    return run
-
-
-def store_result(it: Item, out: Embedding | Exception, embedder: Embedder,
-                 store: EmbeddingStore, *, key: str, options: dict) -> RunEntry | str:
-    """Cache one computed embedding; the run entry, or the reason the item is skipped.
-
-    Every engine calls this where the embedding was computed (a Ray actor calls it on its
-    node), so the changed-file check and the atomic write are the same everywhere.
-    """
-    if isinstance(out, Exception):
-        return _reason(out)
-    if not _unchanged(it):
-        return "file changed while it was being embedded; run again"
-    store.put(embedder.name, key, out,
-              meta={"embedder": embedder.name, "version": embedder.version, "options": options,
-                    "content_hash": it.content_hash, "source_path": it.path})
-    # a copy, so that a clip that is a view into the frames does not keep them alive
-    return RunEntry(item=it, key=key, clip=out.clip.copy(), n_frames=out.frames.shape[0],
-                    computed=True, notes=tuple(out.info.get("notes", ())))
 
 
 def export_run(run: EmbedderRun, embedder: Embedder, store: EmbeddingStore, *, meta: dict,
@@ -454,6 +406,6 @@ def embed_dataset(root: str | os.PathLike, embedders: list[Embedder], *,
                                   "version": emb.version, "options": run.options,
                                   "dataset": scan.root}, progress=progress)
         run.export_path = str(export)
-    write_csv_atomic(manifest_path, manifest_rows(scan, runs), MANIFEST_FIELDS)
+    write_manifest(manifest_path, manifest_rows(scan, runs))
     return DatasetEmbeddings(scan=scan, runs=runs, manifest_path=str(manifest_path),
                              damaged_cache_entries=list(store.damaged))

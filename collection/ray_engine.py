@@ -9,7 +9,7 @@ up in the store, and sends the missing ones, a few per task, to long-lived actor
 holds one loaded model (on a GPU when ``gpus_per_worker`` > 0), embeds its files the way the
 embedder batches best (:meth:`~embedders.base.Embedder.embed_many`: CLaMP 2 across files,
 OpenL3 by frames inside a file), and writes each cache entry itself, atomically, with the same
-function as the in-process engine (:func:`collection.pipeline.store_result`, which also refuses a
+function as the in-process engine (:func:`collection.runs.store_result`, which also refuses a
 file that changed while it was embedded). Only small results come back: the run entry (key,
 clip vector, frame count, notes) or the reason a file is skipped. The driver then writes the
 manifest and the export, and runs the analysis, as it does for the in-process engine.
@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Iterator
 
 from embedders import Embedder, get_embedder
-from .pipeline import CHUNK_FILES, RunEntry, store_result
+from .runs import CHUNK_FILES, RunEntry, store_result
 from .scan import Item
 from .store import EmbeddingStore
 
@@ -174,7 +174,7 @@ def files_per_task(embedder: Embedder, n_files: int, n_workers: int) -> int:
 
     File-by-file embedders (``parallel_files``; OpenL3 batches frames inside a file) get a few,
     so that the work spreads evenly while a task's overhead stays small; embedders that batch
-    across files (CLaMP 2) get a full share, up to :data:`~collection.pipeline.CHUNK_FILES`.
+    across files (CLaMP 2) get a full share, up to :data:`~collection.runs.CHUNK_FILES`.
     """
     if embedder.parallel_files:
         return max(1, min(8, math.ceil(n_files / (4 * n_workers))))
@@ -200,8 +200,7 @@ def ray_results(todo: list[Item], embedder: Embedder, store: EmbeddingStore, *,
     workers : int
         Actors to start; 0: one per CPU of the cluster (or per ``gpus_per_worker`` GPUs).
     address : str, optional
-        ``"auto"``, ``"ray://HOST:PORT"`` or ``"HOST:PORT"``; ``None`` starts Ray on this machine
-        (unless this process is already connected).
+        ``"auto"``, ``"ray://HOST:PORT"`` or ``"HOST:PORT"``; ``None``: Ray on this machine.
     gpus_per_worker : float
         GPUs each actor holds (fractions share a GPU); 0: CPU actors.
 
@@ -217,11 +216,7 @@ def ray_results(todo: list[Item], embedder: Embedder, store: EmbeddingStore, *,
     n_workers = workers or cluster_workers(gpus_per_worker=gpus_per_worker)
     per_task = files_per_task(embedder, len(todo), n_workers)
     batches = deque(todo[i:i + per_task] for i in range(0, len(todo), per_task))
-    worker_class = ray.remote(num_cpus=1, num_gpus=gpus_per_worker, max_restarts=RETRIES,
-                              max_task_retries=RETRIES)(EmbedWorker)
-    actors = [worker_class.remote(type(embedder).__module__, embedder.name,
-                                  dict(embedder.options), str(store.root), driver_thread_limits())
-              for _ in range(min(n_workers, len(batches)))]
+    actors = _start_actors(ray, embedder, store, min(n_workers, len(batches)), gpus_per_worker)
     pending = {}
 
     def submit(actor) -> None:
@@ -230,7 +225,6 @@ def ray_results(todo: list[Item], embedder: Embedder, store: EmbeddingStore, *,
             ref = actor.embed.remote(batch, {it.id: keys[it.id] for it in batch}, options)
             pending[ref] = (actor, batch)
 
-    lost = (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError)
     try:
         for actor in actors:
             for _ in range(TASKS_IN_FLIGHT):
@@ -238,22 +232,39 @@ def ray_results(todo: list[Item], embedder: Embedder, store: EmbeddingStore, *,
         while pending:
             [ref], _ = ray.wait(list(pending), num_returns=1)
             actor, batch = pending.pop(ref)
-            try:
-                done = dict(ray.get(ref))
-            except lost as exc:
-                # past its restarts: its files are left for the next run, and it gets no more
-                reason = f"Ray worker lost ({type(exc).__name__}); run again"
-                for it in batch:
-                    yield it, reason
-                continue
-            for it in batch:
-                entry = done.get(it.id, "not returned by its Ray worker; run again")
-                # the driver's own Item, not the copy that travelled
-                yield it, entry if isinstance(entry, str) else dataclasses.replace(entry, item=it)
-            submit(actor)
+            lost = yield from _task_results(ray, ref, batch)
+            if not lost:  # a lost actor, past its restarts, gets no more files
+                submit(actor)
         for batch in batches:  # every actor was lost
             for it in batch:
                 yield it, "no Ray worker left; run again"
     finally:
         for actor in actors:  # frees their CPUs/GPUs for the next embedder's actors
             ray.kill(actor)
+
+
+def _start_actors(ray, embedder: Embedder, store: EmbeddingStore, n: int,
+                  gpus_per_worker: float) -> list:
+    """``n`` :class:`EmbedWorker` actors, each restarted up to :data:`RETRIES` times."""
+    worker_class = ray.remote(num_cpus=1, num_gpus=gpus_per_worker, max_restarts=RETRIES,
+                              max_task_retries=RETRIES)(EmbedWorker)
+    return [worker_class.remote(type(embedder).__module__, embedder.name, dict(embedder.options),
+                                str(store.root), driver_thread_limits())
+            for _ in range(n)]
+
+
+def _task_results(ray, ref, batch: list[Item]):
+    """Yield ``(item, run entry or skip reason)`` for one finished task; return whether its
+    actor was lost (then its files are left for the next run)."""
+    try:
+        done = dict(ray.get(ref))
+    except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError) as exc:
+        reason = f"Ray worker lost ({type(exc).__name__}); run again"
+        for it in batch:
+            yield it, reason
+        return True
+    for it in batch:
+        entry = done.get(it.id, "not returned by its Ray worker; run again")
+        # the driver's own Item, not the copy that travelled
+        yield it, entry if isinstance(entry, str) else dataclasses.replace(entry, item=it)
+    return False

@@ -150,22 +150,7 @@ def scan_dataset(root: str | os.PathLike) -> ScanResult:
     class_dirs: list[str] = []
 
     def walk(folder: str, rel: str) -> None:
-        try:
-            st = os.stat(folder)
-        except OSError as exc:
-            result.warnings.append(f"{rel or '.'}: cannot read folder ({exc.strerror})")
-            return
-        key = (st.st_dev, st.st_ino)
-        if key in seen_dirs:
-            result.warnings.append(f"{rel}: folder already visited (symlink loop or duplicate "
-                                   "link); not walked again")
-            return
-        seen_dirs.add(key)
-        try:
-            entries = sorted(os.scandir(folder), key=lambda e: e.name)
-        except OSError as exc:
-            result.warnings.append(f"{rel or '.'}: cannot list folder ({exc.strerror})")
-            return
+        entries = _list_folder(folder, rel, seen_dirs, result.warnings)
         for entry in entries:
             if _hidden(entry.name) or (not rel and entry.name in ROOT_BOOKKEEPING_FILES):
                 continue
@@ -180,21 +165,7 @@ def scan_dataset(root: str | os.PathLike) -> ScanResult:
                     class_dirs.append(entry.name)
                 walk(entry.path, child_rel)
                 continue
-            item = Item(id=child_rel, path=os.path.abspath(entry.path), label=label if rel else "",
-                        modality=modality_of(entry.name))
-            try:
-                st_file = os.stat(entry.path)
-                item.size, item.mtime_ns = st_file.st_size, st_file.st_mtime_ns
-                if not stat.S_ISREG(st_file.st_mode):
-                    item.skip_reason = "not a regular file"
-            except OSError as exc:  # a dangling symlink, or no permission
-                item.skip_reason = f"cannot read file ({exc.strerror})"
-            if not item.skip_reason:
-                if not rel:
-                    item.skip_reason = "file directly under the dataset root has no class folder"
-                elif not item.modality:
-                    item.skip_reason = (f"unsupported file type {os.path.splitext(entry.name)[1]!r}"
-                                        if os.path.splitext(entry.name)[1] else "file has no extension")
+            item = _file_item(entry, child_rel, label if rel else "")
             result.items.append(item)
             if not item.skip_reason:
                 class_file_counts[label] += 1
@@ -205,6 +176,49 @@ def scan_dataset(root: str | os.PathLike) -> ScanResult:
         result.warnings.append(f"class folder {c!r} has no audio or MIDI files")
     _assign_pairs(result)
     return result
+
+
+def _list_folder(folder: str, rel: str, seen_dirs: set[tuple[int, int]],
+                 warnings: list[str]) -> list[os.DirEntry]:
+    """The entries of one folder, sorted by name; none (and a warning) if it cannot be read
+    or was walked already (a symlink loop or a second link to it)."""
+    try:
+        st = os.stat(folder)
+    except OSError as exc:
+        warnings.append(f"{rel or '.'}: cannot read folder ({exc.strerror})")
+        return []
+    key = (st.st_dev, st.st_ino)
+    if key in seen_dirs:
+        warnings.append(f"{rel}: folder already visited (symlink loop or duplicate link); not "
+                        "walked again")
+        return []
+    seen_dirs.add(key)
+    try:
+        return sorted(os.scandir(folder), key=lambda e: e.name)
+    except OSError as exc:
+        warnings.append(f"{rel or '.'}: cannot list folder ({exc.strerror})")
+        return []
+
+
+def _file_item(entry: os.DirEntry, rel: str, label: str) -> Item:
+    """The item of one file at ``rel`` (``label`` empty for a file directly under the root),
+    with the reason it cannot be used, if any."""
+    item = Item(id=rel, path=os.path.abspath(entry.path), label=label,
+                modality=modality_of(entry.name))
+    try:
+        st_file = os.stat(entry.path)
+        item.size, item.mtime_ns = st_file.st_size, st_file.st_mtime_ns
+        if not stat.S_ISREG(st_file.st_mode):
+            item.skip_reason = "not a regular file"
+    except OSError as exc:  # a dangling symlink, or no permission
+        item.skip_reason = f"cannot read file ({exc.strerror})"
+    if not item.skip_reason:
+        ext = os.path.splitext(entry.name)[1]
+        if not label:
+            item.skip_reason = "file directly under the dataset root has no class folder"
+        elif not item.modality:
+            item.skip_reason = f"unsupported file type {ext!r}" if ext else "file has no extension"
+    return item
 
 
 def _assign_pairs(result: ScanResult) -> None:

@@ -282,10 +282,3 @@ def _frames_header(fh, clip: np.ndarray, *, data_bytes: int | None = None
     if data_bytes is not None and data_bytes != fh.tell() + shape[0] * shape[1] * dtype.itemsize:
         raise ValueError("frames do not have the size their header says")
     return int(shape[0]), dtype
-
-
-def load_export(path: str | os.PathLike):
-    """Read an export's clip vectors; see :func:`collection.export.load_export`."""
-    from .export import load_export as _load_export  # export builds on the store, not back
-
-    return _load_export(path)

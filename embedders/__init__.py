@@ -11,10 +11,9 @@ which discovery does not import.
 """
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from typing import Any
 
+from common.registry import Registry
 from .base import (AUDIO, OPTION_TYPES, SYMBOLIC, ConfigurationError, Embedder, EmbedderError,
                    Embedding, InputError, WeightsError)
 
@@ -22,8 +21,8 @@ __all__ = ["AUDIO", "SYMBOLIC", "ConfigurationError", "Embedder", "EmbedderError
            "InputError", "WeightsError", "available_embedders", "get_embedder",
            "get_embedder_class", "register"]
 
-_REGISTRY: dict[str, type[Embedder]] = {}
-_discovered = False
+#: Model modules only: the contract (``base``) and the helpers in ``lib/`` register nothing.
+_REGISTRY: Registry[type[Embedder]] = Registry(__name__, __path__, kind="embedder")
 
 
 def register(cls: type[Embedder]) -> type[Embedder]:
@@ -45,38 +44,21 @@ def register(cls: type[Embedder]) -> type[Embedder]:
         raise TypeError(f"{cls.__name__}: option_types names unknown option(s) {extra}" if extra
                         else f"{cls.__name__}: option(s) {untyped} need a type in option_types "
                              f"(bool, int, float or str)")
-    other = _REGISTRY.get(cls.name)
-    if other is not None and other.__qualname__ != cls.__qualname__:
-        raise TypeError(f"embedder name {cls.name!r} already used by {other.__qualname__}")
-    _REGISTRY[cls.name] = cls
-    return cls
-
-
-def _discover() -> None:
-    global _discovered
-    if _discovered:
-        return
-    for info in pkgutil.iter_modules(__path__):
-        # Model modules only: the contract and the helpers in ``lib/`` register nothing.
-        if not (info.ispkg or info.name.startswith("_") or info.name == "base"):
-            importlib.import_module(f"{__name__}.{info.name}")
-    _discovered = True
+    return _REGISTRY.add(cls)
 
 
 def available_embedders() -> dict[str, type[Embedder]]:
     """All registered embedders, by name (sorted)."""
-    _discover()
-    return dict(sorted(_REGISTRY.items()))
+    return _REGISTRY.classes()
 
 
 def get_embedder_class(name: str) -> type[Embedder]:
     """The class registered under ``name``; :class:`ConfigurationError` if there is none."""
-    registry = available_embedders()
-    try:
-        return registry[name]
-    except KeyError:
+    cls = _REGISTRY.get(name)
+    if cls is None:
         raise ConfigurationError(
-            f"unknown embedder {name!r}; available: {', '.join(registry)}") from None
+            f"unknown embedder {name!r}; available: {', '.join(available_embedders())}")
+    return cls
 
 
 def get_embedder(name: str, **options: Any) -> Embedder:

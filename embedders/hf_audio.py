@@ -198,11 +198,12 @@ def frames_on_grid(signal: np.ndarray, forward, *, window: int, hop: int | None,
 # ---------------------------------------------------------------------------------------------
 # model resolution (shared with ``train --method finetune``: embedders/lib/hf_models.py)
 
-def resolve_model(model: str, *, revision: str | None = None) -> tuple[Path, str]:
+def resolve_model(model: str, *, revision: str | None = None, name: str = "hf-audio"
+                  ) -> tuple[Path, str]:
     """The folder holding a model's files, and its identity for cache keys (see
-    :func:`embedders.lib.hf_models.resolve_model`; messages name ``hf-audio``)."""
-    return hf_models.resolve_model(model, revision=revision, who="hf-audio",
-                                   local_option="--set hf-audio.model=PATH")
+    :func:`embedders.lib.hf_models.resolve_model`; messages name the embedder ``name``)."""
+    return hf_models.resolve_model(model, revision=revision, who=name,
+                                   local_option=f"--set {name}.model=PATH")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -259,35 +260,35 @@ class HFAudioEmbedder(Embedder):
                     "device": str}
 
     def validate_options(self) -> None:
-        o = self.options
+        o, name = self.options, self.name  # a subclass's messages name the subclass
         if not isinstance(o["model"], (str, os.PathLike)) or not str(o["model"]).strip():
-            raise ConfigurationError(f"hf-audio model must be a Hugging Face id or a folder, "
+            raise ConfigurationError(f"{name} model must be a Hugging Face id or a folder, "
                                      f"got {o['model']!r}")
         o["model"] = str(o["model"])
         if o["revision"] is not None and not isinstance(o["revision"], str):
-            raise ConfigurationError(f"hf-audio revision must be text, got {o['revision']!r}")
+            raise ConfigurationError(f"{name} revision must be text, got {o['revision']!r}")
         if isinstance(o["layer"], bool) or not isinstance(o["layer"], int):
-            raise ConfigurationError(f"hf-audio layer must be an integer, got {o['layer']!r}")
+            raise ConfigurationError(f"{name} layer must be an integer, got {o['layer']!r}")
         for key in ("window_seconds", "hop_seconds"):
             v = o[key]
             if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))
                                   or not math.isfinite(v) or v <= 0):
-                raise ConfigurationError(f"hf-audio {key} must be a positive number of seconds, "
+                raise ConfigurationError(f"{name} {key} must be a positive number of seconds, "
                                          f"got {v!r}")
         if (o["window_seconds"] is not None and o["hop_seconds"] is not None
                 and o["hop_seconds"] > o["window_seconds"]):
-            raise ConfigurationError(f"hf-audio hop_seconds ({o['hop_seconds']}) is longer than "
+            raise ConfigurationError(f"{name} hop_seconds ({o['hop_seconds']}) is longer than "
                                      f"window_seconds ({o['window_seconds']}): audio would be skipped")
         bs = o["batch_size"]
         if isinstance(bs, bool) or not isinstance(bs, int) or bs < 1:
-            raise ConfigurationError(f"hf-audio batch_size must be a positive integer, got {bs!r}")
+            raise ConfigurationError(f"{name} batch_size must be a positive integer, got {bs!r}")
         if o["device"] is not None and not isinstance(o["device"], str):
-            raise ConfigurationError(f"hf-audio device must be a string, got {o['device']!r}")
+            raise ConfigurationError(f"{name} device must be a string, got {o['device']!r}")
         if o["precision"] not in PRECISIONS:
-            raise ConfigurationError(f"hf-audio precision must be one of {', '.join(PRECISIONS)}, "
+            raise ConfigurationError(f"{name} precision must be one of {', '.join(PRECISIONS)}, "
                                      f"got {o['precision']!r}")
         if not isinstance(o["trust_remote_code"], bool):
-            raise ConfigurationError(f"hf-audio trust_remote_code must be true or false, got "
+            raise ConfigurationError(f"{name} trust_remote_code must be true or false, got "
                                      f"{o['trust_remote_code']!r}")
 
     def cache_options(self) -> dict[str, Any]:
@@ -316,21 +317,21 @@ class HFAudioEmbedder(Embedder):
     def _load(self) -> None:
         import torch
 
-        o = self.options
+        o, name = self.options, self.name
         self._device = resolve_device(o["device"])
         if o["precision"] == "bfloat16" and self._device.split(":")[0] not in ("cpu", "cuda"):
-            raise ConfigurationError(f"hf-audio precision bfloat16 runs on cpu and cuda only, "
+            raise ConfigurationError(f"{name} precision bfloat16 runs on cpu and cuda only, "
                                      f"not {self._device!r}")
-        folder, identity = resolve_model(o["model"], revision=o["revision"])
+        folder, identity = resolve_model(o["model"], revision=o["revision"], name=name)
         try:
             import transformers
         except ImportError as exc:
-            raise WeightsError("hf-audio needs the transformers package (pip install -r "
+            raise WeightsError(f"{name} needs the transformers package (pip install -r "
                                "requirements.txt)") from exc
         if needs_remote_code(folder) and not o["trust_remote_code"]:
             raise ConfigurationError(
-                f"hf-audio model {o['model']!r} needs its own Python code (its config names it in "
-                f"auto_map); if you trust it, run with --set hf-audio.trust_remote_code=true")
+                f"{name} model {o['model']!r} needs its own Python code (its config names it "
+                f"in auto_map); if you trust it, run with --set {name}.trust_remote_code=true")
         bars = transformers.utils.logging.is_progress_bar_enabled()
         transformers.utils.logging.disable_progress_bar()  # no per-tensor bar in a run's output
         try:
@@ -339,7 +340,7 @@ class HFAudioEmbedder(Embedder):
             model = transformers.AutoModel.from_pretrained(
                 str(folder), trust_remote_code=o["trust_remote_code"], dtype=torch.float32)
         except (OSError, ValueError, KeyError, ImportError) as exc:
-            raise WeightsError(f"cannot load hf-audio model {o['model']!r} from {folder}: "
+            raise WeightsError(f"cannot load {name} model {o['model']!r} from {folder}: "
                                f"{str(exc).strip().splitlines()[0][:300]}") from exc
         finally:
             if bars:
@@ -353,7 +354,7 @@ class HFAudioEmbedder(Embedder):
         cfg = model.config
         n_hidden = int(getattr(cfg, "num_hidden_layers", 0)) + 1
         if n_hidden > 1 and not -n_hidden <= o["layer"] < n_hidden:
-            raise ConfigurationError(f"hf-audio layer {o['layer']} is out of range: the model has "
+            raise ConfigurationError(f"{name} layer {o['layer']} is out of range: the model has "
                                      f"{n_hidden} hidden states (0 … {n_hidden - 1}, or -1 for "
                                      f"the last)")
         kernels, strides = getattr(cfg, "conv_kernel", None), getattr(cfg, "conv_stride", None)
@@ -363,10 +364,10 @@ class HFAudioEmbedder(Embedder):
         self._window = int(round(seconds * self._sr))
         self._hop = None if o["hop_seconds"] is None else int(round(o["hop_seconds"] * self._sr))
         if self._geometry is not None and self._window < self._geometry[0]:
-            raise ConfigurationError(f"hf-audio window_seconds {seconds} is shorter than one "
+            raise ConfigurationError(f"{name} window_seconds {seconds} is shorter than one "
                                      f"frame of the model ({self._geometry[0]} samples)")
         if self._geometry is None and self._hop not in (None, self._window):
-            raise ConfigurationError(f"hf-audio hop_seconds needs a model with a convolutional "
+            raise ConfigurationError(f"{name} hop_seconds needs a model with a convolutional "
                                      f"front-end; {cfg.model_type} windows do not overlap")
         self._torch = torch
 

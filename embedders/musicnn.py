@@ -8,7 +8,7 @@ Facts reproduced (``shared/specs/musicnn.md``; the fixtures in ``tests/fixtures/
 
 * Audio as ``librosa.load(file, sr=16000)``: soundfile float32 samples, mean over channels,
   soxr "HQ" resampling when the rate is not 16 kHz.
-* librosa power mel spectrogram (n_fft 512, hop 256, 96 Slaney mel bands, centred frames with
+* librosa power mel spectrogram (n_fft 512, hop 256, 96 Slaney mel bands, centered frames with
   zero padding; frames = 1 + n // 256), rounded to float16, then ``log10(10000 x + 1)`` computed in
   float32 (what numpy 1.x does with the reference's expression; the literal expression overflows
   under numpy >= 2, so it is not copied).

@@ -291,6 +291,8 @@ def output_to_note_frames(note: np.ndarray, onset: np.ndarray, *, onset_threshol
 
     ``note`` and ``onset`` are modified in place by the frequency limits, as in the reference.
     """
+    # Long on purpose: one pass of the reference's note decoding, kept in its order (limits,
+    # onset peaks, then the melodia trick) so the notes match it step for step.
     n_frames = note.shape[0]
     if maximum_frequency is not None:
         hi = int(np.round(_hz_to_midi(maximum_frequency) - MIDI_OFFSET))

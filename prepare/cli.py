@@ -5,16 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, exit status 2
-        raise _Usage(f"{self.prog}: error: {message}")
-
-
-class _Usage(Exception):
-    pass
+from common.exits import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, OneLineParser,
+                          UsageError, fail)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -39,9 +31,9 @@ def _render_flags(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="main.py prepare",
-                     description="Build paired audio/MIDI collections from a source collection.")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser = OneLineParser(prog="main.py prepare", description="Build paired audio/MIDI "
+                           "collections from a source collection.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
 
     t = sub.add_parser("transcribe", help="MIDI for every audio file (basic-pitch or heuristic)")
     _common(t)
@@ -111,9 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
         args = build_parser().parse_args(argv)
-    except _Usage as exc:
-        print(str(exc), file=sys.stderr)
-        return EXIT_USAGE
+    except UsageError as exc:
+        return fail("main.py prepare", exc, EXIT_USAGE)
     common = {"workers": args.workers, "progress": not args.quiet}
     try:
         args.src = _source(args)
@@ -147,15 +138,13 @@ def main(argv: list[str] | None = None) -> int:
                                      offset=args.offset, windows=args.windows, hop=args.hop,
                                      seed=args.seed, **common)
     except (PrepareError, WeightsError, ValueError) as exc:
-        print(f"main.py prepare {args.command}: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return fail(f"main.py prepare {args.command}", exc, EXIT_USAGE)
     except KeyboardInterrupt:
         print("\ninterrupted: finished files are kept; run the same command again to resume",
               file=sys.stderr)
         return EXIT_INTERRUPTED
     except OSError as exc:
-        print(f"main.py prepare {args.command}: failed: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+        return fail(f"main.py prepare {args.command}", exc, EXIT_FAILED, kind="failed")
     if not args.quiet:
         n_skip = sum(o.status == SKIPPED for o in outcomes)
         n_cached = sum(o.status == "cached" for o in outcomes)

@@ -235,23 +235,9 @@ def crop_audio(path: Path, dest: Path, start: float, seconds: float) -> Path:
     return dest
 
 
-def crop(src, dst, *, seconds: float = 3.0, offset: float = 0.0, windows: int | None = None,
-         hop: float | None = None, seed: int = 0, workers: int = 1,
-         progress: bool = True) -> list[Outcome]:
-    """Cut every audio/MIDI pair (same folder, same stem) at the same times; unpaired audio or
-    MIDI files are cut alone. Window ``k`` of ``<stem>`` becomes ``<stem>__t<ms>ms.wav`` and
-    ``.mid`` (``<ms>`` = its start in milliseconds), so the cut pieces pair up again."""
-    from .midi_ops import crop_midi, read_midi
-
-    if not seconds > 0:
-        raise ValueError(f"--seconds must be > 0, got {seconds}")
-    if offset < 0:
-        raise ValueError(f"--offset must be >= 0, got {offset}")
-    if windows is not None and windows < 1:
-        raise ValueError(f"--windows must be >= 1, got {windows}")
-    if hop is not None and not hop > 0:
-        raise ValueError(f"--hop must be > 0, got {hop}")
-    src, dst = check_dirs(src, dst)
+def _pair_jobs(src: Path) -> tuple[list[Job], list[Outcome]]:
+    """One job per audio/MIDI pair (same folder, same stem) and per unpaired audio or MIDI
+    file; the outcomes of the files that cannot be cut."""
     by_stem: dict[str, list[SourceFile]] = {}
     skipped = []
     for s in list_sources(src):
@@ -269,6 +255,27 @@ def crop(src, dst, *, seconds: float = 3.0, offset: float = 0.0, windows: int | 
             jobs.append(Job([audio[0], midi[0]], "pair"))
             group = audio[1:] + midi[1:]  # e.g. song.wav and song.flac: extra ones alone
         jobs += [Job([s], "audio" if _is_audio(s) else "midi") for s in group]
+    return jobs, skipped
+
+
+def crop(src, dst, *, seconds: float = 3.0, offset: float = 0.0, windows: int | None = None,
+         hop: float | None = None, seed: int = 0, workers: int = 1,
+         progress: bool = True) -> list[Outcome]:
+    """Cut every audio/MIDI pair (same folder, same stem) at the same times; unpaired audio or
+    MIDI files are cut alone. Window ``k`` of ``<stem>`` becomes ``<stem>__t<ms>ms.wav`` and
+    ``.mid`` (``<ms>`` = its start in milliseconds), so the cut pieces pair up again."""
+    from .midi_ops import crop_midi, read_midi
+
+    if not seconds > 0:
+        raise ValueError(f"--seconds must be > 0, got {seconds}")
+    if offset < 0:
+        raise ValueError(f"--offset must be >= 0, got {offset}")
+    if windows is not None and windows < 1:
+        raise ValueError(f"--windows must be >= 1, got {windows}")
+    if hop is not None and not hop > 0:
+        raise ValueError(f"--hop must be > 0, got {hop}")
+    src, dst = check_dirs(src, dst)
+    jobs, skipped = _pair_jobs(src)
 
     def work(job: Job, dst: Path) -> list[Path]:
         audio = next((s for s in job.sources if _is_audio(s)), None)

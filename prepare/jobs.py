@@ -12,10 +12,8 @@ resumes where it stopped and a changed file or option redoes only what changed.
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
 import hashlib
-import io
 import json
 import os
 import threading
@@ -23,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
 
+from common.csvfile import read_csv, write_csv
 from common.fsutil import atomic_write_text, ensure_writable_folder, sha256_file
 from common.progress import progress_bar
 from embedders.base import InputError
@@ -187,6 +186,40 @@ class Runner:
     def _record_path(self, key: str) -> Path:
         return self.dst / RECORDS_DIR / key[:2] / f"{key}.json"
 
+    def _run_one(self, job: Job, work: Callable[[Job, Path], list[Path]]) -> Outcome:
+        """One job: its cached outcome if its record and outputs are there, else the work
+        done now (or the reason it is skipped), recorded."""
+        try:
+            hashes = [sha256_file(s.path) for s in job.sources]
+        except OSError as exc:
+            return Outcome(job, SKIPPED, reason=f"cannot read file: {exc.strerror or exc}")
+        # the paths are part of the key: outputs are named after them, and two copies of
+        # one recording in two folders must each get their own outputs
+        key = job_key(self.command, self.version, self.options,
+                      [[s.rel for s in job.sources], hashes])
+        record = self._record_path(key)
+        if record.is_file():
+            try:
+                done = json.loads(record.read_text())
+                if all((self.dst / o).exists() for o in done["outputs"]):
+                    status = SKIPPED if done.get("status") == SKIPPED else CACHED
+                    return Outcome(job, status, done["outputs"], done.get("reason", ""))
+            except (OSError, ValueError, KeyError, TypeError):
+                pass  # unreadable record: redo the job
+        try:
+            outputs = [Path(p).relative_to(self.dst).as_posix() for p in work(job, self.dst)]
+            status, reason = MADE, ""
+        except InputError as exc:
+            outputs, status = [], SKIPPED
+            # in a pair, say which of the two files failed
+            reason = exc.reason if len(job.sources) == 1 else \
+                f"{Path(exc.path).name}: {exc.reason}"
+        # a skip is remembered too, so a re-run does not retry a bad file that did not change
+        atomic_write_text(record, json.dumps({"sources": [s.rel for s in job.sources],
+                                              "outputs": outputs, "status": status,
+                                              "reason": reason}))
+        return Outcome(job, status, outputs, reason)
+
     def run(self, jobs: list[Job], work: Callable[[Job, Path], list[Path]],
             skipped: list[Outcome] = (), *, desc: str = "") -> list[Outcome]:
         """Run ``work(job, dst) -> output paths`` for each job not cached; an
@@ -195,36 +228,7 @@ class Runner:
         outcome in the order of the jobs."""
 
         def one(job: Job) -> Outcome:
-            try:
-                hashes = [sha256_file(s.path) for s in job.sources]
-            except OSError as exc:
-                return Outcome(job, SKIPPED, reason=f"cannot read file: {exc.strerror or exc}")
-            # the paths are part of the key: outputs are named after them, and two copies of
-            # one recording in two folders must each get their own outputs
-            key = job_key(self.command, self.version, self.options,
-                          [[s.rel for s in job.sources], hashes])
-            record = self._record_path(key)
-            if record.is_file():
-                try:
-                    done = json.loads(record.read_text())
-                    if all((self.dst / o).exists() for o in done["outputs"]):
-                        status = SKIPPED if done.get("status") == SKIPPED else CACHED
-                        return Outcome(job, status, done["outputs"], done.get("reason", ""))
-                except (OSError, ValueError, KeyError, TypeError):
-                    pass  # unreadable record: redo the job
-            try:
-                outputs = [Path(p).relative_to(self.dst).as_posix() for p in work(job, self.dst)]
-                status, reason = MADE, ""
-            except InputError as exc:
-                outputs, status = [], SKIPPED
-                # in a pair, say which of the two files failed
-                reason = exc.reason if len(job.sources) == 1 else \
-                    f"{Path(exc.path).name}: {exc.reason}"
-            # a skip is remembered too, so a re-run does not retry a bad file that did not change
-            atomic_write_text(record, json.dumps({"sources": [s.rel for s in job.sources],
-                                                  "outputs": outputs, "status": status,
-                                                  "reason": reason}))
-            return Outcome(job, status, outputs, reason)
+            return self._run_one(job, work)
 
         outcomes: list[Outcome | None] = [None] * len(jobs)
         bar = progress_bar(len(jobs), desc=desc or f"prepare {self.command}", unit="file",
@@ -269,19 +273,14 @@ def _as_completed(futures):
 def write_manifest(dst: Path, outcomes: list[Outcome]) -> Path:
     """``DST/prepare_manifest.csv``: one row per source file (a pair gives two rows), what was
     made from it (outputs relative to DST, ``;``-separated) or why it was skipped."""
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=MANIFEST_FIELDS, lineterminator="\n")
-    writer.writeheader()
     rows = []
     for o in outcomes:
         for s in o.job.sources:
             rows.append({"source": s.listed_as or s.rel, "label": s.label, "status": o.status,
                          "outputs": ";".join(o.outputs), "reason": o.reason})
-    for row in sorted(rows, key=lambda r: r["source"]):
-        writer.writerow(row)
-    return atomic_write_text(dst / MANIFEST_NAME, buf.getvalue())
+    return write_csv(dst / MANIFEST_NAME, sorted(rows, key=lambda r: r["source"]),
+                     header=MANIFEST_FIELDS)
 
 
 def read_manifest(dst: str | os.PathLike) -> list[dict]:
-    with open(Path(dst) / MANIFEST_NAME, newline="", encoding="utf-8") as fh:
-        return list(csv.DictReader(fh))
+    return read_csv(Path(dst) / MANIFEST_NAME)

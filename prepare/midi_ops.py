@@ -165,6 +165,24 @@ def _program_label(program: int, is_drum: bool, labels: str) -> str:
     return GM_FAMILIES[program // 8]
 
 
+def _streams(mid: mido.MidiFile):
+    """The piece's events in absolute ticks: ``conductor`` (tempo, time and key signatures),
+    ``streams`` ((track, channel) -> its channel messages) and ``names`` (track -> its first
+    track name)."""
+    conductor: list[tuple[int, mido.Message]] = []
+    streams: dict[tuple[int, int], list[tuple[int, mido.Message]]] = {}
+    names: dict[int, mido.Message] = {}
+    for ti, track in enumerate(mid.tracks):
+        for tick, msg in _absolute(track):
+            if msg.type in _CONDUCTOR_META:
+                conductor.append((tick, msg))
+            elif msg.type == "track_name" and ti not in names:
+                names[ti] = msg
+            elif not msg.is_meta and hasattr(msg, "channel"):
+                streams.setdefault((ti, msg.channel), []).append((tick, msg))
+    return conductor, streams, names
+
+
 def split_parts(mid: mido.MidiFile, *, by: str = "family", labels: str = "family",
                 min_notes: int = 1) -> list[Part]:
     """Split a piece into instrument parts.
@@ -191,17 +209,7 @@ def split_parts(mid: mido.MidiFile, *, by: str = "family", labels: str = "family
         raise ValueError(f"by must be family, track or channel, got {by!r}")
     if labels not in ("family", "program"):
         raise ValueError(f"labels must be family or program, got {labels!r}")
-    conductor: list[tuple[int, mido.Message]] = []
-    streams: dict[tuple[int, int], list[tuple[int, mido.Message]]] = {}
-    names: dict[int, mido.Message] = {}
-    for ti, track in enumerate(mid.tracks):
-        for tick, msg in _absolute(track):
-            if msg.type in _CONDUCTOR_META:
-                conductor.append((tick, msg))
-            elif msg.type == "track_name" and ti not in names:
-                names[ti] = msg
-            elif not msg.is_meta and hasattr(msg, "channel"):
-                streams.setdefault((ti, msg.channel), []).append((tick, msg))
+    conductor, streams, names = _streams(mid)
     groups: dict[str, list[tuple[int, int]]] = {}
     notes_by_program: dict[str, dict[tuple[int, bool], int]] = {}
     for (ti, ch), events in streams.items():

@@ -8,18 +8,30 @@ held by another process, a full disk).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
 
+from common.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE, OneLineParser, UsageError, fail
+
 from .index import SearchError
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+def _fail(msg: object, status: int) -> int:
+    return fail("main.py", msg, status)
 
 
-def _fail(msg: str, status: int) -> int:
-    print(f"main.py: error: {msg}", file=sys.stderr)
-    return status
+def _usage_in_one_line(command):
+    """A subcommand whose flag errors are one line and :data:`EXIT_USAGE` (the parser, a
+    :class:`~common.exits.OneLineParser`, names the subcommand)."""
+    @functools.wraps(command)
+    def run(argv: list[str]) -> int:
+        try:
+            return command(argv)
+        except UsageError as exc:
+            return fail("main.py", exc, EXIT_USAGE)
+    return run
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -30,13 +42,14 @@ def _common(parser: argparse.ArgumentParser) -> None:
                              "(API key from QDRANT_API_KEY)")
 
 
+@_usage_in_one_line
 def index_main(argv: list[str]) -> int:
     """``python main.py index --emb-dir DIR [--embedders NAME ...] [--qdrant-url URL]``"""
     from .index import IndexMissingError, build_indexes, index_root
 
-    p = argparse.ArgumentParser(prog="main.py index",
-                                description="Build or update the vector index of every "
-                                            "embedder's export (incremental, resumable).")
+    p = OneLineParser(prog="main.py index",
+                      description="Build or update the vector index of every "
+                                  "embedder's export (incremental, resumable).")
     _common(p)
     p.add_argument("--embedders", nargs="+", default=None,
                    help="embedders to index (default: every export in --emb-dir)")
@@ -99,13 +112,14 @@ def _table(results) -> str:
                      for a, b, c, d in rows)
 
 
+@_usage_in_one_line
 def recommend_main(argv: list[str]) -> int:
     """``python main.py recommend QUERY --emb-dir DIR --embedder NAME [-k 10] ...``"""
     from .index import IndexMissingError
     from .recommend import QueryError, Recommender
 
-    p = argparse.ArgumentParser(prog="main.py recommend",
-                                description="The items of the collection nearest to a file.")
+    p = OneLineParser(prog="main.py recommend",
+                      description="The items of the collection nearest to a file.")
     p.add_argument("query", help="any audio or MIDI file, in the collection or not")
     _common(p)
     p.add_argument("--embedder", required=True, help="the embedding space to search")
@@ -144,12 +158,13 @@ def recommend_main(argv: list[str]) -> int:
     return EXIT_OK
 
 
+@_usage_in_one_line
 def serve_main(argv: list[str]) -> int:
     """``python main.py serve --emb-dir DIR [--port 8501] [--host 127.0.0.1]``"""
     from .serve import serve
 
-    p = argparse.ArgumentParser(prog="main.py serve",
-                                description="A local web page to query the indexes.")
+    p = OneLineParser(prog="main.py serve",
+                      description="A local web page to query the indexes.")
     p.add_argument("--emb-dir", default=os.path.join("results", "embeddings"))
     p.add_argument("--port", type=int, default=8501)
     p.add_argument("--host", default="127.0.0.1",

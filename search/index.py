@@ -274,89 +274,29 @@ def sync_shard(folder: Path, meta: dict, vectors: np.ndarray, payloads: list[dic
     -------
     dict: ``added``, ``removed``, ``kept``, ``rebuilt`` (bool), ``hnsw`` (state).
     """
-    q = _edge()
     log = log or (lambda msg: None)
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     if vectors.ndim != 2 or vectors.shape[0] != len(payloads):
         raise ValueError(f"vectors {vectors.shape} and {len(payloads)} payloads disagree")
     dim = int(vectors.shape[1])
     with writer_lock(folder):
-        old = None
-        try:
-            old = read_index_meta(folder)
-        except DamagedIndexError as exc:
-            log(f"{exc}; rebuilding it from the store")
-        rebuilt = False
+        old = _reusable_meta(folder, meta, dim, log)
         # generations only grow, so a background HNSW build can tell its shard is outdated
         generation = int((old or {}).get("generation", 0)) + 1
-        if old is not None and (config_identity(old) != config_identity(meta)
-                                or old.get("dim") != dim or old.get("format") != INDEX_FORMAT):
-            log(f"index {folder.name}: built for another configuration; rebuilding it")
-            old = None
-        shard = None
-        if old is not None and (folder / "shard").exists():
-            try:
-                shard = open_shard(shard_path(folder))
-                have = _point_ids(shard)
-            except DamagedIndexError as exc:
-                log(f"{exc}: the index is damaged; rebuilding it from the store")
-                if shard is not None:
-                    shard.close()
-                shard = None
-        if shard is None:
-            rebuilt = old is not None or (folder / "shard").exists()
-            name = f".shard-{generation}"
-            if (folder / name).exists():
-                shutil.rmtree(folder / name)
-            shard = open_shard(folder / name, dim=dim, create=True)
-            have = {}
-            _set_link(folder, name)
+        shard, have, rebuilt = _open_shard_for_update(folder, old, dim, generation, log)
         want = {point_id(p["item_id"], p["content_hash"]): i for i, p in enumerate(payloads)}
         gone = [pid for pid in have if pid not in want]
         todo = [i for pid, i in want.items() if pid not in have]
-        if (old is not None and old.get("state") == "complete" and not gone and not todo
-                and (old.get("hnsw") == "ready" or hnsw in ("auto", "background", "off"))
-                and not (hnsw == "auto" and old.get("hnsw") != "ready"
-                         and len(want) <= FOREGROUND_HNSW_MAX)):
-            # nothing changed: keep the generation (and a graph built or being built)
-            shard.close()
-            hnsw_state = old.get("hnsw", "none")
-            if hnsw_state == "none" and hnsw in ("auto", "background") and want:
-                old["hnsw"] = hnsw_state = "building"
-                write_index_meta(folder, old)
-            if hnsw_state == "building" and hnsw != "off" and not _alive(old.get("hnsw_pid")):
-                # (re)start it: a killed background build leaves 'building' behind
-                old["hnsw_pid"] = start_background_hnsw(folder).pid
-                write_index_meta(folder, old)
-            return {"added": 0, "removed": 0, "kept": len(want), "rebuilt": False,
-                    "hnsw": hnsw_state, "n_items": len(want)}
+        if old is not None and not gone and not todo:
+            unchanged = _keep_unchanged(folder, old, shard, hnsw=hnsw, n_items=len(want))
+            if unchanged is not None:
+                return unchanged
         state = dict(meta, format=INDEX_FORMAT, dim=dim, generation=generation,
                      state="building", hnsw="none", n_items=None)
         write_index_meta(folder, state)  # from here on a kill leaves state=building: resumable
         try:
-            if gone:
-                shard.update(q.UpdateOperation.delete_points(gone))
-            pids = list(want)
-            for start in range(0, len(todo), UPSERT_BATCH):
-                rows = todo[start:start + UPSERT_BATCH]
-                shard.update(q.UpdateOperation.upsert_points(
-                    # a memoryview of the row: the bindings read its floats directly (about
-                    # 3x faster than building a Python list per vector)
-                    [q.Point(pids[i], {VECTOR_NAME: memoryview(vectors[i])}, payloads[i])
-                     for i in rows]))
-            _ensure_field_indexes(shard)
-            shard.flush()
-            count = shard.count(q.CountRequest(exact=True))
-            if count != len(want):
-                raise DamagedIndexError(f"{folder}: the index holds {count} points after the "
-                                        f"update, {len(want)} expected")
-            hnsw_state = "none"
-            if count and (hnsw == "now" or (hnsw == "auto" and count <= FOREGROUND_HNSW_MAX)):
-                shard.optimize()
-                shard.flush()
-                hnsw_state = "ready"
-            elif count and hnsw in ("auto", "background"):
-                hnsw_state = "building"
+            hnsw_state = _write_points(folder, shard, vectors, payloads, want=want, gone=gone,
+                                       todo=todo, hnsw=hnsw)
         finally:
             shard.close()
         state.update(state="complete", n_items=len(want), hnsw=hnsw_state)
@@ -370,6 +310,94 @@ def sync_shard(folder: Path, meta: dict, vectors: np.ndarray, payloads: list[dic
                 write_index_meta(folder, state)
     return {"added": len(todo), "removed": len(gone), "kept": len(want) - len(todo),
             "rebuilt": rebuilt, "hnsw": hnsw_state, "n_items": len(want)}
+
+
+def _reusable_meta(folder: Path, meta: dict, dim: int, log) -> dict | None:
+    """The index's ``index.json`` if the index can be updated in place (same configuration,
+    dimension and format), else None (it is rebuilt)."""
+    old = None
+    try:
+        old = read_index_meta(folder)
+    except DamagedIndexError as exc:
+        log(f"{exc}; rebuilding it from the store")
+    if old is not None and (config_identity(old) != config_identity(meta)
+                            or old.get("dim") != dim or old.get("format") != INDEX_FORMAT):
+        log(f"index {folder.name}: built for another configuration; rebuilding it")
+        old = None
+    return old
+
+
+def _open_shard_for_update(folder: Path, old: dict | None, dim: int, generation: int, log):
+    """``(shard, point id -> payload of the points it holds, rebuilt)``: the current shard when
+    it can be updated, else a new, empty one of this generation (the ``shard`` link moved)."""
+    if old is not None and (folder / "shard").exists():
+        shard = None
+        try:
+            shard = open_shard(shard_path(folder))
+            return shard, _point_ids(shard), False
+        except DamagedIndexError as exc:
+            log(f"{exc}: the index is damaged; rebuilding it from the store")
+            if shard is not None:
+                shard.close()
+    rebuilt = old is not None or (folder / "shard").exists()
+    name = f".shard-{generation}"
+    if (folder / name).exists():
+        shutil.rmtree(folder / name)
+    shard = open_shard(folder / name, dim=dim, create=True)
+    _set_link(folder, name)
+    return shard, {}, rebuilt
+
+
+def _keep_unchanged(folder: Path, old: dict, shard, *, hnsw: str, n_items: int) -> dict | None:
+    """A complete index whose points are already right: keep its generation (and a graph built
+    or being built), starting the background build it still lacks; the result of
+    :func:`sync_shard`. None when the graph must be built now instead."""
+    if not (old.get("state") == "complete"
+            and (old.get("hnsw") == "ready" or hnsw in ("auto", "background", "off"))
+            and not (hnsw == "auto" and old.get("hnsw") != "ready"
+                     and n_items <= FOREGROUND_HNSW_MAX)):
+        return None
+    shard.close()
+    hnsw_state = old.get("hnsw", "none")
+    if hnsw_state == "none" and hnsw in ("auto", "background") and n_items:
+        old["hnsw"] = hnsw_state = "building"
+        write_index_meta(folder, old)
+    if hnsw_state == "building" and hnsw != "off" and not _alive(old.get("hnsw_pid")):
+        # (re)start it: a killed background build leaves 'building' behind
+        old["hnsw_pid"] = start_background_hnsw(folder).pid
+        write_index_meta(folder, old)
+    return {"added": 0, "removed": 0, "kept": n_items, "rebuilt": False, "hnsw": hnsw_state,
+            "n_items": n_items}
+
+
+def _write_points(folder: Path, shard, vectors: np.ndarray, payloads: list[dict], *,
+                  want: dict, gone: list, todo: list[int], hnsw: str) -> str:
+    """Delete the ``gone`` points, upsert the ``todo`` rows, check the count and (``now``, or
+    ``auto`` on a small index) build the graph; the HNSW state to record."""
+    q = _edge()
+    if gone:
+        shard.update(q.UpdateOperation.delete_points(gone))
+    pids = list(want)
+    for start in range(0, len(todo), UPSERT_BATCH):
+        rows = todo[start:start + UPSERT_BATCH]
+        shard.update(q.UpdateOperation.upsert_points(
+            # a memoryview of the row: the bindings read its floats directly (about
+            # 3x faster than building a Python list per vector)
+            [q.Point(pids[i], {VECTOR_NAME: memoryview(vectors[i])}, payloads[i])
+             for i in rows]))
+    _ensure_field_indexes(shard)
+    shard.flush()
+    count = shard.count(q.CountRequest(exact=True))
+    if count != len(want):
+        raise DamagedIndexError(f"{folder}: the index holds {count} points after the "
+                                f"update, {len(want)} expected")
+    if count and (hnsw == "now" or (hnsw == "auto" and count <= FOREGROUND_HNSW_MAX)):
+        shard.optimize()
+        shard.flush()
+        return "ready"
+    if count and hnsw in ("auto", "background"):
+        return "building"
+    return "none"
 
 
 def _alive(pid) -> bool:

@@ -192,10 +192,6 @@ def push_index(emb_dir, name: str, url: str) -> dict:
     return {"points": int(count), "pushed": True}
 
 
-def push_indexes(emb_dir, url: str, names: list[str]) -> dict[str, dict]:
-    return {name: push_index(emb_dir, name, url) for name in names}
-
-
 class RemoteRecommender(Recommender):
     """:class:`Recommender` searching a Qdrant server's copy of the indexes (see
     :func:`push_index`); configuration and alignment come from the local index folder, and a
@@ -253,4 +249,4 @@ class RemoteRecommender(Recommender):
 
 
 __all__ = ["RemoteError", "RemoteIndexMissingError", "RemoteRecommender", "collection_name",
-           "collection_state", "push_index", "push_indexes", "server_info"]
+           "collection_state", "push_index", "server_info"]

@@ -117,6 +117,59 @@ def _render_midi(path: str) -> bytes:
     return buf.getvalue()
 
 
+def _items(space_map: dict) -> list[dict]:
+    """``GET /api/items``: every item of a space with its label and map position."""
+    return [{"item_id": i, "label": lab, "xy": [round(float(a), 5) for a in xy]}
+            for i, lab, xy in zip(space_map["ids"], space_map["labels"], space_map["xy"])]
+
+
+def _recommend(spaces: _Spaces, req: dict) -> dict:
+    """The answer to ``POST /api/recommend``: the results (with their map positions), the
+    query's position on the map, and the space searched. An upload lives in a temporary
+    folder while it is embedded."""
+    name = str(req.get("embedder", ""))
+    rec = spaces.recommender(name)
+    k = int(req.get("k", 10))
+    cross = bool(req.get("cross_modal"))
+    tmp = None
+    try:
+        if req.get("upload"):
+            tmp = Path(tempfile.mkdtemp(prefix="embcompare-upload-"))
+            label = Path(str(req["upload"].get("name", "upload"))).name or "upload"
+            query = tmp / label
+            query.write_bytes(base64.b64decode(req["upload"]["data"]))
+        else:
+            m = spaces.map(name)
+            if req.get("item") not in m["ids"]:
+                raise SearchError(f"no item {req.get('item')!r} in {name}")
+            query = Path(m["paths"][m["ids"].index(req["item"])])
+            label = req["item"]
+        with spaces.lock:
+            vector, chash, pair = rec.query_vector(query)
+            results = rec.recommend_vector(
+                vector, k, content_hash=chash, pair_id=pair, cross_modal=cross,
+                exclude_same_piece=bool(req.get("exclude_same_piece")),
+                label=req.get("label") or None)
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+    space = rec._cross_name() if cross else name
+    if cross:
+        fit = np.load(index_root(spaces.emb_dir) / space / "alignment.npz")
+        qv = (vector - fit["source_mean"]) @ fit["source_basis"] @ fit["rotation"]
+    else:
+        qv = np.asarray(vector, dtype=np.float64)
+    m = spaces.map(space)
+    out = []
+    for r in results:
+        d = r.to_dict()
+        if r.item_id in m["ids"]:
+            d["xy"] = [round(float(a), 5) for a in m["xy"][m["ids"].index(r.item_id)]]
+        out.append(d)
+    return {"query": {"name": label, "xy": spaces.project(space, qv)}, "results": out,
+            "space": space, "map_embedder": space.split(CROSS_SEPARATOR)[-1]}
+
+
 def _handler(spaces: _Spaces):
     class Handler(BaseHTTPRequestHandler):
         server_version = "embcompare-serve"
@@ -147,10 +200,7 @@ def _handler(spaces: _Spaces):
                 elif url.path == "/api/spaces":
                     self._json(spaces.spaces())
                 elif url.path == "/api/items":
-                    m = spaces.map(qs.get("embedder", ""))
-                    self._json([{"item_id": i, "label": lab, "xy": [round(float(a), 5)
-                                                                    for a in xy]}
-                                for i, lab, xy in zip(m["ids"], m["labels"], m["xy"])])
+                    self._json(_items(spaces.map(qs.get("embedder", ""))))
                 elif url.path == "/api/audio":
                     m = spaces.map(qs.get("embedder", ""))
                     if qs.get("item") not in m["ids"]:
@@ -172,54 +222,12 @@ def _handler(spaces: _Spaces):
             n = int(self.headers.get("Content-Length") or 0)
             if n > MAX_UPLOAD_BYTES * 4 // 3 + 4096:
                 return self._error(413, "upload too large")
-            tmp = None
             try:
-                req = json.loads(self.rfile.read(n) or b"{}")
-                name = str(req.get("embedder", ""))
-                rec = spaces.recommender(name)
-                k = int(req.get("k", 10))
-                cross = bool(req.get("cross_modal"))
-                if req.get("upload"):
-                    tmp = Path(tempfile.mkdtemp(prefix="embcompare-upload-"))
-                    fname = Path(str(req["upload"].get("name", "upload"))).name or "upload"
-                    query = tmp / fname
-                    query.write_bytes(base64.b64decode(req["upload"]["data"]))
-                    label = fname
-                else:
-                    m = spaces.map(name)
-                    if req.get("item") not in m["ids"]:
-                        return self._error(400, f"no item {req.get('item')!r} in {name}")
-                    query = Path(m["paths"][m["ids"].index(req["item"])])
-                    label = req["item"]
-                with spaces.lock:
-                    vector, chash, pair = rec.query_vector(query)
-                    results = rec.recommend_vector(
-                        vector, k, content_hash=chash, pair_id=pair, cross_modal=cross,
-                        exclude_same_piece=bool(req.get("exclude_same_piece")),
-                        label=req.get("label") or None)
-                space = rec._cross_name() if cross else name
-                if cross:
-                    fit = np.load(index_root(spaces.emb_dir) / space / "alignment.npz")
-                    qv = (vector - fit["source_mean"]) @ fit["source_basis"] @ fit["rotation"]
-                else:
-                    qv = np.asarray(vector, dtype=np.float64)
-                m = spaces.map(space)
-                out = []
-                for r in results:
-                    d = r.to_dict()
-                    if r.item_id in m["ids"]:
-                        d["xy"] = [round(float(a), 5) for a in m["xy"][m["ids"].index(r.item_id)]]
-                    out.append(d)
-                self._json({"query": {"name": label, "xy": spaces.project(space, qv)},
-                            "results": out, "space": space,
-                            "map_embedder": space.split(CROSS_SEPARATOR)[-1]})
+                self._json(_recommend(spaces, json.loads(self.rfile.read(n) or b"{}")))
             except SearchError as exc:
                 self._error(400, str(exc))
             except (ValueError, KeyError, TypeError) as exc:
                 self._error(400, f"bad request ({exc})")
-            finally:
-                if tmp is not None:
-                    shutil.rmtree(tmp, ignore_errors=True)
 
     return Handler
 

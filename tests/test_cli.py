@@ -106,6 +106,21 @@ def test_usage_errors_are_one_line_exit_2(argv, message, capsys):
     assert message in err and len(err.splitlines()) == 1
 
 
+
+@pytest.mark.parametrize("argv, start", [
+    (["index", "--bogus"], "main.py index: error: unrecognized arguments: --bogus"),
+    (["recommend", "q.wav"], "main.py recommend: error: the following arguments are required"),
+    (["serve", "--port", "x"], "main.py serve: error: argument --port: invalid int value"),
+    (["train", "--method", "byol"], "main.py train: error: argument --method: invalid choice"),
+    (["prepare", "crop"], "main.py prepare crop: error: the following arguments are required"),
+])
+def test_every_subcommand_says_a_usage_error_in_one_line(argv, start, capsys):
+    """One printer (common/exits.py) for every command: ``PROG: error: REASON``, exit 2."""
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(start) and len(err.splitlines()) == 1, err
+
+
 def test_configuration_errors_stop_before_work(tmp_path, capsys):
     write_midi(tmp_path / "data" / "a" / "x.mid")
     assert cli.main(["--dataset", str(tmp_path / "none"), "--embedders", "toy-midi"]) == 2

@@ -91,8 +91,6 @@ def test_old_npz_exports_are_still_read(tmp_path):
     assert s.pair_ids[0] == "a/x" and s.options == {"o": 1}
     np.testing.assert_array_equal(s.vectors, frames[:2] + 0.5)
     np.testing.assert_array_equal(read_export(path).item_frames(1), frames[2:])
-    from collection.store import load_export as store_load_export  # the old import still works
-    assert store_load_export(path).ids.tolist() == s.ids.tolist()
 
 
 def test_item_whose_blocks_fail_leaves_no_rows(tmp_path):

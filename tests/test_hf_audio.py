@@ -279,3 +279,17 @@ def test_bfloat16_is_opt_in_close_and_keyed(tiny_model):
     assert cos.min() > 0.99
     assert "precision" not in f32.cache_options()
     assert bf16.cache_options()["precision"] == "bfloat16"
+
+
+def test_a_subclass_names_itself_in_its_messages(tmp_path):
+    """A project's own embedder built on hf-audio gives advice with its own name."""
+    from embedders.hf_audio import HFAudioEmbedder
+
+    class MyAudio(HFAudioEmbedder):  # not registered: a subclass as a project would write
+        name = "my-audio"
+
+    with pytest.raises(ConfigurationError, match="^my-audio layer must be an integer"):
+        MyAudio(layer="x")
+    with pytest.raises(WeightsError) as err:
+        MyAudio(model=str(tmp_path / "no-such-model")).load()
+    assert "my-audio" in str(err.value) and "hf-audio" not in str(err.value)

@@ -167,3 +167,75 @@ def test_discovery_and_construction_import_no_torch():
                          timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+# -- no import cycles inside a package ------------------------------------------------------------
+
+#: Edges known to close a cycle today, each to be removed by the change that ends it.
+CYCLE_EXEMPT: set[tuple[str, str]] = set()
+
+
+def module_graph(root: Path = ROOT, paths: list[Path] | None = None) -> dict[str, set[str]]:
+    """Module -> the modules of the same package it imports (any import :func:`imports_of`
+    finds, top level or nested; ``from pkg import mod`` counts as importing ``pkg.mod``)."""
+    paths = package_modules() if paths is None else paths
+    graph: dict[str, set[str]] = {}
+    for path in paths:
+        own = _module_name(path, root)
+        targets = set()
+        for _, module, name in imports_of(path, root):
+            if module.split(".")[0] != own.split(".")[0]:
+                continue
+            target = f"{module}.{name}" if name and _is_module(f"{module}.{name}", root) else module
+            if target != own and (own, target) not in CYCLE_EXEMPT:
+                targets.add(target)
+        graph[own] = targets
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle as a path ``[a, b, ..., a]``, or None (depth-first search)."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return stack[stack.index(nxt):] + [nxt]
+            if nxt in graph and state.get(nxt) is None:
+                found = visit(nxt)
+                if found:
+                    return found
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for start in sorted(graph):
+        if state.get(start) is None:
+            found = visit(start)
+            if found:
+                return found
+    return None
+
+
+@pytest.mark.parametrize("package", sorted(RANK))
+def test_no_import_cycles_inside_a_package(package):
+    graph = {m: t for m, t in module_graph().items() if m.split(".")[0] == package}
+    cycle = find_cycle(graph)
+    assert cycle is None, f"import cycle in {package}: {' -> '.join(cycle)}"
+
+
+def test_the_cycle_check_finds_cycles(tmp_path):
+    pkg = tmp_path / "collection"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "a.py").write_text("from .b import x\n")
+    (pkg / "b.py").write_text("def f():\n    from collection import c\n")
+    (pkg / "c.py").write_text("import collection.a\n")
+    graph = module_graph(tmp_path, sorted(pkg.glob("*.py")))
+    assert graph["collection.b"] == {"collection.c"}
+    assert find_cycle(graph) == ["collection.a", "collection.b", "collection.c", "collection.a"]
+    (pkg / "c.py").write_text("import numpy\n")
+    assert find_cycle(module_graph(tmp_path, sorted(pkg.glob("*.py")))) is None

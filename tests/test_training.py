@@ -69,6 +69,47 @@ def test_cpc_loss_uses_the_batch_at_the_same_step_as_negatives():
     assert cpc_loss(z, c, [lin]).item() == pytest.approx(math.log(B))
 
 
+
+def _cpc_loss_reference(z, c, predictors):
+    """CPC as first written here: one einsum of (T-k, B, B) logits per step k, cross-entropy."""
+    losses = []
+    for k, predict in enumerate(predictors, start=1):
+        if z.shape[1] <= k:
+            break
+        logits = torch.einsum("btd,ctd->tbc", predict(c[:, :-k]), z[:, k:])
+        labels = torch.arange(z.shape[0]).expand(logits.shape[0], -1)
+        losses.append(torch.nn.functional.cross_entropy(logits.reshape(-1, z.shape[0]),
+                                                        labels.reshape(-1)))
+    return torch.stack(losses).mean()
+
+
+def test_cpc_loss_built_on_info_nce_keeps_its_value_and_gradient():
+    gen = torch.Generator().manual_seed(3)
+    B, T, D, C = 6, 9, 5, 7
+    z = torch.randn(B, T, D, generator=gen, dtype=torch.float64, requires_grad=True)
+    c = torch.randn(B, T, C, generator=gen, dtype=torch.float64)
+    heads = [torch.nn.Linear(C, D).double() for _ in range(3)]
+    got, want = cpc_loss(z, c, heads), _cpc_loss_reference(z, c, heads)
+    assert got.item() == pytest.approx(want.item(), rel=1e-12, abs=0)
+    g_got, = torch.autograd.grad(got, z)
+    g_want, = torch.autograd.grad(want, z)
+    assert torch.allclose(g_got, g_want, rtol=1e-10, atol=1e-14)
+    # one 2-D InfoNCE per time step, averaged, is the same loss for k = 1
+    per_step = torch.stack([info_nce(heads[0](c[:, t]), z[:, t + 1]) for t in range(T - 1)])
+    assert cpc_loss(z, c, heads[:1]).item() == pytest.approx(per_step.mean().item(), rel=1e-12)
+
+
+def test_every_method_of_the_networks_is_registered_once():
+    from embedders.lib import trained_nets as tn
+    from training.methods import available_methods, get_method
+    from training.data import TrainingUsageError
+
+    assert set(available_methods()) == set(tn.METHODS)
+    assert {m for m in tn.METHODS if get_method(m).supervised} == set(tn.SUPERVISED_METHODS)
+    with pytest.raises(TrainingUsageError, match="--method must be one of"):
+        get_method("byol")
+
+
 # -- split and bad input ----------------------------------------------------------------------
 
 def _paired_tree(root, n=5, classes=("a", "b")):
@@ -143,6 +184,34 @@ def test_epochs_0_writes_the_random_network_and_skips_unreadable_files(tmp_path,
     # running again into the same folder without --resume: refused
     code = main(["train", "--params-file", str(params), "--out", str(run)])
     assert code == 2 and "--resume" in capsys.readouterr().err
+
+
+
+def test_skipped_csv_round_trips_any_reason_text(tmp_path, monkeypatch, capsys):
+    """A file name and a reason with commas, quotes, a line break and non-ASCII text read back
+    from skipped.csv exactly as they were given (they once came back JSON-quoted)."""
+    from common.csvfile import read_csv
+    from embedders import InputError
+    from training import data as D
+
+    _paired_tree(tmp_path / "d", n=3)
+    odd = tmp_path / "d" / "a" / 'odd, "name" é.wav'
+    write_wav(odd, seconds=0.6, freq=990)
+    reason = 'bad header: "RIFF" missing, then\nline two; ünïcode ♪'
+    real = D.compute_features
+
+    def failing(path, kind):
+        if os.path.basename(path) == odd.name:
+            raise InputError(path, reason)
+        return real(path, kind)
+
+    monkeypatch.setattr(D, "compute_features", failing)
+    code = main(["train", "--method", "simsiam", "--dataset", str(tmp_path / "d"), "--out",
+                 str(tmp_path / "run"), "--epochs", "0", "--width", "4", "--depth", "1",
+                 "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    assert read_csv(tmp_path / "run" / "skipped.csv") == [
+        {"id": f"a/{odd.name}", "reason": reason}]
 
 
 def test_corrupt_or_foreign_checkpoint_is_a_clear_error(tmp_path, capsys):

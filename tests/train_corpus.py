@@ -171,17 +171,18 @@ def make_pulse_corpus(root, *, n_per_class: int = 10, seed: int = 0, sr: int = 1
 def kill_and_resume(train_args: list[str], out, *, after_epoch: int = 1, env: dict | None = None,
                     timeout: float = 300) -> None:
     """Run ``main.py train TRAIN_ARGS --out OUT --quiet`` in a subprocess, kill it (SIGKILL)
-    once the checkpoint of epoch ``after_epoch`` is written (the runner's hold hook), check
-    that ``loss.csv`` holds exactly those epochs, then run the same command with ``--resume``
-    to the end (asserting it succeeds). ``env``: extra environment variables for both runs."""
+    once the checkpoint of epoch ``after_epoch`` is written (the hook that
+    ``tests/hold_after_epoch.py`` injects), check that ``loss.csv`` holds exactly those epochs,
+    then run the same command with ``--resume`` to the end (asserting it succeeds). ``env``:
+    extra environment variables for both runs."""
     from conftest import ROOT
-    from training.runner import HOLD_ENV
 
-    argv = [sys.executable, str(ROOT / "main.py"), "train", *map(str, train_args), "--out",
-            str(out), "--quiet"]
+    args = [*map(str, train_args), "--out", str(out), "--quiet"]
+    argv = [sys.executable, str(ROOT / "main.py"), "train", *args]
     base = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, cwd=ROOT,
-                            env={**base, HOLD_ENV: str(after_epoch)})
+    proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "hold_after_epoch.py"),
+                             str(after_epoch), *args], stdout=subprocess.PIPE, text=True,
+                            cwd=ROOT, env=base)
     try:
         line = proc.stdout.readline()
         assert line.strip() == f"holding after epoch {after_epoch}", line

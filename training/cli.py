@@ -7,28 +7,22 @@ import sys
 
 from collection.sources import (SOURCE_DESTS, SourceError, add_source_arguments,
                                 source_from_args)
+from common.exits import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK,  # noqa: F401 (as before)
+                          EXIT_USAGE, OneLineParser, UsageError, fail)
 from embedders import ConfigurationError, WeightsError
 from embedders.lib.trained_nets import CheckpointError
 from .data import TrainingUsageError
 from .runner import DEFAULTS, METHOD_DEFAULTS, METHODS
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-
-
-class _Usage(Exception):
-    pass
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, exit status 2
-        raise _Usage(f"{self.prog}: error: {message}")
+PROG = "main.py train"
 
 
 def build_parser() -> argparse.ArgumentParser:
     d = DEFAULTS
     ft = METHOD_DEFAULTS["finetune"]
-    p = _Parser(prog="main.py train", description="Train an encoder on a collection; the run "
-                "folder is then an embedder: --embedders trained --set trained.checkpoint=RUN")
+    p = OneLineParser(prog=PROG, description="Train an encoder on a collection; the run "
+                      "folder is then an embedder: --embedders trained --set "
+                      "trained.checkpoint=RUN")
     p.add_argument("--method", required=True, choices=METHODS)
     p.add_argument("--dataset", metavar="DATA", help="collection folder (or --manifest / "
                    "--mirdata; a manifest's split column, when every row has one, is the split)")
@@ -83,21 +77,20 @@ def main(argv: list[str]) -> int:
                   and args.val_fraction + args.test_fraction < 0.9}
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
-            raise _Usage(f"main.py train: error: out of range: {', '.join(bad)} (batch size "
-                         f">= 2, epochs >= 0, positive lr/width/depth/crop)")
+            raise UsageError(f"out of range: {', '.join(bad)} (batch size >= 2, epochs >= 0, "
+                             f"positive lr/width/depth/crop)")
         try:
             source = source_from_args(args)
         except SourceError as exc:
-            raise _Usage(f"main.py train: error: {exc}") from None
+            raise UsageError(str(exc)) from None
         config = {k: v for k, v in vars(args).items()
                   if k not in ("resume", "quiet", *SOURCE_DESTS)}
         config["dataset"] = source.to_config()  # a folder stays a plain path
         from .runner import train
         summary = train(config, resume=args.resume, quiet=args.quiet)
-    except (_Usage, TrainingUsageError, CheckpointError, ConfigurationError, WeightsError) as exc:
-        print(str(exc).splitlines()[0] if str(exc).startswith("main.py") else
-              f"main.py train: error: {str(exc).splitlines()[0]}", file=sys.stderr)
-        return EXIT_USAGE
+    except (UsageError, TrainingUsageError, CheckpointError, ConfigurationError,
+            WeightsError) as exc:
+        return fail(PROG, exc, EXIT_USAGE)
     except KeyboardInterrupt:
         print("\ninterrupted: the last finished epoch is in RUN/last.pt; run the same command "
               "with --resume to continue", file=sys.stderr)

@@ -11,9 +11,7 @@ included) with its side, so an analysis can leave out whatever the training saw.
 """
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
@@ -24,7 +22,8 @@ import numpy as np
 
 from collection.scan import Item, hash_items
 from collection.sources import scan_source
-from common.fsutil import atomic_path, atomic_write_text
+from common.csvfile import write_csv
+from common.fsutil import atomic_path
 from common.progress import track
 from embedders import AUDIO, InputError
 from embedders.lib import trained_nets as tn
@@ -164,13 +163,8 @@ def split_by_pair(items: list[Item], *, seed: int, val_fraction: float = 0.15,
 
 def write_split(path: str | Path, items: list[Item], side: dict[str, str]) -> None:
     """``split.csv``: every usable item of the collection with its side (``unused`` if none)."""
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(SPLIT_FIELDS)
-    for it in items:
-        w.writerow([it.id, it.pair_id, it.label, it.modality, it.content_hash,
-                    side.get(it.id, UNUSED)])
-    atomic_write_text(path, buf.getvalue())
+    write_csv(path, ([it.id, it.pair_id, it.label, it.modality, it.content_hash,
+                      side.get(it.id, UNUSED)] for it in items), header=SPLIT_FIELDS)
 
 
 def crop(features: np.ndarray, start: int, length: int) -> np.ndarray:

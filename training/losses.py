@@ -32,24 +32,28 @@ def info_nce(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
     Parameters
     ----------
-    pred, target : torch.Tensor [shape=(N, D)]
-        Predictions and the true future encodings; every other row of ``target`` is a negative.
+    pred, target : torch.Tensor [shape=(..., N, D)]
+        Predictions and the true future encodings; every other row of ``target`` (in the same
+        leading index) is a negative. Leading dimensions are independent problems.
 
     Returns
     -------
     torch.Tensor [shape=()]
-        ``mean_i [ -pred_i . target_i + log sum_j exp(pred_i . target_j) ]``.
+        ``mean_i [ -pred_i . target_i + log sum_j exp(pred_i . target_j) ]``, the mean also
+        over the leading dimensions.
     """
-    logits = pred @ target.T
-    return F.cross_entropy(logits, torch.arange(pred.shape[0], device=pred.device))
+    n = pred.shape[-2]
+    logits = pred @ target.transpose(-1, -2)                      # (..., N, N)
+    labels = torch.arange(n, device=pred.device).expand(logits.shape[:-1])
+    return F.cross_entropy(logits.reshape(-1, n), labels.reshape(-1))
 
 
 def cpc_loss(z: torch.Tensor, c: torch.Tensor, predictors) -> torch.Tensor:
     """CPC loss over ``k = 1..len(predictors)`` future steps, negatives from the batch.
 
     For each ``k`` and each time ``t``, ``predictors[k-1](c[:, t])`` must pick ``z[b, t+k]`` of
-    its own example ``b`` among the ``z[:, t+k]`` of the whole batch; averaged over ``t`` and
-    ``k``.
+    its own example ``b`` among the ``z[:, t+k]`` of the whole batch (:func:`info_nce` at each
+    step); averaged over ``t`` and ``k``.
 
     Parameters
     ----------
@@ -62,10 +66,8 @@ def cpc_loss(z: torch.Tensor, c: torch.Tensor, predictors) -> torch.Tensor:
             break
         pred = predict(c[:, :-k])                      # (B, T-k, D)
         target = z[:, k:]                              # (B, T-k, D)
-        # one InfoNCE per time step: (T-k, B, B) logits
-        logits = torch.einsum("btd,ctd->tbc", pred, target)
-        labels = torch.arange(z.shape[0], device=z.device).expand(logits.shape[0], -1)
-        losses.append(F.cross_entropy(logits.reshape(-1, z.shape[0]), labels.reshape(-1)))
+        # one InfoNCE per time step, the batch as negatives: time leads
+        losses.append(info_nce(pred.transpose(0, 1), target.transpose(0, 1)))
     if not losses:
         raise ValueError(f"sequence of {z.shape[1]} steps is too short for CPC")
     return torch.stack(losses).mean()

@@ -17,36 +17,32 @@ state for dropout, numpy's global state for the time masks wav2vec 2.0 draws in 
 losses are those of an uninterrupted run, bit for bit. ``best.pt`` holds the weights without
 the optimizer (it is never resumed from).
 
-Methods: ``simsiam``, ``cpc`` (self-supervised), ``crnn`` and ``finetune`` (supervised: seeded
-split by pair id, classifier, test metrics). ``finetune`` starts from a published
-``transformers`` waveform encoder (``--model``: a Hugging Face id, resolved through the Hugging
-Face cache, or a ``save_pretrained`` folder; see ``embedders.lib.hf_models``), pools one hidden
-layer (``--layer``) over time and fits a linear head on top, the convolutional front-end frozen
-unless ``--no-freeze-feature-encoder``; its ``--epochs 0`` control is the un-fine-tuned encoder.
+Methods (``--method``) are found through the registry of :mod:`training.methods`, one module
+each: ``simsiam``, ``cpc`` (self-supervised), ``crnn`` and ``finetune`` (supervised: seeded
+split by pair id, classifier, test metrics). A run is :func:`set_up` (settings, data, split,
+trainer, run folder), :func:`fit` (the epochs) and, for a supervised method,
+:func:`evaluate_test` (the best checkpoint on the test side); :func:`train` does all three.
 """
 from __future__ import annotations
 
-import csv
-import io
 import json
-import os
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
+from common.csvfile import write_csv
 from common.fsutil import atomic_path, atomic_write_text
 from common.progress import progress_bar
 from embedders.base import resolve_device
 from embedders.lib import trained_nets as tn
 from . import data as D
+from .methods import TrainingMethod, available_methods, get_method
 
-SUPERVISED = tn.SUPERVISED_METHODS
-METHODS = tn.METHODS
-#: Test hook: after writing the checkpoint of this epoch, wait (so a test can kill the process
-#: at a known point).
-HOLD_ENV = "EMBCOMPARE_TRAIN_HOLD_AFTER_EPOCH"
+METHODS = tuple(available_methods())
 MIN_FILES = 4
 
 DEFAULTS = {"method": "simsiam", "epochs": 10, "batch_size": 16, "lr": 1e-3, "seed": 0,
@@ -54,12 +50,9 @@ DEFAULTS = {"method": "simsiam", "epochs": 10, "batch_size": 16, "lr": 1e-3, "se
             "clips_per_file": 1, "n_future": 4, "val_fraction": 0.15, "test_fraction": 0.15,
             "weight_decay": 1e-4, "model": "facebook/wav2vec2-base", "layer": -1,
             "freeze_feature_encoder": True}
-#: Defaults that differ by method (a pretrained transformer wants a small learning rate and
-#: longer clips).
-METHOD_DEFAULTS = {"finetune": {"lr": 5e-5, "crop_seconds": 4.0}}
-#: Settings only finetune reads, and those it does not.
-FINETUNE_ONLY = ("model", "layer", "freeze_feature_encoder")
-NOT_FOR_FINETUNE = ("width", "depth", "n_future")
+#: Defaults that differ by method (each method's ``defaults``).
+METHOD_DEFAULTS = {name: dict(cls.defaults) for name, cls in available_methods().items()
+                   if cls.defaults}
 #: Settings that may differ on --resume (everything else must match the run's config.json).
 RESUMABLE_CHANGES = ("epochs", "device", "workers", "dataset", "out")
 
@@ -68,36 +61,20 @@ def resolve_config(config: dict) -> dict:
     """``config`` with the defaults filled in (the method's own first); ``None`` means "the
     default"; settings the method does not read are left out (so they are not in config.json)."""
     given = {k: v for k, v in config.items() if v is not None}
-    method = given.get("method", DEFAULTS["method"])
-    full = {**DEFAULTS, **METHOD_DEFAULTS.get(method, {}), **given}
-    drop = NOT_FOR_FINETUNE if method == "finetune" else FINETUNE_ONLY
-    return {k: v for k, v in full.items() if k not in drop}
+    method = get_method(given.get("method", DEFAULTS["method"]))
+    full = {**DEFAULTS, **method.defaults, **given}
+    return {k: v for k, v in full.items() if k not in method.ignores}
 
 
 def net_config(config: dict, n_classes: int, hf: dict | None = None) -> dict:
-    """Keyword arguments of the method's network; ``finetune`` also needs ``hf``, what
-    :func:`trained_nets.finetune_setup` says of the pretrained model."""
-    m = config["method"]
-    if m == "finetune":
-        if hf is None:
-            raise ValueError("finetune: the network is described by its pretrained model "
-                             "(trained_nets.finetune_setup)")
-        return {"hf_config": hf["hf_config"], "n_classes": n_classes, "layer": config["layer"],
-                "do_normalize": hf["do_normalize"],
-                "freeze_feature_encoder": bool(config["freeze_feature_encoder"])}
-    if m == "simsiam":
-        return {"width": config["width"], "depth": config["depth"]}
-    if m == "crnn":
-        return {"n_classes": n_classes, "width": config["width"], "depth": config["depth"]}
-    return {"enc_dim": 4 * config["width"], "ctx_dim": 4 * config["width"],
-            "n_future": config["n_future"]}
+    """Keyword arguments of the method's network; a method built on a pretrained model also
+    needs ``hf``, what :func:`trained_nets.finetune_setup` says of it."""
+    return get_method(config["method"]).net_config(config, n_classes, hf)
 
 
 def crop_length(config: dict) -> int:
-    """Frames (mel methods) or samples (cpc) of one training clip."""
-    if config["method"] in tn.MEL_METHODS:
-        return max(8, int(round(config["crop_seconds"] * tn.SR / tn.FRONTEND["hop_length"])))
-    return max(2000, int(round(config["crop_seconds"] * tn.SR)))
+    """Frames (mel methods) or samples (cpc, finetune) of one training clip."""
+    return get_method(config["method"]).crop_length(config)
 
 
 def make_batch(examples, indices, rng: np.random.Generator, length: int) -> np.ndarray:
@@ -137,6 +114,7 @@ class Trainer:
 
         self.torch = torch
         self.config, self.device = config, device
+        self.method = get_method(config["method"])
         torch.manual_seed(config["seed"])
         np.random.seed(config["seed"] % 2 ** 32)  # wav2vec 2.0's training-time masks draw here
         self.net = tn.build_network(config["method"], net_cfg if net_cfg is not None
@@ -148,50 +126,37 @@ class Trainer:
                                      lr=config["lr"], weight_decay=config["weight_decay"])
         self.rng = np.random.default_rng(config["seed"])
         self.gen = torch.Generator().manual_seed(config["seed"] + 1)
-        self.length = crop_length(config)
+        self.length = self.method.crop_length(config)
         # mixed precision and pinned memory on CUDA only (CPU stays float32: exact resume)
         self.amp = device.startswith("cuda")
 
-    def to_device(self, array: np.ndarray):
-        t = self.torch.from_numpy(array)
+    def to_device(self, array):
+        """A numpy array or CPU tensor on the run's device (pinned first on CUDA)."""
+        t = self.torch.as_tensor(array)
         if self.amp:
             t = t.pin_memory()
         return t.to(self.device, non_blocking=True)
 
-    def loss(self, batch: np.ndarray, labels: np.ndarray | None = None):
-        """The method's loss on one batch of crops (numpy in, scalar tensor out)."""
-        from .augment import random_view
-        from .losses import cpc_loss, simsiam_loss
-        import torch.nn.functional as F
-
-        torch, m = self.torch, self.config["method"]
+    def loss(self, batch: np.ndarray, labels: np.ndarray | None = None, *, inputs=None):
+        """The method's loss on one batch of crops (numpy in, scalar tensor out); ``inputs``:
+        the method's :meth:`~TrainingMethod.batch_inputs` of it, when already made."""
+        torch = self.torch
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
-            if m == "simsiam":
-                x = torch.from_numpy(batch)
-                v1 = random_view(x, crop_frames=self.length, gen=self.gen)
-                v2 = random_view(x, crop_frames=self.length, gen=self.gen)
-                v1, v2 = v1.to(self.device), v2.to(self.device)
-                z1, p1 = self.net(v1)
-                z2, p2 = self.net(v2)
-                return simsiam_loss(p1.float(), z1.float(), p2.float(), z2.float())
-            x = self.to_device(batch)
-            if m == "cpc":
-                z, c = self.net(x)
-                return cpc_loss(z.float(), c.float(), self.net.predictors)
-            logits = self.net(x)
-            return F.cross_entropy(logits.float(), self.to_device(labels))
+            if inputs is None:
+                inputs = self.method.batch_inputs(batch, trainer=self, gen=self.gen)
+            return self.method.loss(self, inputs, labels)
 
-    def step(self, batch, labels=None) -> float:
+    def step(self, batch, labels=None, *, inputs=None) -> float:
         self.net.train()
         self.opt.zero_grad(set_to_none=True)
-        loss = self.loss(batch, labels)
+        loss = self.loss(batch, labels, inputs=inputs)
         loss.backward()
         self.opt.step()
         return float(loss.detach())
 
     def input_length(self) -> int:
-        """SimSiam crops a 1.5x longer patch into its two views; the others use the crop."""
-        return int(self.length * 1.5) if self.config["method"] == "simsiam" else self.length
+        """The length the data pipeline crops (SimSiam cuts its two views from a longer one)."""
+        return self.method.input_length(self.length)
 
     # -- random states ------------------------------------------------------------------------
     def rng_state(self) -> dict:
@@ -257,14 +222,14 @@ def macro_f1(true: np.ndarray, pred: np.ndarray, n_classes: int) -> float:
 
 # -- run folder -----------------------------------------------------------------------------------
 
-def _write_loss_files(out: Path, history: list[dict]) -> None:
-    cols = ["epoch", "loss"] + (["val_loss"] if history and "val_loss" in history[0] else [])
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(cols)
-    for row in history:
-        w.writerow([row["epoch"]] + [repr(float(row[c])) for c in cols[1:]])
-    atomic_write_text(out / "loss.csv", buf.getvalue())
+def _write_loss_files(out: Path, history: list[dict], *, val_loss: bool) -> None:
+    """``loss.csv`` (a header only before the first epoch) and, once there is an epoch,
+    ``loss.png``."""
+    cols = ["epoch", "loss"] + (["val_loss"] if val_loss else [])
+    write_csv(out / "loss.csv", ([row["epoch"]] + [float(row[c]) for c in cols[1:]]
+                                 for row in history), header=cols)
+    if not history:
+        return
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -305,8 +270,228 @@ def _say(msg: str, quiet: bool) -> None:
         print(msg, file=sys.stderr, flush=True)
 
 
-def train(config: dict, *, resume: bool = False, quiet: bool = False) -> dict:
-    """Train (or resume) one run as ``config`` says; returns a summary.
+#: ``on_epoch_end(epoch)``: called after the checkpoint and loss files of each epoch are written.
+EpochHook = Callable[[int], None]
+
+
+@dataclass
+class Run:
+    """A run set up and ready to fit: its settings, data, trainer and where it stands."""
+
+    config: dict
+    method: TrainingMethod
+    out: Path
+    device: str
+    trainer: Trainer
+    #: What every checkpoint records besides the weights (network, classes, seen files).
+    meta: dict
+    classes: list[str]
+    #: The examples of each side (``data.TRAIN``, ``VAL``, ``TEST``).
+    by_side: dict[str, list]
+    history: list[dict] = field(default_factory=list)
+    best: float = float("inf")
+    start_epoch: int = 0
+
+    def labels(self, side: str) -> np.ndarray:
+        """The class indices of one side's examples [shape=(n,)]."""
+        return np.array([self.classes.index(ex.item.label) for ex in self.by_side[side]],
+                        dtype=np.int64)
+
+    def checkpoint(self, name: str, epoch: int, *, resumable: bool) -> None:
+        _save_checkpoint(self.out / name, self.trainer, epoch=epoch, history=self.history,
+                         best=self.best, meta=self.meta, resumable=resumable)
+
+
+def _resume_checkpoint(config: dict, out: Path, resume: bool) -> dict | None:
+    """``last.pt`` of the run being resumed (checked against ``config``), else None."""
+    last = out / "last.pt"
+    if not resume:
+        if last.is_file():
+            raise D.TrainingUsageError(f"{out} already holds a training run: pass --resume to "
+                                       f"continue it, or choose another --out")
+        return None
+    if not last.is_file():
+        raise D.TrainingUsageError(f"--resume: {last} does not exist (start without --resume)")
+    ckpt = tn.read_checkpoint(last, method=config["method"])
+    saved = json.loads(ckpt["config"])
+    diff = sorted(k for k in saved if k not in RESUMABLE_CHANGES and saved[k] != config.get(k))
+    if diff:
+        raise D.TrainingUsageError(
+            f"--resume: {', '.join(f'{k}={config.get(k)!r} (run has {saved[k]!r})' for k in diff)}"
+            f" differ from the run in {out}")
+    return ckpt
+
+
+def _load_collection(config: dict, *, quiet: bool) -> tuple[list, list, list]:
+    """The collection's items, the audio examples with their features, and the files skipped
+    (``(id, reason)``, each said on stderr)."""
+    method = config["method"]
+    items, examples, skipped = D.load_examples(config["dataset"], method=method,
+                                               workers=config["workers"], progress=not quiet)
+    for item_id, reason in skipped:
+        _say(f"skipped {item_id}: {reason}", quiet)
+    if len(examples) < MIN_FILES:
+        raise D.TrainingUsageError(
+            f"{method} needs at least {MIN_FILES} readable audio files in class folders; "
+            f"{config['dataset']} has {len(examples)}")
+    return items, examples, skipped
+
+
+def _assign_sides(method: TrainingMethod, config: dict, items: list, examples: list,
+                  classes: list[str]) -> dict[str, str]:
+    """Item id -> side. Supervised: the seeded split by pair id (every labelled item, MIDI
+    twins too: the record for analysis). Self-supervised: every example trains, and so does
+    the MIDI twin of a piece whose audio was seen."""
+    if method.supervised:
+        per_class = {c: len({ex.item.pair_id or ex.item.id for ex in examples
+                             if ex.item.label == c}) for c in classes}
+        if len(classes) < 2 or min(per_class.values()) < 3:
+            raise D.TrainingUsageError(
+                f"{method.name} is supervised: it needs at least 2 classes with at least 3 "
+                f"audio pieces each; found {per_class or 'none'}")
+        return D.split_by_pair([it for it in items if it.label], seed=config["seed"],
+                               val_fraction=config["val_fraction"],
+                               test_fraction=config["test_fraction"])
+    side = {ex.item.id: D.TRAIN for ex in examples}
+    pair_of = {ex.item.pair_id for ex in examples if ex.item.pair_id}
+    for it in items:
+        if it.pair_id in pair_of and it.id not in side:
+            side[it.id] = D.TRAIN
+    return side
+
+
+def set_up(config: dict, *, resume: bool = False, quiet: bool = False) -> Run:
+    """Everything before the first step: settings resolved and checked, the pretrained model
+    (finetune) found before any audio is read, the collection loaded and split, the trainer
+    built (or restored from ``last.pt``), and the run folder's ``config.json``, ``split.csv``,
+    ``skipped.csv`` and (a new run) the epoch-0 checkpoints written. Raises as :func:`train`."""
+    import torch
+
+    method = get_method(config.get("method") or DEFAULTS["method"])
+    config = resolve_config(config)
+    out = Path(config["out"])
+    ckpt = _resume_checkpoint(config, out, resume)
+    hf, pretrained, identity = None, None, None
+    if method.from_pretrained:
+        if ckpt is None:
+            hf, pretrained, identity = method.set_up_pretrained(config)
+        else:
+            identity = ckpt.get("pretrained")
+    device = resolve_device(config["device"])
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+
+    items, examples, skipped = _load_collection(config, quiet=quiet)
+    classes = sorted({ex.item.label for ex in examples})
+    side = _assign_sides(method, config, items, examples, classes)
+    by_side = {s: [ex for ex in examples if side.get(ex.item.id) == s]
+               for s in (D.TRAIN, D.VAL, D.TEST)}
+    if len(by_side[D.TRAIN]) < 2:
+        raise D.TrainingUsageError(f"{method.name}: only {len(by_side[D.TRAIN])} training files "
+                                   f"after the split; at least 2 are needed")
+    seen = sorted({it.content_hash for it in items if side.get(it.id) in (D.TRAIN, D.VAL)})
+    net_cfg = (dict(ckpt["net_config"]) if ckpt is not None
+               else method.net_config(config, len(classes), hf))
+    trainer = Trainer(config, len(classes), device, net_cfg=net_cfg, pretrained=pretrained)
+    run = Run(config=config, method=method, out=out, device=device, trainer=trainer,
+              meta={"net_config": net_cfg, "classes": classes, "seen": seen,
+                    "pretrained": identity},
+              classes=classes, by_side=by_side)
+    if ckpt is not None:
+        trainer.net.load_state_dict(ckpt["model"])
+        trainer.opt.load_state_dict(ckpt["optimizer"])
+        trainer.set_rng_state(ckpt["rng"])
+        run.history = json.loads(ckpt["history"])
+        run.best, run.start_epoch = float(ckpt["best"]), int(ckpt["epoch"])
+        _say(f"resuming {out} after epoch {run.start_epoch}", quiet)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "config.json", json.dumps(
+        {**config, "device_resolved": device, "classes": classes,
+         "n_train_files": len(by_side[D.TRAIN]), "frontend": tn.FRONTEND,
+         "crop_length": trainer.length,
+         **({"pretrained": identity} if method.from_pretrained else {})},
+        indent=2, sort_keys=True))
+    D.write_split(out / "split.csv", items, side)
+    write_csv(out / "skipped.csv", skipped, header=("id", "reason"))
+    if ckpt is None:  # epoch 0: the randomly initialised network, the control of every run
+        run.checkpoint("last.pt", 0, resumable=True)
+        run.checkpoint("best.pt", 0, resumable=False)
+    return run
+
+
+def _fit_epoch(run: Run, epoch: int, *, quiet: bool) -> list[float]:
+    """One epoch of steps over the shuffled training examples; the loss of each step."""
+    trainer, config = run.trainer, run.config
+    train_ex, train_labels = run.by_side[D.TRAIN], run.labels(D.TRAIN)
+    batches = epoch_batches(len(train_ex), config, trainer.rng)
+    length_in = trainer.input_length()
+    losses = []
+    bar = progress_bar(len(batches), desc=f"{run.method.name} epoch {epoch + 1}/"
+                       f"{config['epochs']}", unit="step", enabled=not quiet, leave=False)
+    with bar:
+        for idx in batches:
+            batch = make_batch(train_ex, idx, trainer.rng, length_in)
+            losses.append(trainer.step(batch, train_labels[idx]))
+            bar.update(1)
+            bar.set_postfix_str(f"loss {losses[-1]:.4f}")
+    return losses
+
+
+def fit(run: Run, *, quiet: bool = False, on_epoch_end: EpochHook | None = None) -> dict:
+    """Train from ``run.start_epoch`` to ``config["epochs"]``; after every epoch ``last.pt``,
+    ``best.pt`` (when the score improved: the validation loss of a supervised method, else the
+    training loss) and the loss files are written. Returns the run's summary."""
+    config, trainer = run.config, run.trainer
+    val_ex, val_labels = run.by_side[D.VAL], run.labels(D.VAL)
+    with_val = run.method.supervised and bool(val_ex)
+    t0 = time.perf_counter()
+    n_steps = 0
+    for epoch in range(run.start_epoch, config["epochs"]):
+        losses = _fit_epoch(run, epoch, quiet=quiet)
+        n_steps += len(losses)
+        row = {"epoch": epoch + 1, "loss": float(np.mean(losses))}
+        if with_val:
+            row["val_loss"], _ = evaluate_classifier(trainer.net, val_ex, val_labels,
+                                                     trainer.length, run.device)
+        run.history.append(row)
+        _say(f"epoch {epoch + 1}/{config['epochs']}: " + ", ".join(
+            f"{k} {v:.4f}" for k, v in row.items() if k != "epoch"), quiet)
+        score = row.get("val_loss", row["loss"])
+        if score < run.best:
+            run.best = score
+            run.checkpoint("best.pt", epoch + 1, resumable=False)
+        run.checkpoint("last.pt", epoch + 1, resumable=True)
+        _write_loss_files(run.out, run.history, val_loss=with_val)
+        if on_epoch_end is not None:
+            on_epoch_end(epoch + 1)
+    seconds = time.perf_counter() - t0
+    if not run.history:
+        _write_loss_files(run.out, [], val_loss=run.method.supervised)
+    return {"run": str(run.out), "method": run.method.name, "epochs": config["epochs"],
+            "history": run.history, "train_seconds": seconds,
+            "steps_per_second": n_steps / seconds if n_steps and seconds > 0 else None}
+
+
+def evaluate_test(run: Run) -> dict:
+    """A supervised run's test metrics from ``best.pt``, also written to
+    ``test_metrics.json``."""
+    best_ckpt = tn.read_checkpoint(run.out / "best.pt", method=run.method.name)
+    net = tn.network_from_checkpoint(best_ckpt).to(run.device)
+    test_ex, test_labels = run.by_side[D.TEST], run.labels(D.TEST)
+    test_loss, pred = evaluate_classifier(net, test_ex, test_labels, run.trainer.length,
+                                          run.device)
+    metrics = {"test_accuracy": float(np.mean(pred == test_labels)),
+               "test_macro_f1": macro_f1(test_labels, pred, len(run.classes)),
+               "test_loss": test_loss, "n_test": len(test_ex), "chance": 1 / len(run.classes),
+               "checkpoint": "best.pt", "best_epoch": int(best_ckpt["epoch"]),
+               "classes": run.classes}
+    atomic_write_text(run.out / "test_metrics.json", json.dumps(metrics, indent=2))
+    return metrics
+
+
+def train(config: dict, *, resume: bool = False, quiet: bool = False,
+          on_epoch_end: EpochHook | None = None) -> dict:
+    """Train (or resume) one run as ``config`` says; returns a summary (with the test metrics
+    of a supervised method). ``on_epoch_end(epoch)`` is called after each epoch is saved.
 
     Raises
     ------
@@ -319,158 +504,8 @@ def train(config: dict, *, resume: bool = False, quiet: bool = False) -> dict:
         finetune: the pretrained model cannot be found (not cached while offline, no such
         folder) or does not fit (not a waveform encoder, layer out of range, crop too short).
     """
-    import torch
-
-    config = resolve_config(config)
-    method = config["method"]
-    if method not in METHODS:
-        raise D.TrainingUsageError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
-    out = Path(config["out"])
-    last = out / "last.pt"
-    ckpt = None
-    if resume:
-        if not last.is_file():
-            raise D.TrainingUsageError(f"--resume: {last} does not exist (start without --resume)")
-        ckpt = tn.read_checkpoint(last, method=method)
-        saved = json.loads(ckpt["config"])
-        diff = sorted(k for k in saved if k not in RESUMABLE_CHANGES and saved[k] != config.get(k))
-        if diff:
-            raise D.TrainingUsageError(
-                f"--resume: {', '.join(f'{k}={config.get(k)!r} (run has {saved[k]!r})' for k in diff)}"
-                f" differ from the run in {out}")
-    elif last.is_file():
-        raise D.TrainingUsageError(f"{out} already holds a training run: pass --resume to "
-                                   f"continue it, or choose another --out")
-    hf, pretrained, pretrained_identity = None, None, None
-    if method == "finetune":
-        if ckpt is None:  # find and check the published weights before reading any audio
-            from embedders.lib.hf_models import resolve_model
-            pretrained, pretrained_identity = resolve_model(
-                str(config["model"]), who="finetune", local_option="--model PATH")
-            hf = tn.finetune_setup(pretrained, layer=config["layer"],
-                                   crop_samples=crop_length(config))
-        else:
-            pretrained_identity = ckpt.get("pretrained")
-    device = resolve_device(config["device"])
-    torch.set_num_threads(max(1, torch.get_num_threads()))
-
-    items, examples, skipped = D.load_examples(config["dataset"], method=method,
-                                               workers=config["workers"], progress=not quiet)
-    for item_id, reason in skipped:
-        _say(f"skipped {item_id}: {reason}", quiet)
-    if len(examples) < MIN_FILES:
-        raise D.TrainingUsageError(
-            f"{method} needs at least {MIN_FILES} readable audio files in class folders; "
-            f"{config['dataset']} has {len(examples)}")
-    classes = sorted({ex.item.label for ex in examples})
-    if method in SUPERVISED:
-        per_class = {c: len({ex.item.pair_id or ex.item.id for ex in examples
-                             if ex.item.label == c}) for c in classes}
-        if len(classes) < 2 or min(per_class.values()) < 3:
-            raise D.TrainingUsageError(
-                f"{method} is supervised: it needs at least 2 classes with at least 3 audio "
-                f"pieces each; found {per_class or 'none'}")
-        # every labelled item gets its piece's side (MIDI twins too: the record for analysis)
-        side = D.split_by_pair([it for it in items if it.label], seed=config["seed"],
-                               val_fraction=config["val_fraction"],
-                               test_fraction=config["test_fraction"])
-    else:
-        side = {ex.item.id: D.TRAIN for ex in examples}
-        pair_of = {ex.item.pair_id for ex in examples if ex.item.pair_id}
-        for it in items:  # the MIDI twin of a seen piece: its music was seen
-            if it.pair_id in pair_of and it.id not in side:
-                side[it.id] = D.TRAIN
-    by_side = {s: [ex for ex in examples if side.get(ex.item.id) == s]
-               for s in (D.TRAIN, D.VAL, D.TEST)}
-    train_ex = by_side[D.TRAIN]
-    if len(train_ex) < 2:
-        raise D.TrainingUsageError(f"{method}: only {len(train_ex)} training files after the "
-                                   f"split; at least 2 are needed")
-    class_index = {c: i for i, c in enumerate(classes)}
-    train_labels = np.array([class_index[ex.item.label] for ex in train_ex])
-    seen = sorted({it.content_hash for it in items if side.get(it.id) in (D.TRAIN, D.VAL)})
-
-    net_cfg = dict(ckpt["net_config"]) if ckpt is not None else net_config(config, len(classes), hf)
-    trainer = Trainer(config, len(classes), device, net_cfg=net_cfg, pretrained=pretrained)
-    meta = {"net_config": net_cfg, "classes": classes, "seen": seen,
-            "pretrained": pretrained_identity}
-    history: list[dict] = []
-    best = float("inf")
-    start_epoch = 0
-    if ckpt is not None:
-        trainer.net.load_state_dict(ckpt["model"])
-        trainer.opt.load_state_dict(ckpt["optimizer"])
-        trainer.set_rng_state(ckpt["rng"])
-        history = json.loads(ckpt["history"])
-        best, start_epoch = float(ckpt["best"]), int(ckpt["epoch"])
-        _say(f"resuming {out} after epoch {start_epoch}", quiet)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "config.json", json.dumps(
-        {**config, "device_resolved": device, "classes": classes, "n_train_files": len(train_ex),
-         "frontend": tn.FRONTEND, "crop_length": trainer.length,
-         **({"pretrained": pretrained_identity} if method == "finetune" else {})},
-        indent=2, sort_keys=True))
-    D.write_split(out / "split.csv", items, side)
-    atomic_write_text(out / "skipped.csv", "id,reason\n" + "".join(
-        f"{json.dumps(i)},{json.dumps(r)}\n" for i, r in skipped))
-    if ckpt is None:  # epoch 0: the randomly initialised network, the control of every run
-        _save_checkpoint(last, trainer, epoch=0, history=history, best=best, meta=meta)
-        _save_checkpoint(out / "best.pt", trainer, epoch=0, history=history, best=best, meta=meta,
-                         resumable=False)
-
-    val_ex = by_side[D.VAL]
-    val_labels = np.array([class_index[ex.item.label] for ex in val_ex])
-    length_in = trainer.input_length()
-    t0 = time.perf_counter()
-    n_steps = 0
-    for epoch in range(start_epoch, config["epochs"]):
-        batches = epoch_batches(len(train_ex), config, trainer.rng)
-        losses = []
-        bar = progress_bar(len(batches), desc=f"{method} epoch {epoch + 1}/{config['epochs']}",
-                           unit="step", enabled=not quiet, leave=False)
-        with bar:
-            for idx in batches:
-                batch = make_batch(train_ex, idx, trainer.rng, length_in)
-                losses.append(trainer.step(batch, train_labels[idx]))
-                n_steps += 1
-                bar.update(1)
-                bar.set_postfix_str(f"loss {losses[-1]:.4f}")
-        row = {"epoch": epoch + 1, "loss": float(np.mean(losses))}
-        score = row["loss"]
-        if method in SUPERVISED and val_ex:
-            row["val_loss"], _ = evaluate_classifier(trainer.net, val_ex, val_labels,
-                                                     trainer.length, device)
-            score = row["val_loss"]
-        history.append(row)
-        _say(f"epoch {epoch + 1}/{config['epochs']}: " + ", ".join(
-            f"{k} {v:.4f}" for k, v in row.items() if k != "epoch"), quiet)
-        if score < best:
-            best = score
-            _save_checkpoint(out / "best.pt", trainer, epoch=epoch + 1, history=history,
-                             best=best, meta=meta, resumable=False)
-        _save_checkpoint(last, trainer, epoch=epoch + 1, history=history, best=best, meta=meta)
-        _write_loss_files(out, history)
-        if os.environ.get(HOLD_ENV) == str(epoch + 1):
-            print(f"holding after epoch {epoch + 1}", flush=True)
-            time.sleep(600)
-    seconds = time.perf_counter() - t0
-    if not history:
-        atomic_write_text(out / "loss.csv", "epoch,loss" + (",val_loss" if method in SUPERVISED
-                                                             else "") + "\n")
-    summary = {"run": str(out), "method": method, "epochs": config["epochs"],
-               "history": history, "train_seconds": seconds,
-               "steps_per_second": n_steps / seconds if n_steps and seconds > 0 else None}
-    if method in SUPERVISED:
-        best_ckpt = tn.read_checkpoint(out / "best.pt", method=method)
-        net = tn.network_from_checkpoint(best_ckpt).to(device)
-        test_ex = by_side[D.TEST]
-        test_labels = np.array([class_index[ex.item.label] for ex in test_ex])
-        test_loss, pred = evaluate_classifier(net, test_ex, test_labels, trainer.length, device)
-        metrics = {"test_accuracy": float(np.mean(pred == test_labels)),
-                   "test_macro_f1": macro_f1(test_labels, pred, len(classes)),
-                   "test_loss": test_loss, "n_test": len(test_ex), "chance": 1 / len(classes),
-                   "checkpoint": "best.pt", "best_epoch": int(best_ckpt["epoch"]),
-                   "classes": classes}
-        atomic_write_text(out / "test_metrics.json", json.dumps(metrics, indent=2))
-        summary.update(metrics)
+    run = set_up(config, resume=resume, quiet=quiet)
+    summary = fit(run, quiet=quiet, on_epoch_end=on_epoch_end)
+    if run.method.supervised:
+        summary.update(evaluate_test(run))
     return summary

@@ -101,7 +101,7 @@ def log_mel(y: np.ndarray, front: dict = FRONTEND) -> np.ndarray:
     Returns
     -------
     np.ndarray [shape=(n_mels, n_frames), dtype=float32]
-        ``n_frames = 1 + n_samples // hop_length`` (centred frames).
+        ``n_frames = 1 + n_samples // hop_length`` (centered frames).
     """
     wave = torch.from_numpy(np.ascontiguousarray(y, dtype=np.float32))
     spec = torch.stft(wave, n_fft=front["n_fft"], hop_length=front["hop_length"],
