@@ -36,7 +36,7 @@ from pathlib import Path
 
 from embedders import AUDIO, SYMBOLIC
 from .scan import MANIFEST_FIELDS, Item, ScanResult, modality_of
-from .sources import SourceError
+from .scan import SourceError
 
 __all__ = ["ManifestError", "read_manifest", "REQUIRED_COLUMNS", "OPTIONAL_COLUMNS"]
 

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Callable
 
 from .scan import Item, ScanResult, modality_of
-from .sources import SourceError
+from .scan import SourceError
 
 __all__ = ["LOADERS", "MULTITRACK_PREFIX", "MirdataError", "default_data_home", "mirdata_scan"]
 

@@ -22,6 +22,13 @@ from embedders import AUDIO, SYMBOLIC
 from common.fsutil import atomic_write_text, sha256_file
 from common.progress import track
 
+
+class SourceError(ValueError):
+    """A collection that cannot be read as given (a bad manifest, an unknown mirdata dataset, a
+    missing index): one line naming the file and row or the flag; a usage error (exit 2),
+    raised before anything is computed."""
+
+
 SYMBOLIC_EXTENSIONS = (".mid", ".midi", ".mtf")
 
 #: Manifest columns, in order.

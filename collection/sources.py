@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .scan import ScanResult
+from .scan import ScanResult, SourceError  # noqa: F401 (re-exported: the sources' error)
 
 __all__ = ["CollectionSource", "SourceError", "add_source_arguments", "scan_source",
            "source_from_args", "SOURCE_DESTS", "SOURCE_FLAGS"]
@@ -48,10 +48,7 @@ SOURCE_DESTS = ("manifest", "label_column", "mirdata", "data_home", "label_field
 DATASET, MANIFEST, MIRDATA = "dataset", "manifest", "mirdata"
 
 
-class SourceError(ValueError):
-    """A collection that cannot be read as given (a bad manifest, an unknown mirdata dataset, a
-    missing index): one line naming the file and row or the flag; a usage error (exit 2),
-    raised before anything is computed."""
+
 
 
 @dataclass(frozen=True)
