@@ -177,6 +177,11 @@ class MadmomKey(_MadmomNetwork):
                    f"probabilities per file (one frame); {LICENCE}")
     network = "key"
     fps = 5.0
+    #: the order of the 24 probabilities (madmom's): majors from A by semitones, then minors
+    key_names = tuple(f"{k} major" for k in ("A", "Bb", "B", "C", "Db", "D", "Eb", "E", "F",
+                                             "F#", "G", "Ab")) + \
+        tuple(f"{k} minor" for k in ("A", "Bb", "B", "C", "C#", "D", "D#", "E", "F", "F#",
+                                     "G", "G#"))
 
     @property
     def dim(self) -> int:

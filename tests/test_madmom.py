@@ -47,6 +47,15 @@ def test_matches_madmom(output):
     assert emb.cache_options()["weights_identity"].startswith(files[output] + ":")
 
 
+def test_listed_with_their_licence():
+    from cli.compare import list_embedders
+
+    text = list_embedders()
+    for name in EMBEDDERS.values():
+        line = next(ln for ln in text.splitlines() if ln.startswith(name + " "))
+        assert "CC BY-NC-SA 4.0" in line
+
+
 def test_filterbank_facts():
     # deep chroma's network takes 15 frames x 105 bands (1575 inputs); the chord net 113 bands
     fb = madmom_dsp.log_filterbank(65, 2100)
