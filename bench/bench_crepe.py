@@ -6,7 +6,8 @@ hop, float32 CPU, and both produce the same numbers (max |diff| printed). Modes:
 (a) ``torchcrepe``: ``torchcrepe.embed(audio, 16000, hop_length=160, model=...)`` under
     ``torch.no_grad`` (its default: all frames in one batch);
 (b) ``ours``: :meth:`embedders.crepe.Crepe.embed_signal` (framing in numpy, 1-D convolutions,
-    ``batch_size`` frames per call, ``torch.inference_mode``).
+    ``batch_size`` frames per call: 64 for full, 256 for tiny by default,
+    ``torch.inference_mode``).
 
 The modes are interleaved over ``--rounds`` rounds and the best round of each is kept (the
 machine is shared: compare, don't clock); frames/s and the ratio are printed with the CPU.
@@ -49,7 +50,8 @@ def main(argv=None) -> int:
     ap.add_argument("--model", default="full", choices=("full", "tiny"))
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--batch-size", type=int, default=64, help="ours: frames per call")
+    ap.add_argument("--batch-size", type=int, default=None,
+                    help="ours: frames per call (default: the embedder's, 64 full / 256 tiny)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     args = ap.parse_args(argv)
 

@@ -55,8 +55,11 @@ class Crepe(Embedder):
                    "full 2048-d / tiny 256-d), 16 kHz mono; options model (full|tiny), "
                    "hop (seconds between frames)")
     option_defaults = {"model": "full", "hop": 0.01, "weights": None, "device": None,
-                       "batch_size": 64}
-    option_types = {"weights": str, "device": str}
+                       "batch_size": None}
+    option_types = {"weights": str, "device": str, "batch_size": int}
+    #: frames per forward pass when ``batch_size`` is None (the faster setting on 2 CPU cores
+    #: in bench/bench_crepe.py runs; full's first layer holds 1 MB per frame)
+    DEFAULT_BATCH = {"full": 64, "tiny": 256}
 
     def validate_options(self) -> None:
         o = self.options
@@ -69,7 +72,7 @@ class Crepe(Embedder):
             raise ConfigurationError(f"crepe: hop must be a number of seconds >= {1 / SR} "
                                      f"(one sample at 16 kHz), got {hop!r}")
         bs = o["batch_size"]
-        if isinstance(bs, bool) or not isinstance(bs, int) or bs < 1:
+        if bs is not None and (isinstance(bs, bool) or not isinstance(bs, int) or bs < 1):
             raise ConfigurationError(f"crepe: batch_size must be a positive integer, got {bs!r}")
 
     @property
@@ -147,7 +150,8 @@ class Crepe(Embedder):
         from .lib.crepe_net import frame_count, normalized_frames
 
         self.load()
-        hop, bs = self.hop_samples, int(self.options["batch_size"])
+        hop = self.hop_samples
+        bs = self.options["batch_size"] or self.DEFAULT_BATCH[self.options["model"]]
         n = frame_count(y.shape[0], hop)
         out = np.empty((n, self.dim), dtype=np.float32)
         with torch.inference_mode():

@@ -196,7 +196,15 @@ class MadmomKey(_MadmomNetwork):
             logits = self._run(torch.from_numpy(np.ascontiguousarray(spec))[None, None])
             return torch.softmax(logits.double(), dim=1)[0].float().numpy()
 
+    #: spectrogram frames the network needs at least (three 2x2 max-pools)
+    min_frames = 8
+
     def _embed_file(self, path: str) -> Embedding:
-        probs = self.probabilities(self.spectrogram(path))[None, :]
+        spec = self.spectrogram(path)
+        if spec.shape[0] < self.min_frames:
+            raise InputError(path, f"audio is shorter than the key network's {self.min_frames} "
+                                   f"spectrogram frames at {self.fps:g} frames/s "
+                                   f"({(self.min_frames - 1) / self.fps:.1f} s)")
+        probs = self.probabilities(spec)[None, :]
         return Embedding(frames=probs, clip=probs[0], timestamps=np.zeros(1),
                          info={"model_file": self._model_file.name, "fps": self.fps})

@@ -47,6 +47,16 @@ def test_matches_madmom(output):
     assert emb.cache_options()["weights_identity"].startswith(files[output] + ":")
 
 
+@needs_models
+def test_too_short_for_the_key_network(tmp_path):
+    from embedders import InputError
+
+    short = write_wav(tmp_path / "short.wav", seconds=1.0, sr=44100)
+    with pytest.raises(InputError, match="shorter than the key network"):
+        get_embedder("madmom-key").compute(short)
+    assert get_embedder("madmom-chroma").compute(short).frames.shape == (10, 12)
+
+
 def test_listed_with_their_licence():
     from cli.compare import list_embedders
 
