@@ -243,7 +243,11 @@ class Embedder:
     def weights_identity(self) -> str | None:
         """A short string naming the weights in use (file name, size, checksum), for cache keys.
 
-        Called after :meth:`load`. Embedders without weights return ``None``.
+        Must give the same answer before and after :meth:`load`: an embedder with weights
+        resolves (finds, and fingerprints) them here when not loaded yet, without building the
+        model, so that :meth:`cache_options` of a fresh embedder matches the options recorded
+        with its outputs (a search index checks a query embedder that way). Embedders without
+        weights return ``None``.
         """
         return None
 

@@ -286,8 +286,8 @@ class MusicnnEmbedder(Embedder):
 
     def weights_identity(self) -> str | None:
         folder = getattr(self, "_weights_dir", None)
-        if folder is None:
-            return None
+        if folder is None:  # not loaded: resolve the checkpoint folder only (no network built)
+            folder = self._weights_dir = self.resolve_weights()
         data = folder / CHECKPOINT_FILES[1]
         return f"{self.options['model']}:{wts.weights_fingerprint(data)}"
 

@@ -321,8 +321,8 @@ class OpenL3(Embedder):
 
     def weights_identity(self) -> str | None:
         path = getattr(self, "_weights_path", None)
-        if path is None:
-            return None
+        if path is None:  # not loaded: resolve the weight file only (no network built)
+            path = self._weights_path = self.resolve_weights()
         return wts.weights_fingerprint(path)
 
     # -- model -----------------------------------------------------------------------------------

@@ -90,6 +90,12 @@ class Trained(Embedder):
     def weights_identity(self) -> str | None:
         from .lib.weights import weights_fingerprint
         path = getattr(self, "_path", None)
+        if path is None and self.options["checkpoint"]:  # not loaded: find the file only
+            from .lib import trained_nets as tn
+            try:
+                path = self._path = tn.resolve_checkpoint(self.options["checkpoint"])
+            except tn.CheckpointError as exc:
+                raise WeightsError(str(exc)) from None
         return weights_fingerprint(path) if path else None
 
     def _embed_file(self, path: str) -> Embedding:

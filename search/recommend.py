@@ -131,14 +131,20 @@ class Recommender:
         """The query embedder, checked against the configuration the index was built for
         (constructed without loading its model; :meth:`query_vector` loads it when needed)."""
         if self._embedder is None:
-            from embedders import get_embedder
+            from embedders import EmbedderError, get_embedder
 
             # by default the options the index was built with (the weights identity is not an
             # option: it is checked below, from whatever weight file the options resolve to)
             options = self.options or {k: v for k, v in config_identity(self.meta)["options"]
                                        .items() if k != "weights_identity"}
-            emb = get_embedder(self.name, **options)
-            mine = {"embedder": emb.name, "version": emb.version, "options": emb.cache_options()}
+            try:
+                emb = get_embedder(self.name, **options)
+                # resolves (not loads) the weights, so the identity compares like the index's
+                mine = {"embedder": emb.name, "version": emb.version,
+                        "options": emb.cache_options()}
+            except EmbedderError as exc:  # weights not found, an option the index's build lacks
+                raise SearchError(f"cannot set up the query embedder {self.name!r}: "
+                                  f"{str(exc).splitlines()[0]}") from exc
             built = config_identity(self.meta)
             if mine != built:
                 raise IndexMismatchError(

@@ -68,9 +68,10 @@ def save_tiny_wav2vec2(folder, *, seed: int = 0, sr: int = 16000, **config) -> P
     return folder
 
 
-def indexed_demo_corpus(base: Path) -> tuple[Path, Path]:
+def indexed_demo_corpus(base: Path, *, extra=()) -> tuple[Path, Path]:
     """A small paired demo corpus (5 genres x 2 pieces, audio + MIDI) under ``base``, embedded
-    with the two baselines and indexed: ``(corpus folder, embeddings folder)``."""
+    with the two baselines (and the embedders in ``extra``, constructed) and indexed:
+    ``(corpus folder, embeddings folder)``."""
     from collection import embed_dataset
     from collection.demo_corpus import build_demo_corpus
     from embedders import get_embedder
@@ -78,7 +79,7 @@ def indexed_demo_corpus(base: Path) -> tuple[Path, Path]:
 
     root, emb = base / "corpus", base / "emb"
     build_demo_corpus(root, n_per_genre=2, synth="builtin")
-    embed_dataset(root, [get_embedder("audio-stats"), get_embedder("midi-stats")],
+    embed_dataset(root, [get_embedder("audio-stats"), get_embedder("midi-stats"), *extra],
                   emb_dir=emb, out_dir=base / "out", progress=False)
     build_indexes(emb)
     return root, emb

@@ -495,7 +495,9 @@ def test_winograd_matches_direct(weights_file, expected):
     scale = np.abs(outs["direct"]).max()
     assert np.abs(outs["winograd"] - outs["direct"]).max() <= 1e-4 * scale
     np.testing.assert_array_equal(outs["auto"], outs["winograd"])  # auto = Winograd on CPU
-    a = get_embedder("openl3", conv_algorithm="direct", embedding_size=512)
-    b = get_embedder("openl3", conv_algorithm="winograd", embedding_size=512)
+    a = get_embedder("openl3", conv_algorithm="direct", embedding_size=512,
+                     weights=str(weights_file))  # the cache key names the weights: give them
+    b = get_embedder("openl3", conv_algorithm="winograd", embedding_size=512,
+                     weights=str(weights_file))
     assert a.cache_options() == b.cache_options()
     assert "conv_algorithm" not in a.cache_options()
