@@ -201,9 +201,10 @@ def frechet_item_scores(X: ArrayLike, labels: ArrayLike, *,
     """Per-item outlier score: the squared Mahalanobis distance of each item to its class's
     Gaussian (the one the Fréchet distances use), divided by the dimension.
 
-    It is the item's share of its class's Gaussian log-likelihood: about 1 for a typical item
-    of a well-fitted class, large for one that does not belong. NaN for an item whose class has
-    fewer than 2 items.
+    It is the item's share of its class's Gaussian log-likelihood: the class's mean score is
+    about 1 (exactly 1 without shrinkage), an item that does not belong scores far above (and,
+    as it widens its class's covariance, pulls its classmates' scores below 1). NaN for an item
+    whose class has fewer than 2 items.
 
     Parameters
     ----------

@@ -23,6 +23,7 @@ CHANGED = {
     "embedders/*/recommend_*/params/centered": "issue 21: params.centered recorded",
     "embedders/*/hubness_*/params/centered": "issue 21: params.centered recorded",
     "pairs/*/retrieval_*/params/centered": "issue 21: params.centered recorded",
+    "pairs/*/rsa_mantel_p/params/centered": "issue 21: params.centered recorded",
     # (issue 21 renamed centroid_cosine_uncentred and params.centring: upgrade_metrics maps
     # the fixture's old names, so they need no line here)
     # issue 21: Frechet distances added (new entries, new descriptives, new run parameters)

@@ -38,7 +38,7 @@ register("rsa_spearman", kind="pair", fn=rsa_spearman, section="between",
               "other.")
 register("rsa_mantel_p", kind="pair", fn=rsa_mantel_p, section="between", interval=None,
          p_value=True, higher_is_better=None, cost=_COST,
-         params={"test": "Mantel, one-sided, items of one matrix permuted"},
+         params={"test": "Mantel, one-sided, items of one matrix permuted", "centered": True},
          context_params={"seed": "seed"},
          read="Mantel permutation p-value of the RSA correlation (items permuted): small (e.g. "
               "< 0.05) = the agreement is unlikely by chance.")
