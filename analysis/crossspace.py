@@ -447,6 +447,8 @@ def rsa(X: ArrayLike, Y: ArrayLike, *, n_permutations: int = 999, seed: int = 0,
     dict with ``rho`` and ``p`` (None without permutations); p = (1 + #{rho_perm >= rho}) /
     (1 + n_permutations).
     """
+    # long (61 lines, half docstring): the point estimate and the Mantel loop share the ranked
+    # matrices, so splitting them would pass five arrays around
     X, Y, _ = validate(X, Y)
     n = X.shape[0]
     if n < 4:
@@ -700,6 +702,43 @@ class _SplitPca:
         return mu + self.offset, vecs[:, ::-1]
 
 
+def fit_pca_procrustes(X: np.ndarray, Y: np.ndarray, train: np.ndarray,
+                       test: np.ndarray | None = None, *, max_components: int = 64,
+                       pcas: tuple | None = None) -> dict:
+    """The map of cross-space retrieval, fitted on the rows ``train``: each space centred and
+    reduced by its own PCA of the train rows to d = min(n_train - 1, dx, dy, max_components)
+    dimensions, then the orthogonal R minimising ||A R - B|| over the train pairs.
+
+    The one implementation of the fit: :func:`procrustes_retrieval` scores it on held-out
+    pairs, :func:`analysis.recommendation.fit_procrustes_alignment` fits it on all pairs.
+
+    Parameters
+    ----------
+    X : np.ndarray [shape=(n, dx)]
+    Y : np.ndarray [shape=(n, dy)]
+    train, test : index arrays (``test`` = the other rows; None = none)
+    pcas : the two ``_SplitPca`` of X and Y when many splits share them
+
+    Returns
+    -------
+    dict of np.ndarray: ``source_mean`` (dx,), ``source_basis`` (dx, d), ``target_mean`` (dy,),
+    ``target_basis`` (dy, d), ``rotation`` (d, d).
+    """
+    train = np.asarray(train, dtype=np.int64)
+    test = np.zeros(0, dtype=np.int64) if test is None else np.asarray(test, dtype=np.int64)
+    pcas = pcas if pcas is not None else (_SplitPca(X), _SplitPca(Y))
+    d = int(min(len(train) - 1, X.shape[1], Y.shape[1], max_components))
+    if d < 1:
+        raise UndefinedMetricError("retrieval: no dimensions left after PCA")
+    mx, Px = pcas[0].fit(train, test, d)
+    my, Py = pcas[1].fit(train, test, d)
+    d = min(d, Px.shape[1], Py.shape[1])
+    Px, Py = Px[:, :d], Py[:, :d]
+    U, _, Vt = np.linalg.svd(((X[train] - mx) @ Px).T @ ((Y[train] - my) @ Py))
+    return {"source_mean": mx, "source_basis": Px, "target_mean": my, "target_basis": Py,
+            "rotation": U @ Vt}
+
+
 def procrustes_retrieval(X: ArrayLike, Y: ArrayLike, *, test_fraction: float = 0.3, seed: int = 0,
                          max_components: int = 64, ks: Sequence[int] = (1, 5, 10),
                          split: tuple[np.ndarray, np.ndarray] | None = None,
@@ -727,18 +766,11 @@ def procrustes_retrieval(X: ArrayLike, Y: ArrayLike, *, test_fraction: float = 0
     n = X.shape[0]
     tr, te = split if split is not None else split_pairs(n, test_fraction=test_fraction,
                                                          seed=seed)
-    pcas = _pcas if _pcas is not None else (_SplitPca(X), _SplitPca(Y))
-    d = int(min(len(tr) - 1, X.shape[1], Y.shape[1], max_components))
-    if d < 1:
-        raise UndefinedMetricError("retrieval: no dimensions left after PCA")
-    mx, Px = pcas[0].fit(tr, te, d)
-    my, Py = pcas[1].fit(tr, te, d)
-    d = min(d, Px.shape[1], Py.shape[1])
-    Px, Py = Px[:, :d], Py[:, :d]
-    A_tr, B_tr = (X[tr] - mx) @ Px, (Y[tr] - my) @ Py
+    fit = fit_pca_procrustes(X, Y, tr, te, max_components=max_components, pcas=_pcas)
+    mx, Px, my, Py, R = (fit[k] for k in ("source_mean", "source_basis", "target_mean",
+                                          "target_basis", "rotation"))
+    d = Px.shape[1]
     A_te, B_te = (X[te] - mx) @ Px, (Y[te] - my) @ Py
-    U, _, Vt = np.linalg.svd(A_tr.T @ B_tr)
-    R = U @ Vt
     r_xy = retrieval_scores(A_te @ R, B_te)
     r_yx = retrieval_scores(B_te @ R.T, A_te)
 

@@ -163,6 +163,13 @@ def _run_parameters(*, seed, n_bootstrap, n_permutations, methods, title,
         projections={}, run_config=run_config)
 
 
+def _make_dirs(*paths) -> list[Path]:
+    dirs = [Path(d) for d in paths]
+    for d in dirs:
+        d.mkdir(parents=True, exist_ok=True)
+    return dirs
+
+
 def run_analysis(sets: Sequence, out: str | Path, *, plot_dir: str | Path, cos_dir: str | Path,
                  var_dir: str | Path, title: str = "", methods: Sequence[str] = ("pca", "tsne"),
                  seed: int = 0, dataset_summary: dict | None = None, run_config: dict | None = None,
@@ -190,9 +197,7 @@ def run_analysis(sets: Sequence, out: str | Path, *, plot_dir: str | Path, cos_d
     dict: the content of metrics.json.
     """
     t_start = time.perf_counter()
-    dirs = [Path(d) for d in (out, plot_dir, cos_dir, var_dir)]
-    for d in dirs:
-        d.mkdir(parents=True, exist_ok=True)
+    dirs = _make_dirs(out, plot_dir, cos_dir, var_dir)
     out = dirs[0]
     dataset_summary = dict(dataset_summary or {})
     methods = tuple(methods or ())

@@ -33,6 +33,13 @@ Adding a metric
    table into README.md (tests/test_registry.py says when it is stale), and add the new entry
    to CHANGED in tests/test_metrics_unchanged.py ("...: new metric").
 
+A metric of a new kind of input (e.g. the paired comparison of two embedders on their shared
+items): add its name to ``registry.KINDS`` (and a section to ``SECTIONS`` for its report
+table), its context class to ``context.py`` (validated arrays + ``once`` for shared work), an
+``evaluate_<kind>`` in :mod:`analysis.evaluate` that calls ``_evaluate(kind, ctx)``, and
+register the metrics as above. A kernel module elsewhere in ``analysis/`` (e.g.
+``analysis/paired.py``) stays a pure function on arrays; the family module here wraps it.
+
 Order: registration order is report order; the imports below fix it.
 """
 from .registry import (KINDS, SECTIONS, Metric, context_default, get, markdown_table,  # noqa
