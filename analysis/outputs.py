@@ -220,7 +220,7 @@ def draw_matrices(metrics: dict, plot_dir: Path, cos_dir: Path, *, prefix: str,
                 images[f"{name}_{suffix}"] = plots.plot_heatmap(
                     M, fr["classes"], cos_dir / f"{safe}_{suffix}",
                     title=f"{prefix}{name}: {what}", vmin=0.0, vmax=top if top > 0 else 1.0,
-                    cmap="viridis", cbar_label="Fréchet distance")
+                    cmap="viridis_r", cbar_label="Fréchet distance")
         conf = r.get("confusion") or {}
         if conf.get("matrix") is not None:
             images[f"{name}_confusion"] = plots.plot_confusion(

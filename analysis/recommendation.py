@@ -18,8 +18,8 @@ from scipy import stats
 
 from ._common import (UndefinedMetricError, as_labels, as_matrix, cosine_distance_matrix,
                       cosine_neighbors)
-from .crossspace import fit_pca_procrustes
-from .crossspace import validate as validate_pair
+from .aligned import validate as validate_pair
+from .retrieval import fit_pca_procrustes
 
 __all__ = ["validate", "wilson_interval", "neighbour_lists", "precision_at_k",
            "precision_chance", "k_occurrence", "hubness_skewness", "never_recommended_share",
@@ -252,7 +252,8 @@ def recommendation_quality(X, labels, *, ks=(5, 10), hubness_k: int = 10,
 
 
 def fit_procrustes_alignment(X, Y, *, max_components: int = 64) -> dict:
-    """The map of :func:`analysis.crossspace.procrustes_retrieval`, fitted on *all* n pairs (to use, not to score).
+    """The map of :func:`analysis.retrieval.procrustes_retrieval`, fitted on *all* n pairs (to
+    use, not to score): :func:`analysis.retrieval.fit_pca_procrustes` on every row.
 
     Each space is centred and reduced by its own PCA to d = min(n - 1, dx, dy, max_components)
     dimensions; R is the orthogonal map minimising ||A R - B||. A source vector x maps to

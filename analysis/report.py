@@ -192,8 +192,9 @@ def _centering_sentence(metrics: dict) -> str:
     cc = (metrics.get("parameters") or {}).get("cosine_centering")
     if not isinstance(cc, dict):
         return str(cc or "")
-    return (f"Cosine on centred vectors: {', '.join(cc.get('centered', []))}; uncentred: "
-            f"{', '.join(cc.get('uncentered', []))}; {cc.get('descriptives', '')}.")
+    return (f"On centred vectors (params.centered): {', '.join(cc.get('centered', []))}; on "
+            f"uncentred ones: {', '.join(cc.get('uncentered', []))}; "
+            f"{cc.get('descriptives', '')}.")
 
 
 def _maps_sentence(metrics: dict) -> str:

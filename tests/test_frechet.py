@@ -88,7 +88,8 @@ def test_property_finite_nonnegative_symmetric(X, y_col, shrinkage):
     a = frechet_distance(X, Y, shrinkage=shrinkage)
     b = frechet_distance(Y, X, shrinkage=shrinkage)
     assert np.isfinite(a) and a >= 0.0 and isinstance(a, float)
-    scale = 1.0 + np.sum(X.var(axis=0)) + np.sum(Y.var(axis=0)) + np.sum((X.mean(0) - Y.mean(0)) ** 2)
+    scale = (1.0 + np.sum(X.var(axis=0)) + np.sum(Y.var(axis=0))
+             + np.sum((X.mean(0) - Y.mean(0)) ** 2))
     assert abs(a - b) <= 1e-6 * scale
 
 

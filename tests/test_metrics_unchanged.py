@@ -53,7 +53,8 @@ def differences(old, new, path: str = "") -> list[str]:
     if isinstance(old, list) and isinstance(new, list):
         if len(old) != len(new):
             return [f"{path}: length {len(old)} -> {len(new)}"]
-        return [d for i, (a, b) in enumerate(zip(old, new)) for d in differences(a, b, f"{path}/{i}")]
+        return [d for i, (a, b) in enumerate(zip(old, new))
+                for d in differences(a, b, f"{path}/{i}")]
     if isinstance(old, (int, float)) and isinstance(new, (int, float)) \
             and not isinstance(old, bool) and not isinstance(new, bool):
         if math.isclose(old, new, rel_tol=TOL, abs_tol=TOL):
