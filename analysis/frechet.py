@@ -55,7 +55,10 @@ def gaussian(X: np.ndarray, *, shrinkage="ledoit-wolf") -> tuple[np.ndarray, np.
     if shrinkage is None:
         return mu, np.atleast_2d(np.cov(X, rowvar=False))
     from sklearn.covariance import OAS, LedoitWolf
-    est = LedoitWolf() if shrinkage == "ledoit-wolf" else OAS()
+    # store_precision=False: the precision (a pseudo-inverse, one more eigendecomposition per
+    # fit) is never used here
+    est = (LedoitWolf(store_precision=False) if shrinkage == "ledoit-wolf"
+           else OAS(store_precision=False))
     return mu, est.fit(X).covariance_
 
 
@@ -103,7 +106,7 @@ def frechet_distance(X: ArrayLike, Y: ArrayLike, *, shrinkage="ledoit-wolf") -> 
 
 
 def frechet_distance_inf(X: ArrayLike, Y: ArrayLike, *, shrinkage="ledoit-wolf",
-                         sizes: ArrayLike | None = None, n_draws: int = 3,
+                         sizes: ArrayLike | None = None, n_sizes: int = 5, n_draws: int = 3,
                          seed: int = 0) -> dict:
     """FD at infinite sample size: FD of random subsets of X of several sizes against all of Y,
     a least-squares line in 1/size, its intercept (the idea of Chong & Forsyth's FID∞ that
@@ -117,7 +120,7 @@ def frechet_distance_inf(X: ArrayLike, Y: ArrayLike, *, shrinkage="ledoit-wolf",
     ----------
     X : np.ndarray [shape=(n, d)]
     Y : np.ndarray [shape=(m, d)]
-    sizes : subset sizes (default: 5 sizes evenly spaced from max(2, n/3) to n)
+    sizes : subset sizes (default: ``n_sizes`` sizes evenly spaced from max(2, n/3) to n)
     n_draws : subsets per size (the full size is drawn once: it is X itself)
 
     Returns
@@ -128,7 +131,7 @@ def frechet_distance_inf(X: ArrayLike, Y: ArrayLike, *, shrinkage="ledoit-wolf",
     X, Y = validate(X, Y, shrinkage=shrinkage)
     n = X.shape[0]
     if sizes is None:
-        sizes = np.unique(np.linspace(max(2, n // 3), n, 5).round().astype(int))
+        sizes = np.unique(np.linspace(max(2, n // 3), n, n_sizes).round().astype(int))
     sizes = np.asarray(sorted(set(int(s) for s in sizes)), dtype=int)
     if len(sizes) < 2 or sizes[0] < 2 or sizes[-1] > n:
         raise UndefinedMetricError(f"FD∞ needs at least two subset sizes in 2..{n}, got "

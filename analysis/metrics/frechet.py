@@ -19,6 +19,9 @@ from .registry import register
 SHRINKAGE = "ledoit-wolf"
 #: items listed as outliers per embedder (highest scores)
 N_OUTLIERS = 10
+#: FD∞ of each class against the rest: subset sizes and draws per size (each draw costs a
+#: covariance fit and a dim x dim eigendecomposition, so run_analysis keeps them few)
+FD_INF_SIZES, FD_INF_DRAWS = 4, 2
 
 
 def class_structure(ctx: EmbedderContext, *, shrinkage: str = SHRINKAGE) -> dict:
@@ -32,7 +35,8 @@ def class_structure(ctx: EmbedderContext, *, shrinkage: str = SHRINKAGE) -> dict
             inside = ctx.labels == c
             try:
                 r = kernel.frechet_distance_inf(ctx.X[inside], ctx.X[~inside],
-                                                shrinkage=shrinkage, seed=ctx.seed + i)
+                                                shrinkage=shrinkage, n_sizes=FD_INF_SIZES,
+                                                n_draws=FD_INF_DRAWS, seed=ctx.seed + i)
             except UndefinedMetricError:
                 continue
             vs_rest[c] = {"value": r["value"], "normalized": r["value"] / tv if tv > 0 else None,
@@ -101,7 +105,8 @@ register("frechet_inf_class_vs_rest", kind="embedder", section="frechet", family
          fn=frechet_inf_class_vs_rest, interval=_INTERVAL, higher_is_better=True,
          cost="O(classes x sizes x draws x (n dim^2 + dim^3))", context_params={"seed": "seed"},
          params={**_P, "normalization": "FD / trace of the covariance of all items",
-                 "extrapolation": "FD of class subsets of 5 sizes (3 draws) vs the rest, "
+                 "extrapolation": f"FD of class subsets of {FD_INF_SIZES} sizes "
+                                  f"({FD_INF_DRAWS} draws each but the full one) vs the rest, "
                                   "linear in 1/size, intercept"},
          read="Mean over classes of the FD∞ of the class against all other items (the "
               "finite-sample bias extrapolated away), / total variance: like frechet_class_mean "
