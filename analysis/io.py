@@ -55,3 +55,33 @@ def write_csv_atomic(path: Path, header: Sequence | None, rows: Iterable[Sequenc
     for r in rows:
         w.writerow(["" if v is None else (f"{v:.6g}" if isinstance(v, float) else v) for v in r])
     return atomic_write_text(path, buf.getvalue())
+
+
+#: metrics.json keys renamed in issue 21 (old -> new), read by :func:`upgrade_metrics`
+RENAMED_KEYS = {"centroid_cosine_uncentred": "centroid_cosine_uncentered"}
+#: params keys renamed in issue 21 (old -> new)
+RENAMED_PARAMS = {"centring": "centering"}
+
+
+def upgrade_metrics(metrics: dict) -> dict:
+    """A metrics dict written by an earlier version, with the keys renamed since (issue 21:
+    :data:`RENAMED_KEYS`, :data:`RENAMED_PARAMS`); a current one is returned unchanged.
+
+    Old files stay readable for one version; the mapping then goes."""
+    out = dict(metrics)
+    embedders = {}
+    for name, r in (metrics.get("embedders") or {}).items():
+        r = {RENAMED_KEYS.get(k, k): v for k, v in r.items()}
+        for k, v in list(r.items()):
+            if isinstance(v, dict) and isinstance(v.get("params"), dict):
+                r[k] = {**v, "params": {RENAMED_PARAMS.get(pk, pk): pv
+                                        for pk, pv in v["params"].items()}}
+        embedders[name] = r
+    if "embedders" in metrics:
+        out["embedders"] = embedders
+    return out
+
+
+def read_metrics(path: Path) -> dict:
+    """Read a metrics.json (any version since issue 11) with today's key names."""
+    return upgrade_metrics(json.loads(Path(path).read_text(encoding="utf-8")))

@@ -1,7 +1,7 @@
 """Tables and figures of a finished ``metrics`` dict: the CSVs next to metrics.json, the
 centroid-cosine and within-class-variance tables, the maps, heatmaps and the metric bar chart.
 
-Everything here reads numbers that :mod:`analysis.compare` already computed (only the 2-d maps
+Everything here reads numbers that :mod:`analysis.run` already computed (only the 2-d maps
 are computed here, by :mod:`analysis.projection`); a failure is recorded as a note, never
 raised, so one broken figure does not lose the run.
 """
@@ -16,7 +16,8 @@ import numpy as np
 
 from ._common import UndefinedMetricError, finite_or_none
 from .io import write_csv_atomic
-from .schema import EMBEDDER_METRICS, PAIR_METRICS, recommend_metric_names
+from . import metrics as registry
+from .schema import EMBEDDER_METRICS, PAIR_METRICS, embedder_metric_names
 
 __all__ = ["write_tables_and_figures", "write_metric_tables", "write_embedder_tables",
            "draw_maps", "draw_matrices", "safe_name", "CENTROID_MATRICES"]
@@ -25,8 +26,14 @@ __all__ = ["write_tables_and_figures", "write_metric_tables", "write_embedder_ta
 CENTROID_MATRICES = (
     ("centroid_cosine", "centroid_cosine",
      "centroid cosine similarity, centred (fixed scale -1..1)"),
-    ("centroid_cosine_uncentred", "centroid_cosine_uncentred",
-     "centroid cosine similarity, UNCENTRED as in the original study (fixed scale -1..1)"),
+    ("centroid_cosine_uncentered", "centroid_cosine_uncentered",
+     "centroid cosine similarity, UNCENTERED as in the original study (fixed scale -1..1)"),
+)
+#: (key in frechet, file suffix, heatmap title) of the class x class Fréchet matrices
+FRECHET_MATRICES = (
+    ("normalized", "frechet_normalized",
+     "class x class Fréchet distance / total variance (scale-free)"),
+    ("matrix", "frechet", "class x class Fréchet distance (squared units of the space)"),
 )
 
 
@@ -78,12 +85,19 @@ def _param(entry: dict, metric: str, key: str):
     return ((entry.get(metric) or {}).get("params") or {}).get(key)
 
 
+def _chance_columns(kind: str) -> list:
+    """(column, metric) of every registered metric whose entries record their chance level."""
+    return [(f"{m.name}_chance", m) for m in registry.metrics(kind)
+            if isinstance(m.chance, str) and m.chance.startswith("params.")]
+
+
 def write_metric_tables(metrics: dict, out: Path, files: dict) -> None:
-    """metrics_embedders.csv and metrics_pairs.csv: every metric key with its interval, and
-    the chance levels / null quantile needed to read them."""
+    """metrics_embedders.csv and metrics_pairs.csv: every registered metric with its interval
+    (columns generated from the registry), and the chance levels / null quantile needed to
+    read them."""
     header = ["embedder", "modality", "n_items", "n_classes", "dim"]
-    names = list(EMBEDDER_METRICS) + (recommend_metric_names(metrics["embedders"])
-                                      if metrics["embedders"] else [])
+    names = (embedder_metric_names(metrics["embedders"]) if metrics["embedders"]
+             else list(registry.names("embedder")))
     for m in names:
         header += [m, f"{m}_ci_lo", f"{m}_ci_hi"]
     header += ["chance_majority_rate", "chance_uniform", "class_imbalance"]
@@ -98,15 +112,14 @@ def write_metric_tables(metrics: dict, out: Path, files: dict) -> None:
     header = ["pair", "a", "b", "matched_by", "n_shared"]
     for m in PAIR_METRICS:
         header += [m, f"{m}_ci_lo", f"{m}_ci_hi"]
-    header += ["cka_null_q95", "knn_jaccard_k10_chance", "chance_recall_at_1", "chance_mrr"]
+    chance = _chance_columns("pair")
+    header += ["cka_null_q95"] + [c for c, _ in chance]
     rows = []
     for key, r in metrics["pairs"].items():
-        ch = r.get("retrieval_chance") or {}
         rows.append([key, r.get("a"), r.get("b"), r.get("matched_by"), r.get("n_shared")]
                     + _metric_cells(r, PAIR_METRICS)
-                    + [_param(r, "cka_permutation_p", "null_q95"),
-                       _param(r, "knn_jaccard_k10", "chance"), ch.get("recall_at_1"),
-                       ch.get("mrr")])
+                    + [_param(r, "cka_permutation_p", "null_q95")]
+                    + [m.chance_level(r.get(m.name)) for _, m in chance])
     files["metrics_pairs_csv"] = str(write_csv_atomic(out / "metrics_pairs.csv", header, rows))
 
 
@@ -141,6 +154,12 @@ def write_embedder_tables(metrics: dict, out: Path, cos_dir: Path, var_dir: Path
             p = _matrix_csv(out / f"confusion_{safe}.csv", conf["classes"], conf["matrix"],
                             cast=int, corner="true \\ predicted")
             files[f"{name}_confusion_csv"] = str(p)
+        fr = r.get("frechet") or {}
+        for key, suffix, _ in FRECHET_MATRICES:
+            if fr.get(key) is not None:
+                p = _matrix_csv(cos_dir / f"{safe}_{suffix}.csv", fr["classes"],
+                                np.asarray(fr[key], dtype=float))
+                files[f"{name}_{suffix}_csv"] = str(p)
         for q in r.get("nearest_neighbours") or []:
             for rank, nb in enumerate(q["neighbours"], 1):
                 nb_rows.append([name, q["id"], q["label"], rank, nb["id"], nb["label"],
@@ -193,6 +212,15 @@ def draw_matrices(metrics: dict, plot_dir: Path, cos_dir: Path, *, prefix: str,
                 images[f"{name}_{suffix}"] = plots.plot_heatmap(
                     cc["matrix"], cc["classes"], cos_dir / f"{safe}_{suffix}",
                     title=f"{prefix}{name}: {what}")
+        fr = r.get("frechet") or {}
+        for key, suffix, what in FRECHET_MATRICES:
+            if fr.get(key) is not None:
+                M = np.asarray(fr[key], dtype=float)
+                top = float(np.nanmax(M)) if np.isfinite(M).any() else 0.0
+                images[f"{name}_{suffix}"] = plots.plot_heatmap(
+                    M, fr["classes"], cos_dir / f"{safe}_{suffix}",
+                    title=f"{prefix}{name}: {what}", vmin=0.0, vmax=top if top > 0 else 1.0,
+                    cmap="viridis_r", cbar_label="Fréchet distance")
         conf = r.get("confusion") or {}
         if conf.get("matrix") is not None:
             images[f"{name}_confusion"] = plots.plot_confusion(

@@ -18,7 +18,8 @@ from scipy import stats
 
 from ._common import (UndefinedMetricError, as_labels, as_matrix, cosine_distance_matrix,
                       cosine_neighbors)
-from .crossspace import validate as validate_pair
+from .aligned import validate as validate_pair
+from .retrieval import fit_pca_procrustes
 
 __all__ = ["validate", "wilson_interval", "neighbour_lists", "precision_at_k",
            "precision_chance", "k_occurrence", "hubness_skewness", "never_recommended_share",
@@ -251,7 +252,8 @@ def recommendation_quality(X, labels, *, ks=(5, 10), hubness_k: int = 10,
 
 
 def fit_procrustes_alignment(X, Y, *, max_components: int = 64) -> dict:
-    """The map of :func:`analysis.crossspace.procrustes_retrieval`, fitted on *all* n pairs (to use, not to score).
+    """The map of :func:`analysis.retrieval.procrustes_retrieval`, fitted on *all* n pairs (to
+    use, not to score): :func:`analysis.retrieval.fit_pca_procrustes` on every row.
 
     Each space is centred and reduced by its own PCA to d = min(n - 1, dx, dy, max_components)
     dimensions; R is the orthogonal map minimising ||A R - B||. A source vector x maps to
@@ -270,14 +272,6 @@ def fit_procrustes_alignment(X, Y, *, max_components: int = 64) -> dict:
     ``target_basis`` (dy, d), ``rotation`` (d, d).
     """
     X, Y, _ = validate_pair(X, Y)
-    d = int(min(X.shape[0] - 1, X.shape[1], Y.shape[1], max_components))
-    if d < 1:
+    if X.shape[0] < 2:
         raise UndefinedMetricError("alignment needs at least 2 pairs")
-    mx, my = X.mean(axis=0), Y.mean(axis=0)
-    Px = np.linalg.svd(X - mx, full_matrices=False)[2][:d].T  # the PCA axes, as retrieval's
-    Py = np.linalg.svd(Y - my, full_matrices=False)[2][:d].T
-    d = min(d, Px.shape[1], Py.shape[1])
-    Px, Py = Px[:, :d], Py[:, :d]
-    U, _, Vt = np.linalg.svd(((X - mx) @ Px).T @ ((Y - my) @ Py))
-    return {"source_mean": mx, "source_basis": Px, "target_mean": my, "target_basis": Py,
-            "rotation": U @ Vt}
+    return fit_pca_procrustes(X, Y, np.arange(X.shape[0]), max_components=max_components)

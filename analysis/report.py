@@ -9,7 +9,8 @@ import json
 import os
 from pathlib import Path
 
-from .schema import (EMBEDDER_METRICS, METRIC_HELP, PAIR_METRICS, RECOMMEND_METRICS,
+from . import metrics as registry
+from .schema import (EMBEDDER_METRICS, FRECHET_METRICS, METRIC_HELP, PAIR_METRICS,
                      recommend_metric_names)
 from common.fsutil import atomic_write_text
 
@@ -147,13 +148,102 @@ def _dataset_blocks(ds: dict):
     return blocks
 
 
+def _entries(metrics: dict):
+    """(where, metric name, entry) of every metric entry in metrics.json."""
+    for group in ("embedders", "pairs"):
+        for key, r in (metrics.get(group) or {}).items():
+            for name, e in r.items():
+                if isinstance(e, dict) and "value" in e and "params" in e:
+                    yield key, name, e
+
+
 def _intervals_sentence(metrics: dict) -> str:
+    """How the intervals were obtained and which were adjusted, from what metrics.json
+    records (each entry's params.ci_method and finalisation flags)."""
     p = metrics.get("parameters", {})
-    return (f"95% intervals; each metric's params.ci_method says how: exact binomial "
-            f"(Clopper-Pearson) for accuracies, Beta posterior for balanced accuracies, "
-            f"repeated splits for retrieval, otherwise a bootstrap ({p.get('n_bootstrap')} "
-            f"resamples, seed {p.get('seed')}). Every interval contains its value; cosine "
-            f"measures between spaces and the centroid matrix use centred vectors.")
+    methods: dict = {}
+    extended, widened = set(), set()
+    for key, name, e in _entries(metrics):
+        pe = e.get("params") or {}
+        if e.get("ci95") and pe.get("ci_method"):
+            methods.setdefault(pe["ci_method"], []).append(name)
+        if "ci_extended_to_value" in pe:
+            extended.add(f"{key}: {name}")
+        if "ci_degenerate_widened" in pe:
+            widened.add(f"{key}: {name}")
+    how = "; ".join(f"{m} ({', '.join(dict.fromkeys(names))})" for m, names in methods.items())
+    text = (f"95% intervals ({p.get('n_bootstrap')} bootstrap resamples, seed "
+            f"{p.get('seed')}); each entry's params.ci_method says how: {how or 'none'}. "
+            "Every interval contains its value: ")
+    if not extended and not widened:
+        return text + "none had to be extended or widened."
+    parts = []
+    if extended:
+        parts.append(f"{len(extended)} extended to reach it (params.ci_extended_to_value: "
+                     f"{', '.join(sorted(extended))})")
+    if widened:
+        parts.append(f"{len(widened)} widened because every resample agreed "
+                     f"(params.ci_degenerate_widened: {', '.join(sorted(widened))})")
+    return text + "; ".join(parts) + "."
+
+
+def _centering_sentence(metrics: dict) -> str:
+    """Which cosine-based entries used centred vectors, from parameters.cosine_centering."""
+    cc = (metrics.get("parameters") or {}).get("cosine_centering")
+    if not isinstance(cc, dict):
+        return str(cc or "")
+    return (f"On centred vectors (params.centered): {', '.join(cc.get('centered', []))}; on "
+            f"uncentred ones: {', '.join(cc.get('uncentered', []))}; "
+            f"{cc.get('descriptives', '')}.")
+
+
+def _maps_sentence(metrics: dict) -> str:
+    """How the maps were computed, from parameters.projections (e.g. which t-SNE gradient)."""
+    proj = (metrics.get("parameters") or {}).get("projections") or {}
+    seen = {}
+    for name, methods in proj.items():
+        for method, p in methods.items():
+            desc = ", ".join(f"{k}={p[k]}" for k in ("implementation", "negative_gradient_method",
+                                                      "neighbors", "perplexity", "svd_solver")
+                             if k in p)
+            seen.setdefault(f"{method}: {desc}", []).append(name)
+    return " ".join(f"{k} ({', '.join(v)})." for k, v in seen.items())
+
+
+def _notes_lines(metrics: dict) -> list:
+    """The run's notes; when there are none, what that means (generated, not asserted)."""
+    return list(metrics.get("notes") or []) or [
+        "No notes were recorded (no undefined metric, failed step or imbalance warning); "
+        "interval adjustments are listed at the top."]
+
+
+def _frechet_summary_rows(metrics):
+    rows = []
+    for name, r in metrics.get("embedders", {}).items():
+        row = [name]
+        for m in FRECHET_METRICS:
+            v, _ = _fmt_entry(r.get(m))
+            row.append(v)
+        rows.append(row)
+    return rows
+
+
+def _frechet_outlier_rows(r: dict) -> list:
+    fr = r.get("frechet") or {}
+    return [(os.path.basename(o["id"]), o["label"], _fmt(o["score"]))
+            for o in fr.get("outliers") or []]
+
+
+_FRECHET_INTRO = ("Fréchet distances between the Gaussians (Ledoit-Wolf covariance) of the "
+                  "classes of each space, divided by the total variance so embedders compare; "
+                  "the per-class matrices are in each embedder's section, the items least like "
+                  "their class (squared Mahalanobis distance / dim) below them.")
+
+
+def _help_items() -> list:
+    """(name, help) of every registered metric computed by run_analysis, in report order."""
+    return [(m.name, METRIC_HELP.get(m.name, "")) for m in registry.metrics()
+            if m.kind != "set"]
 
 
 def _embedder_summary_rows(metrics):
@@ -220,14 +310,14 @@ def render_html(metrics: dict, images: dict, *, title: str = "") -> str:
              f"<title>{_e(t)}</title><style>{CSS}</style></head><body>",
              f"<h1>{_e(t)}</h1>",
              f"<p>Generated {_e(_dt.datetime.now().isoformat(timespec='seconds'))}. "
-             f"{_e(_intervals_sentence(metrics))}</p>"]
+             f"{_e(_intervals_sentence(metrics))} {_e(_centering_sentence(metrics))}</p>"]
     toc = ["Dataset", "Notes", "Summary", "Maps", "Per embedder", "Between embedders",
            "How to read the metrics", "Run configuration", "Software"]
     parts.append("<p>" + " · ".join(f"<a href='#{s.lower().replace(' ', '-')}'>{_e(s)}</a>"
                                      for s in toc) + "</p>")
     _html_dataset_and_notes(parts, metrics)
     _html_summary(parts, metrics, images)
-    _html_maps(parts, images)
+    _html_maps(parts, images, metrics)
     parts.append("<h2 id='per-embedder'>Per embedder</h2>")
     for name, r in metrics.get("embedders", {}).items():
         _html_embedder(parts, name, r, images)
@@ -254,11 +344,7 @@ def _html_dataset_and_notes(parts: list, metrics: dict) -> None:
         parts.append(f"<h3>{_e(heading)}</h3>")
         parts.append(_table(header, [[_e(c) for c in r] for r in rows]))
     parts.append("<h2 id='notes'>Notes</h2>")
-    notes = metrics.get("notes") or []
-    if notes:
-        parts += [f"<div class='note'>{_e(n)}</div>" for n in notes]
-    else:
-        parts.append("<p>No degenerate cases were met.</p>")
+    parts += [f"<div class='note'>{_e(n)}</div>" for n in _notes_lines(metrics)]
 
 
 def _html_summary(parts: list, metrics: dict, images: dict) -> None:
@@ -278,6 +364,10 @@ def _html_summary(parts: list, metrics: dict, images: dict) -> None:
         parts.append(_table(["embedder"] + names + ["chance precision"],
                             [[_e(c) for c in r] for r in _recommend_summary_rows(metrics,
                                                                                  names)]))
+    if metrics.get("embedders"):
+        parts.append(f"<h3>Fréchet distances between classes</h3><p>{_e(_FRECHET_INTRO)}</p>")
+        parts.append(_table(["embedder"] + list(FRECHET_METRICS),
+                            [[_e(c) for c in r] for r in _frechet_summary_rows(metrics)]))
     parts.append("<h3>Between embedders</h3>")
     if metrics.get("pairs"):
         parts.append(_table(["pair", "matched by", "shared"] + list(PAIR_METRICS)
@@ -287,8 +377,10 @@ def _html_summary(parts: list, metrics: dict, images: dict) -> None:
         parts.append("<p class='na'>No embedder pairs (fewer than two embedders).</p>")
 
 
-def _html_maps(parts: list, images: dict) -> None:
+def _html_maps(parts: list, images: dict, metrics: dict) -> None:
     parts.append("<h2 id='maps'>Maps</h2>")
+    if _maps_sentence(metrics):
+        parts.append(f"<p>{_e(_maps_sentence(metrics))}</p>")
     any_map = False
     for key in images:
         if key.startswith("all_"):
@@ -315,16 +407,18 @@ def _html_embedder(parts: list, name: str, r: dict, images: dict) -> None:
     """One embedder: metrics, chance levels, maps, heatmaps, spread and neighbours."""
     _metric_section(parts, f"{name} ({r.get('modality', '')}, n={r.get('n_items')}, "
                            f"dim={r.get('dim')})", r,
-                    list(EMBEDDER_METRICS) + recommend_metric_names(r))
+                    list(EMBEDDER_METRICS) + recommend_metric_names(r) + list(FRECHET_METRICS))
     if _chance_sentence(r):
         parts.append(f"<p>{_e(_chance_sentence(r))}</p>")
     for key, cap in ((f"{name}_pca", "PCA map"), (f"{name}_tsne", "t-SNE map"),
                      (f"{name}_umap", "UMAP map"),
                      (f"{name}_centroid_cosine",
                       "Centroid cosine similarity, centred (fixed -1..1)"),
-                     (f"{name}_centroid_cosine_uncentred",
+                     (f"{name}_centroid_cosine_uncentered",
                       "Centroid cosine similarity, uncentred as in the original study "
                       "(fixed -1..1)"),
+                     (f"{name}_frechet_normalized",
+                      "Class x class Fréchet distance / total variance"),
                      (f"{name}_confusion", "Nearest-centroid confusion (leave-one-out)")):
         for png in _pngs(images, key):
             parts.append(_img_tag(png, f"{name}: {cap}"))
@@ -337,6 +431,11 @@ def _html_embedder(parts: list, name: str, r: dict, images: dict) -> None:
                               _e(_fmt(d["normalized_variance"])),
                               _e(_fmt(d["mean_cosine_distance"]))] for d in cv],
                             num_cols=(1, 2, 3, 4)))
+    if _frechet_outlier_rows(r):
+        parts.append("<h4>Items least like their class (Fréchet outlier score)</h4>")
+        parts.append(_table(["item", "class", "score"],
+                            [[_e(c) for c in row] for row in _frechet_outlier_rows(r)],
+                            num_cols=(2,)))
     nbs = r.get("nearest_neighbours") or []
     if nbs:
         parts.append("<h4>Nearest neighbours (cosine)</h4>")
@@ -352,8 +451,8 @@ def _html_embedder(parts: list, name: str, r: dict, images: dict) -> None:
 
 def _html_help_and_config(parts: list, metrics: dict) -> None:
     parts.append("<h2 id='how-to-read-the-metrics'>How to read the metrics</h2><dl class='help'>")
-    for m in list(EMBEDDER_METRICS) + list(RECOMMEND_METRICS) + list(PAIR_METRICS):
-        parts.append(f"<dt>{_e(m)}</dt><dd>{_e(METRIC_HELP.get(m, ''))}</dd>")
+    for m, text in _help_items():
+        parts.append(f"<dt>{_e(m)}</dt><dd>{_e(text)}</dd>")
     parts.append("</dl>")
     params = dict(metrics.get("parameters") or {})
     run_config = params.pop("run_config", {})
@@ -371,12 +470,17 @@ def _md_embedder_section(name: str, r: dict, link) -> list[str]:
     L = [f"### {name}", ""] + [f"> {n}" for n in r.get("notes", [])]
     L += ["", _md_table(["metric", "value", "95% CI", "parameters", "note"],
                         _metric_detail_rows(r, list(EMBEDDER_METRICS)
-                                            + recommend_metric_names(r))), ""]
+                                            + recommend_metric_names(r)
+                                            + list(FRECHET_METRICS))), ""]
     if _chance_sentence(r):
         L += [_chance_sentence(r), ""]
     for key in (f"{name}_pca", f"{name}_tsne", f"{name}_umap", f"{name}_centroid_cosine",
-                f"{name}_centroid_cosine_uncentred", f"{name}_confusion"):
+                f"{name}_centroid_cosine_uncentered", f"{name}_frechet_normalized",
+                f"{name}_confusion"):
         L += link(key, key)
+    if _frechet_outlier_rows(r):
+        L += ["", "Items least like their class (Fréchet outlier score):", "",
+              _md_table(["item", "class", "score"], _frechet_outlier_rows(r))]
     nbs = r.get("nearest_neighbours") or []
     if nbs:
         L += ["", "Nearest neighbours:", "",
@@ -396,12 +500,12 @@ def render_markdown(metrics: dict, images: dict, out: Path, *, title: str = "") 
         return [f"![{cap}]({Path(os.path.relpath(p, out)).as_posix()})"
                 for p in _pngs(images, key)]
     L = [f"# {t}", "", f"Generated {_dt.datetime.now().isoformat(timespec='seconds')}. "
-         f"{_intervals_sentence(metrics)}", ""]
+         f"{_intervals_sentence(metrics)} {_centering_sentence(metrics)}", ""]
     L += ["## Dataset", ""]
     for heading, header, rows in _dataset_blocks(metrics.get("dataset") or {}):
         L += [f"### {heading}", "", _md_table(header, rows), ""]
     L += ["## Notes", ""]
-    L += [f"- {n}" for n in metrics.get("notes") or []] or ["No degenerate cases were met."]
+    L += [f"- {n}" for n in _notes_lines(metrics)]
     L += ["", "## Summary", "", "### Separability per embedder", ""]
     if metrics.get("embedders"):
         L += [_md_table(["embedder", "modality", "n", "classes", "dim"] + list(EMBEDDER_METRICS),
@@ -412,13 +516,17 @@ def render_markdown(metrics: dict, images: dict, out: Path, *, title: str = "") 
         L += ["### Recommendation quality", "", _RECOMMEND_INTRO, "",
               _md_table(["embedder"] + names + ["chance precision"],
                         _recommend_summary_rows(metrics, names)), ""]
+    if metrics.get("embedders"):
+        L += ["### Fréchet distances between classes", "", _FRECHET_INTRO, "",
+              _md_table(["embedder"] + list(FRECHET_METRICS), _frechet_summary_rows(metrics)),
+              ""]
     L += ["### Between embedders", ""]
     if metrics.get("pairs"):
         L += [_md_table(["pair", "matched by", "shared"] + list(PAIR_METRICS)
                         + ["retrieval chance"], _pair_summary_rows(metrics)), ""]
     else:
         L += ["No embedder pairs.", ""]
-    L += ["## Maps", ""]
+    L += ["## Maps", ""] + ([_maps_sentence(metrics), ""] if _maps_sentence(metrics) else [])
     for key in images:
         if key.startswith("all_"):
             L += link(key, f"all embedders {key[4:]}") + [""]
@@ -431,8 +539,7 @@ def render_markdown(metrics: dict, images: dict, out: Path, *, title: str = "") 
         L += ["", _md_table(["metric", "value", "95% CI", "parameters", "note"],
                             _metric_detail_rows(r, PAIR_METRICS)), ""]
     L += ["## How to read the metrics", ""]
-    L += [f"- **{m}**: {METRIC_HELP.get(m, '')}" for m in list(EMBEDDER_METRICS)
-          + list(RECOMMEND_METRICS) + list(PAIR_METRICS)]
+    L += [f"- **{m}**: {text}" for m, text in _help_items()]
     params = dict(metrics.get("parameters") or {})
     run_config = params.pop("run_config", {})
     L += ["", "## Run configuration", "", "```json", json.dumps(run_config, indent=2,

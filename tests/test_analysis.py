@@ -327,8 +327,8 @@ def test_evaluate_embedder_and_pair_entries():
 
 
 def test_rsa_on_many_items_uses_a_recorded_subset(monkeypatch):
-    import analysis.compare as compare
-    monkeypatch.setattr(compare, "RSA_MAX_ITEMS", 25)
+    import analysis.metrics.context as context
+    monkeypatch.setattr(context, "RSA_MAX_ITEMS", 25)
     X, y = clusters(n_per=15, k=4)
     Y = 3 * X @ rotation(16, seed=1)
     p = evaluate_pair(X, Y, y, n_bootstrap=10, n_permutations=19, seed=4)

@@ -185,11 +185,11 @@ def test_issue11_tables_heatmaps_and_help(full_run):
     assert {"chance_majority_rate", "chance_uniform"} <= set(emb)
     assert {"cka_null_q95", "knn_jaccard_k10_chance"} <= set(pairs)
     for s in sets:
-        assert (out / "cos" / f"{s.name}_centroid_cosine_uncentred.csv").exists()
-        assert (out / "cos" / f"{s.name}_centroid_cosine_uncentred.png").exists()
+        assert (out / "cos" / f"{s.name}_centroid_cosine_uncentered.csv").exists()
+        assert (out / "cos" / f"{s.name}_centroid_cosine_uncentered.png").exists()
         r = m["embedders"][s.name]
         assert r["centroid_cosine"]["params"]["centered"] is True
-        assert r["centroid_cosine_uncentred"]["params"]["centered"] is False
+        assert r["centroid_cosine_uncentered"]["params"]["centered"] is False
     md = (out / "report.md").read_text()
     html = (out / "report.html").read_text()
     assert "uncentred" in md and "uncentred" in html

@@ -179,7 +179,7 @@ def test_common_offset_saturates_only_the_uncentred_centroid_matrix():
     assert cen.max() - cen.min() > 0.8 and cen.min() < -0.3
     r = evaluate_embedder(X, y, n_bootstrap=10)
     assert r["centroid_cosine"]["params"]["centered"] is True
-    assert r["centroid_cosine_uncentred"]["params"]["centered"] is False
+    assert r["centroid_cosine_uncentered"]["params"]["centered"] is False
     np.testing.assert_allclose(np.asarray(r["centroid_cosine"]["matrix"])[iu], cen)
 
 

@@ -1,0 +1,243 @@
+"""The run: every registered metric of every embedder and embedder pair, then the tables,
+figures and report of :mod:`analysis.outputs` and :mod:`analysis.report`.
+
+Metric definitions live in :mod:`analysis.metrics` (one registration each), the per-embedder /
+per-pair assembly in :mod:`analysis.evaluate`; this module only orchestrates and records how
+the run was made (``parameters``, read from the registry and the contexts' defaults).
+"""
+from __future__ import annotations
+
+import json
+import platform
+import sys
+import time
+import traceback
+from collections import OrderedDict
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from common.progress import progress_bar
+
+from . import crossspace, outputs
+from . import metrics as registry
+from .evaluate import evaluate_embedder, evaluate_pair
+from .io import jsonable, write_json_atomic
+from .metrics.context import (DEFAULT_N_BOOTSTRAP, DEFAULT_N_PERMUTATIONS, EmbedderContext,
+                              PairContext, entry)
+from .metrics import frechet as frechet_metrics
+from .schema import PAIR_METRICS
+
+__all__ = ["run_analysis", "software_versions"]
+
+
+def software_versions() -> dict:
+    """Versions of python and the numerical libraries (torch etc. only if installed).
+
+    Read from package metadata, so nothing heavy is imported."""
+    from importlib import metadata
+    out = {"python": sys.version.split()[0], "platform": platform.platform()}
+    for mod, dist in (("numpy", "numpy"), ("scipy", "scipy"), ("sklearn", "scikit-learn"),
+                      ("matplotlib", "matplotlib"), ("openTSNE", "openTSNE"),
+                      ("umap", "umap-learn"), ("torch", "torch"), ("librosa", "librosa"),
+                      ("pretty_midi", "pretty_midi"), ("soundfile", "soundfile")):
+        m = sys.modules.get(mod)
+        v = getattr(m, "__version__", None) if m is not None else None
+        if v is None:
+            try:
+                v = metadata.version(dist)
+            except Exception:
+                continue
+        out[mod] = str(v)
+    return out
+
+
+def _pair_alignment(a, b) -> tuple[np.ndarray, np.ndarray, str]:
+    """(ia, ib, how) aligning two EmbeddingSets: by pair id across modalities, by id within."""
+    if a.modality != b.modality:
+        ia, ib = crossspace.match_items(a.pair_ids, b.pair_ids)
+        return ia, ib, "pair id"
+    ia, ib = crossspace.match_items(a.ids, b.ids)
+    return ia, ib, "item id"
+
+
+def _unique_sets(sets, notes: list) -> list:
+    """The sets in order, a repeated name kept once (noted)."""
+    seen, uniq = set(), []
+    for s in sets:
+        if s.name in seen:
+            notes.append(f"duplicate embedder name {s.name!r}: later set ignored")
+            continue
+        seen.add(s.name)
+        uniq.append(s)
+    return uniq
+
+
+def _analyse_embedder(s, *, seed: int, n_bootstrap: int,
+                      hubness_reduction: str | None = None) -> OrderedDict:
+    """:func:`evaluate_embedder` of one EmbeddingSet; a failure becomes undefined entries."""
+    try:
+        r = evaluate_embedder(s.vectors, s.labels, s.pair_ids, ids=s.ids, seed=seed,
+                              n_bootstrap=n_bootstrap, hubness_reduction=hubness_reduction)
+    except Exception as exc:
+        r = OrderedDict((m, entry(None, note=f"error: {exc}"))
+                        for m in registry.names("embedder"))
+        r.update(n_items=len(s), n_classes=len(s.classes), dim=s.dim,
+                 notes=[f"analysis failed: {type(exc).__name__}: {exc}"])
+    r["modality"] = s.modality
+    r["options"] = dict(s.options or {})
+    return r
+
+
+def _analyse_pair(a, b, *, seed: int, n_bootstrap: int, n_permutations: int) -> OrderedDict:
+    """:func:`evaluate_pair` on the items two EmbeddingSets share."""
+    ia, ib, how = _pair_alignment(a, b)
+    try:
+        lab_a, lab_b = a.labels[ia], b.labels[ib]
+        mismatch = int(np.sum(lab_a != lab_b))
+        r = evaluate_pair(a.vectors[ia], b.vectors[ib], lab_a, seed=seed,
+                          n_bootstrap=n_bootstrap, n_permutations=n_permutations)
+        if mismatch:
+            r["notes"].append(f"{mismatch} matched items carry different labels in the two "
+                              f"sets; labels of {a.name} used")
+    except Exception as exc:
+        r = OrderedDict((m, entry(None, note=f"error: {exc}")) for m in PAIR_METRICS)
+        r["notes"] = [f"analysis failed: {type(exc).__name__}: {exc}"]
+    r["matched_by"] = how
+    r["a"], r["b"] = a.name, b.name
+    r["modalities"] = [a.modality, b.modality]
+    if len(ia) == 0:
+        r["notes"].insert(0, f"no shared items (matched by {how})")
+    return r
+
+
+def _analyse_all(sets, metrics: OrderedDict, bar, *, seed: int, n_bootstrap: int,
+                 n_permutations: int, hubness_reduction: str | None = None) -> None:
+    """Fill ``metrics["embedders"]`` and ``metrics["pairs"]``; collect their notes."""
+    notes = metrics["notes"]
+    for s in sets:
+        bar.set_postfix_str(s.name)
+        bar.update()
+        r = _analyse_embedder(s, seed=seed, n_bootstrap=n_bootstrap,
+                              hubness_reduction=hubness_reduction)
+        metrics["embedders"][s.name] = r
+        notes.extend(f"{s.name}: {n}" for n in r.get("notes", []))
+    for i in range(len(sets)):
+        for j in range(i + 1, len(sets)):
+            key = f"{sets[i].name}__vs__{sets[j].name}"
+            bar.set_postfix_str(key)
+            bar.update()
+            r = _analyse_pair(sets[i], sets[j], seed=seed, n_bootstrap=n_bootstrap,
+                              n_permutations=n_permutations)
+            metrics["pairs"][key] = r
+            notes.extend(f"{key}: {n}" for n in r.get("notes", []))
+    if len(sets) == 1:
+        notes.append("only one embedder: no between-embedder comparison")
+
+
+def _run_parameters(*, seed, n_bootstrap, n_permutations, methods, title,
+                    run_config) -> OrderedDict:
+    """The run's settings as metrics.json records them: read from the registry and from the
+    contexts' defaults, never restated."""
+    default = registry.context_default
+    knn = [m.params["k"] for m in registry.metrics("embedder")
+           if m.name.startswith("knn_accuracy_k")]
+    jaccard = [m.params["k"] for m in registry.metrics("pair")
+               if m.name.startswith("knn_jaccard_k")]
+    cosine = [m for m in registry.metrics() if m.cosine_based]
+    return OrderedDict(
+        seed=seed, n_bootstrap=n_bootstrap, n_permutations=n_permutations, ci_level=0.95,
+        methods=list(methods), title=title, knn_ks=knn,
+        probe_n_splits=default(EmbedderContext, "n_splits"),
+        jaccard_k=jaccard[0] if len(jaccard) == 1 else jaccard,
+        retrieval_test_fraction=default(PairContext, "test_fraction"),
+        retrieval_max_components=default(PairContext, "max_components"),
+        retrieval_splits=default(PairContext, "retrieval_splits"),
+        cosine_centering={"centered": [m.name for m in cosine if m.params["centered"]],
+                          "uncentered": [m.name for m in cosine if not m.params["centered"]],
+                          "descriptives": "centroid_cosine centered, centroid_cosine_uncentered "
+                                          "and the nearest-neighbour listing not"},
+        frechet_shrinkage=frechet_metrics.SHRINKAGE,
+        frechet_outliers_listed=frechet_metrics.N_OUTLIERS,
+        projections={}, run_config=run_config)
+
+
+def _make_dirs(*paths) -> list[Path]:
+    dirs = [Path(d) for d in paths]
+    for d in dirs:
+        d.mkdir(parents=True, exist_ok=True)
+    return dirs
+
+
+def run_analysis(sets: Sequence, out: str | Path, *, plot_dir: str | Path, cos_dir: str | Path,
+                 var_dir: str | Path, title: str = "", methods: Sequence[str] = ("pca", "tsne"),
+                 seed: int = 0, dataset_summary: dict | None = None, run_config: dict | None = None,
+                 n_bootstrap: int = DEFAULT_N_BOOTSTRAP,
+                 n_permutations: int = DEFAULT_N_PERMUTATIONS, progress: bool = False,
+                 hubness_reduction: str | None = None) -> dict:
+    """Analyse every embedding set and every pair; write metrics, tables, plots and the report.
+
+    Parameters
+    ----------
+    sets : list of EmbeddingSet
+    out : Path
+        Receives metrics.json, metrics_*.csv, confusion/neighbour CSVs, report.html, report.md.
+    plot_dir, cos_dir, var_dir : Path
+        Maps and bar chart; centroid cosine CSV + heatmaps; within-class variance CSVs.
+    methods : tuple of str
+        Subset of ("pca", "tsne", "umap").
+    progress : bool
+        Show a progress bar (one step per embedder, per pair and per map).
+    hubness_reduction : {None, "mp"}
+        ``"mp"`` adds the recommendation metrics under mutual proximity (``*_mp``).
+
+    Returns
+    -------
+    dict: the content of metrics.json.
+    """
+    t_start = time.perf_counter()
+    dirs = _make_dirs(out, plot_dir, cos_dir, var_dir)
+    out = dirs[0]
+    dataset_summary = dict(dataset_summary or {})
+    methods = tuple(methods or ())
+    n_bootstrap = int(DEFAULT_N_BOOTSTRAP if n_bootstrap is None else n_bootstrap)
+    notes: list[str] = []
+    params = _run_parameters(seed=seed, n_bootstrap=n_bootstrap, n_permutations=n_permutations,
+                             methods=methods, title=title, run_config=dict(run_config or {}))
+    metrics = OrderedDict(embedders=OrderedDict(), pairs=OrderedDict(), notes=notes,
+                          parameters=params, dataset=dataset_summary,
+                          software=software_versions(), files={})
+    sets = list(sets or [])
+    if not sets:
+        notes.append("no embedding sets were given: nothing to analyse")
+    sets = _unique_sets(sets, notes)
+    n_steps = len(sets) + len(sets) * (len(sets) - 1) // 2 + len(methods) * len(sets)
+    bar = progress_bar(n_steps, desc="analysis", unit="step", enabled=progress, leave=False)
+    params["hubness_reduction"] = hubness_reduction
+    _analyse_all(sets, metrics, bar, seed=seed, n_bootstrap=n_bootstrap,
+                 n_permutations=n_permutations, hubness_reduction=hubness_reduction)
+    params["seconds_metrics"] = round(time.perf_counter() - t_start, 3)
+    write_json_atomic(metrics, out / "metrics.json")  # early copy; rewritten at the end
+    all_classes = sorted({c for s in sets for c in s.labels.tolist()}
+                         | set(dataset_summary.get("classes", []) or []))
+    images = outputs.write_tables_and_figures(
+        metrics, sets, *dirs, title=title, methods=methods, seed=seed,
+        all_classes=all_classes, bar=bar)
+    bar.close()
+    params["seconds_total"] = round(time.perf_counter() - t_start, 3)
+    write_json_atomic(metrics, out / "metrics.json")
+    _write_report(metrics, images, out, title=title)
+    write_json_atomic(metrics, out / "metrics.json")
+    return json.loads(json.dumps(jsonable(metrics)))
+
+
+def _write_report(metrics: OrderedDict, images: dict, out: Path, *, title: str) -> None:
+    from . import report
+    try:
+        report.write_report(metrics, images, out, title=title)
+        metrics["files"]["report_html"] = str(out / "report.html")
+        metrics["files"]["report_md"] = str(out / "report.md")
+    except Exception as exc:
+        metrics["notes"].append(f"report failed: {type(exc).__name__}: {exc}")
+        traceback.print_exc()
