@@ -8,6 +8,15 @@ from analysis import separability
 LABELS = np.repeat([f"c{i}" for i in range(7)], 20)
 
 
+@pytest.fixture(autouse=True)
+def one_blas_thread():
+    """Many tiny logistic-regression fits: BLAS threads only add overhead on a shared machine
+    (10-20x per fit measured with 2 busy cores)."""
+    from threadpoolctl import threadpool_limits
+    with threadpool_limits(1):
+        yield
+
+
 def weak_classes(seed=7, scale=0.45, dim=8):
     rng = np.random.default_rng(seed)
     centres = rng.normal(size=(7, dim)) * scale
@@ -15,14 +24,19 @@ def weak_classes(seed=7, scale=0.45, dim=8):
 
 
 def test_repeated_probe_is_stable_across_base_seeds():
-    X = weak_classes()
-    single = [separability.linear_probe(X, LABELS, seed=s)["accuracy"] for s in range(12)]
-    means = [separability.repeated_linear_probe(X, LABELS, n_repeats=8,
+    # 3 weakly separated classes, 48 items: one split's accuracy moves with its seed; the mean
+    # over 6 splits moves ~1/sqrt(6) as much across (non-overlapping) base seeds
+    rng = np.random.default_rng(11)
+    labels = np.repeat(["a", "b", "c"], 16)
+    X = rng.normal(size=(3, 4))[np.repeat(np.arange(3), 16)] * 0.6 + rng.normal(size=(48, 4))
+    single = [separability.linear_probe(X, labels, seed=s)["accuracy"] for s in range(20)]
+    means = [separability.repeated_linear_probe(X, labels, n_repeats=6,
                                                 seed=1000 * (b + 1))["accuracy"]["value"]
-             for b in range(6)]
+             for b in range(8)]
     sd_single, sd_mean = np.std(single, ddof=1), np.std(means, ddof=1)
     assert sd_single > 0.01  # one split really is a noisy draw here
-    assert sd_mean < 0.6 * sd_single  # ~ 1/sqrt(8) expected
+    assert sd_mean < 0.7 * sd_single
+    assert abs(np.mean(means) - np.mean(single)) < 2 * sd_single
 
 
 def test_repeated_probe_value_interval_and_shared_folds():
