@@ -445,6 +445,20 @@ CLUSTER_SCORE_BOUNDS = {"adjusted_mutual_info": (-1.0, 1.0), "v_measure": (0.0, 
                         "adjusted_rand": (-1.0, 1.0)}
 
 
+def _seed_cluster_scores(X, labels, units, *, seed: int, n_boot: int, n_init: int) -> tuple:
+    """(scores, bootstrap variances) [shape=(3,)] each, in CLUSTER_SCORE_BOUNDS order, of one
+    k-means seed; the bootstrap resamples whole pieces within classes, clusters held fixed."""
+    from .bootstrap import bootstrap_values
+    names = list(CLUSTER_SCORE_BOUNDS)
+    cl = kmeans_clusters(X, labels, seed=seed, n_init=n_init)
+    sc = clustering_scores(labels, cl)
+    boot = bootstrap_values(lambda idx: [clustering_scores(labels[idx], cl[idx])[k]
+                                         for k in names],
+                            len(labels), n_boot=n_boot, seed=seed, strata=labels, groups=units)
+    within = boot.var(axis=0, ddof=1) if len(boot) > 1 else np.zeros(len(names))
+    return [sc[k] for k in names], within
+
+
 def repeated_cluster_agreement(X: ArrayLike, labels: ArrayLike, groups: ArrayLike | None = None,
                                *, n_seeds: int = 10, seed: int = 0, n_boot: int = 200,
                                n_init: int = 10, alpha: float = 0.05) -> dict:
@@ -472,7 +486,6 @@ def repeated_cluster_agreement(X: ArrayLike, labels: ArrayLike, groups: ArrayLik
     """
     from scipy.stats import norm
 
-    from .bootstrap import bootstrap_values
     from .intervals import finalize_interval, rubin_interval
     X, labels, groups = validate(X, labels, groups)
     if n_seeds < 1:
@@ -482,17 +495,9 @@ def repeated_cluster_agreement(X: ArrayLike, labels: ArrayLike, groups: ArrayLik
     n_units = len(set(units.tolist()))
     seeds = [seed + s for s in range(n_seeds)]
     per_boot = max(20, n_boot // n_seeds)
-    values, within = [], []
-    for s in seeds:
-        cl = kmeans_clusters(X, labels, seed=s, n_init=n_init)
-        sc = clustering_scores(labels, cl)
-        values.append([sc[k] for k in names])
-        boot = bootstrap_values(lambda idx: [clustering_scores(labels[idx], cl[idx])[k]
-                                             for k in names],
-                                len(labels), n_boot=per_boot, seed=s, strata=labels,
-                                groups=units)
-        within.append(boot.var(axis=0, ddof=1) if len(boot) > 1 else np.zeros(len(names)))
-    values, within = np.array(values), np.array(within)
+    per = [_seed_cluster_scores(X, labels, units, seed=s, n_boot=per_boot, n_init=n_init)
+           for s in seeds]
+    values, within = np.array([v for v, _ in per]), np.array([w for _, w in per])
     z = float(norm.ppf(1 - alpha / 2))
     res = {"seeds": seeds, "n_boot_per_seed": per_boot,
            "ci_method": "rubin (between k-means seeds + within-seed bootstrap variance), normal"}
