@@ -73,11 +73,14 @@ def probe_stability(n_single: int, n_base: int) -> None:
     print(f"probe, weakly separable 7 classes, n=140: single split over {n_single} seeds: mean "
           f"{np.mean(single):.3f}, sd {np.std(single, ddof=1):.4f}, range {min(single):.3f}-"
           f"{max(single):.3f}")
+    sd_single, sd_mean = np.std(single, ddof=1), np.std(means, ddof=1)
+    widths = [r["accuracy"]["ci95"][1] - r["accuracy"]["ci95"][0] for r in rep]
+    target = np.mean(single)
+    inside = sum(r["accuracy"]["ci95"][0] <= target <= r["accuracy"]["ci95"][1] for r in rep)
     print(f"  mean of 10 repeated splits over {n_base} base seeds: mean {np.mean(means):.3f}, "
-          f"sd {np.std(means, ddof=1):.4f} (ratio to single {np.std(means, ddof=1) / np.std(single, ddof=1):.2f}); "
-          f"interval width {np.mean([r['accuracy']['ci95'][1] - r['accuracy']['ci95'][0] for r in rep]):.3f}; "
-          f"intervals containing the single-split mean {np.mean(single):.3f}: "
-          f"{sum(r['accuracy']['ci95'][0] <= np.mean(single) <= r['accuracy']['ci95'][1] for r in rep)}/{n_base}")
+          f"sd {sd_mean:.4f} (ratio to single {sd_mean / sd_single:.2f}); interval width "
+          f"{np.mean(widths):.3f}; intervals containing the single-split mean {target:.3f}: "
+          f"{inside}/{n_base}")
 
 
 def main():
