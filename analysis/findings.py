@@ -11,7 +11,7 @@ from __future__ import annotations
 from ._common import finite_or_none
 from .paired import holm
 
-__all__ = ["findings", "findings_paragraph", "CEILING"]
+__all__ = ["findings", "findings_paragraph", "side_by_side_rows", "CEILING"]
 
 #: accuracy at or above which every embedder is "at the ceiling"
 CEILING = 0.95
@@ -151,3 +151,25 @@ def findings(metrics: dict, *, alpha: float = 0.05, ceiling: float = CEILING) ->
 def findings_paragraph(metrics: dict, **kwargs) -> str:
     """:func:`findings` joined into one paragraph."""
     return " ".join(findings(metrics, **kwargs))
+
+
+def side_by_side_rows(metrics: dict) -> list[dict]:
+    """Rows of a side-by-side table that keeps the two item sets apart: one row per comparison
+    entry with a metric, ``{"metric", "a", "b", "a_all", "n_a_all", "b_all", "n_b_all",
+    "a_shared", "b_shared", "n_shared", "difference", "ci95", "p_holm"}`` -- ``*_all`` from
+    ``metrics["embedders"]`` (each embedder's own items), ``*_shared`` from the comparison
+    (the items both were scored on). Undefined values are None."""
+    embedders = metrics.get("embedders") or {}
+    rows = []
+    for c in metrics.get("comparisons") or []:
+        if not c.get("metric"):
+            continue
+        ea, eb = embedders.get(c["a"], {}), embedders.get(c["b"], {})
+        rows.append({"metric": c["metric"], "a": c["a"], "b": c["b"],
+                     "a_all": _value(ea, c["metric"]), "n_a_all": ea.get("n_items"),
+                     "b_all": _value(eb, c["metric"]), "n_b_all": eb.get("n_items"),
+                     "a_shared": finite_or_none(c.get("value_a")),
+                     "b_shared": finite_or_none(c.get("value_b")), "n_shared": c.get("n_items"),
+                     "difference": finite_or_none(c.get("difference")), "ci95": c.get("ci95"),
+                     "p_holm": finite_or_none(c.get("p_holm"))})
+    return rows

@@ -1,7 +1,7 @@
 """The generated findings paragraph (issue 21), on hand-made metrics dicts."""
 import copy
 
-from analysis.findings import findings, findings_paragraph
+from analysis.findings import findings, findings_paragraph, side_by_side_rows
 
 
 def emb(n, **values):
@@ -99,3 +99,18 @@ def test_deterministic_and_input_untouched():
     before = copy.deepcopy(m)
     assert findings_paragraph(m) == findings_paragraph(copy.deepcopy(m))
     assert m == before
+
+
+def test_side_by_side_keeps_all_items_and_shared_items_apart():
+    rows = side_by_side_rows(base())
+    assert len(rows) == 2
+    r = rows[0]
+    assert (r["a"], r["b"], r["metric"]) == ("audio-stats", "midi-stats", "knn_accuracy_k1")
+    assert (r["a_all"], r["n_a_all"], r["b_all"], r["n_b_all"]) == (0.557, 140, 0.678, 149)
+    assert (r["a_shared"], r["b_shared"], r["n_shared"]) == (0.557, 0.657, 140)
+    assert r["p_holm"] == 0.008
+    m = base()
+    m["comparisons"].append({"metric": None, "a": "x", "b": "y"})
+    del m["embedders"]["midi-stats"]
+    rows = side_by_side_rows(m)
+    assert len(rows) == 2 and rows[0]["b_all"] is None and rows[0]["n_b_all"] is None
