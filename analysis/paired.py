@@ -32,7 +32,7 @@ from .bootstrap import bootstrap_values
 from .separability import groups_or_self
 
 __all__ = ["mcnemar_exact", "clustered_mcnemar", "paired_accuracy_test", "sign_flip_test",
-           "newcombe_paired_interval", "paired_bootstrap", "holm"]
+           "newcombe_paired_interval", "dependence_variance", "paired_bootstrap", "holm"]
 
 MCNEMAR_TEST = "mcnemar exact (two-sided binomial on discordant items)"
 CLUSTERED_TEST = ("exact sign-flip test of per-piece differences (cluster-adjusted McNemar, "
@@ -97,13 +97,20 @@ def _paired_table(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float, fl
             float(np.sum((1 - a) * (1 - b))))
 
 
-def mcnemar_exact(correct_a: ArrayLike, correct_b: ArrayLike, *, alpha: float = 0.05) -> dict:
+def mcnemar_exact(correct_a: ArrayLike, correct_b: ArrayLike, *, alpha: float = 0.05,
+                  design_effect: float = 1.0) -> dict:
     """McNemar's exact test of two classifiers' per-item correctness on the SAME items.
 
     Parameters
     ----------
     correct_a, correct_b : np.ndarray [shape=(n,)]
         1 where the embedder got the item right, 0 where wrong (row i = the same item).
+    design_effect : float >= 1
+        Variance of the difference over the variance it would have with independent items
+        (:func:`dependence_variance`; leave-one-out k-NN correctness of neighbouring items is
+        correlated). The discordant counts and the table are divided by it before the test and
+        the interval (the binomial with real counts via the regularised incomplete beta): the
+        "effective number of items" the tool uses for intervals elsewhere. 1 = plain McNemar.
 
     Returns
     -------
@@ -118,14 +125,51 @@ def mcnemar_exact(correct_a: ArrayLike, correct_b: ArrayLike, *, alpha: float = 
     if not (np.all(np.isin(a, (0.0, 1.0))) and np.all(np.isin(b, (0.0, 1.0)))):
         raise ValueError("mcnemar_exact needs 0/1 correctness; use clustered_mcnemar for "
                          "fractional (repeated-split) correctness")
+    if not np.isfinite(design_effect) or design_effect < 1:
+        raise ValueError(f"design_effect must be >= 1, got {design_effect}")
     n_b = int(np.sum((a == 1) & (b == 0)))
     n_c = int(np.sum((a == 0) & (b == 1)))
-    d = n_b + n_c
-    p = 1.0 if n_b == n_c else min(1.0, 2.0 * float(binom.cdf(min(n_b, n_c), d, 0.5)))
-    return {"b": n_b, "c": n_c, "n": int(len(a)), "value_a": float(a.mean()),
-            "value_b": float(b.mean()), "difference": float(a.mean() - b.mean()),
-            "ci95": newcombe_paired_interval(*_paired_table(a, b), alpha=alpha),
-            "ci_method": NEWCOMBE_METHOD, "p_value": p, "test": MCNEMAR_TEST}
+    res = {"b": n_b, "c": n_c, "n": int(len(a)), "value_a": float(a.mean()),
+           "value_b": float(b.mean()), "difference": float(a.mean() - b.mean()),
+           "ci_method": NEWCOMBE_METHOD, "test": MCNEMAR_TEST}
+    table = _paired_table(a, b)
+    if design_effect == 1.0:
+        d = n_b + n_c
+        p = 1.0 if n_b == n_c else min(1.0, 2.0 * float(binom.cdf(min(n_b, n_c), d, 0.5)))
+    else:
+        from scipy.special import betainc
+        x, m = min(n_b, n_c) / design_effect, (n_b + n_c) / design_effect
+        # P(X <= x), X ~ Bin(m, 1/2), continued to real m and x: I_{1/2}(m - x, x + 1)
+        p = 1.0 if n_b == n_c else min(1.0, 2.0 * float(betainc(m - x, x + 1, 0.5)))
+        table = tuple(t / design_effect for t in table)
+        res.update(design_effect=float(design_effect),
+                   ci_method=NEWCOMBE_METHOD + f", counts / design effect {design_effect:.3g}",
+                   test=MCNEMAR_TEST + f", counts / design effect {design_effect:.3g}")
+    res.update(ci95=newcombe_paired_interval(*table, alpha=alpha), p_value=p)
+    return res
+
+
+def dependence_variance(residuals: ArrayLike, edges: ArrayLike | None = None) -> float:
+    """``sum_ij A_ij e_i e_j``: the variance of ``sum(e)`` when item i's score may be correlated
+    with item j's wherever they are linked (A = identity + the undirected ``edges``): a
+    network-robust ("sandwich") variance in the spirit of Conley (1999) for spatially dependent
+    data. Pieces (items of one piece linked to each other) give the cluster-robust variance;
+    k-NN neighbourhoods give the dependence of leave-one-out k-NN correctness.
+
+    Parameters
+    ----------
+    residuals : np.ndarray [shape=(n,)]
+        Per-item (weighted) residuals e_i, e.g. ``(d_i - mean(d)) / n``.
+    edges : np.ndarray [shape=(m, 2)] or None
+        Linked item pairs (duplicates and self-links ignored).
+    """
+    e = np.asarray(residuals, dtype=np.float64)
+    total = float(e @ e)
+    if edges is None or not len(edges):
+        return total
+    ed = np.sort(np.asarray(edges, dtype=np.int64).reshape(-1, 2), axis=1)
+    ed = np.unique(ed[ed[:, 0] != ed[:, 1]], axis=0)
+    return total + 2.0 * float(np.sum(e[ed[:, 0]] * e[ed[:, 1]]))
 
 
 def _integer_scale(values: np.ndarray, max_denominator: int = 10_000) -> int | None:

@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 from scipy.stats import binomtest
 
-from analysis.paired import (clustered_mcnemar, holm, mcnemar_exact, newcombe_paired_interval,
-                             paired_accuracy_test, paired_bootstrap, sign_flip_test)
+from analysis.paired import (clustered_mcnemar, dependence_variance, holm, mcnemar_exact,
+                             newcombe_paired_interval, paired_accuracy_test, paired_bootstrap,
+                             sign_flip_test)
 
 
 def test_identical_correctness_gives_p_one_exactly():
@@ -192,3 +193,29 @@ def test_holm_edge_cases():
     assert holm([None, 0.01, float("nan"), 0.02]) == [None, 0.02, None, 0.02]
     with pytest.raises(ValueError):
         holm([1.5])
+
+
+def test_design_effect_deflates_mcnemar_to_effective_counts():
+    # 20 of 20 discordant items in a's favour, but each item counted twice (deff 2): the same
+    # p as 10 of 10 independent items
+    a, b = np.ones(20), np.zeros(20)
+    r = mcnemar_exact(a, b, design_effect=2.0)
+    assert r["p_value"] == pytest.approx(2 * 0.5 ** 10)
+    assert r["design_effect"] == 2.0 and "design effect" in r["test"]
+    # real-valued counts continue the binomial: between the neighbouring integer answers
+    mid = mcnemar_exact(a, b, design_effect=20 / 15)["p_value"]
+    assert 2 * 0.5 ** 20 < mid == pytest.approx(2 * 0.5 ** 15)
+    x = np.r_[np.ones(9), np.zeros(3), np.ones(10)]
+    y = np.r_[np.zeros(9), np.ones(3), np.ones(10)]
+    assert mcnemar_exact(x, y, design_effect=1.5)["p_value"] > mcnemar_exact(x, y)["p_value"]
+    assert mcnemar_exact(x, x, design_effect=3.0)["p_value"] == 1.0
+    with pytest.raises(ValueError):
+        mcnemar_exact(a, b, design_effect=0.5)
+
+
+def test_dependence_variance_is_the_cluster_robust_variance_for_pieces():
+    e = np.array([0.3, -0.1, 0.2, 0.4, -0.8])
+    assert dependence_variance(e) == pytest.approx(np.sum(e ** 2))
+    # pieces {0, 1}, {2, 3, 4}: sum over pieces of the squared piece sums
+    edges = [[0, 1], [2, 3], [2, 4], [3, 4], [4, 3], [1, 1]]  # duplicates and self-links ignored
+    assert dependence_variance(e, edges) == pytest.approx(0.2 ** 2 + (-0.2) ** 2)
