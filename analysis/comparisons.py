@@ -55,8 +55,8 @@ def _n_units(groups, n: int) -> int:
 
 def _weighted_paired(correct_a: np.ndarray, correct_b: np.ndarray, labels, groups, *,
                      balanced: bool, seed: int) -> dict:
-    """Paired test of (balanced) accuracy from per-split correctness [shape=(m, n)] of both
-    embedders on the same splits (m = 1 for leave-one-out k-NN).
+    """Paired test of the probe's (balanced) accuracy from per-split correctness
+    [shape=(m, n)] of both embedders on the same m splits.
 
     p: :func:`sign_flip_test` of the per-piece weighted differences of the split-averaged
     correctness. Interval: difference +- z sqrt(T), T from Rubin's rules on the per-split
