@@ -37,6 +37,10 @@ def main(argv: list[str] | None = None) -> int:
             signal.signal(signal.SIGTERM, _raise_interrupt)
         except ValueError:  # not the main thread (e.g. called from a notebook worker)
             pass
+    if argv[:1] == ["--version"]:
+        from common.version import version
+        print(f"embcompare {version()}")
+        return EXIT_OK
     try:
         if argv and argv[0] in SUBCOMMANDS:
             module, _, func = SUBCOMMANDS[argv[0]].partition(":")
