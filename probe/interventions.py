@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +29,7 @@ from common.fsutil import atomic_path, atomic_write_text
 from .attributes import ProbeError
 
 __all__ = ["AUDIO_INTERVENTIONS", "INTERVENTIONS", "MIDI_INTERVENTIONS", "ORIGINAL",
-           "VARIANT_VERSION", "VariantError", "VariantTask", "apply_audio", "apply_midi",
+           "VARIANT_VERSION", "VariantError", "clean_stale_temp", "VariantTask", "apply_audio", "apply_midi",
            "intervention_rng", "is_audio_only", "make_variant", "remove_failure_marks",
            "variant_key"]
 
@@ -247,6 +248,19 @@ def make_variant(task: VariantTask, renderer, seed: int) -> str | None:
         atomic_write_text(task.failed_path, reason + "\n")
         return reason
     return None
+
+
+def clean_stale_temp(variant_dir: str | os.PathLike, older_than_s: float = 24 * 3600) -> int:
+    """Remove temporary files left by killed runs (only old ones: another run may be live)."""
+    removed, now = 0, time.time()
+    for tmp in Path(variant_dir).rglob(".*.tmp.*"):
+        try:
+            if now - tmp.stat().st_mtime > older_than_s:
+                tmp.unlink()
+                removed += 1
+        except OSError:
+            pass
+    return removed
 
 
 def remove_failure_marks(tasks) -> None:

@@ -27,7 +27,7 @@ from common.progress import progress_bar
 from embedders import AUDIO, SYMBOLIC
 from prepare.commands import Renderer
 from .attributes import ATTRIBUTES, KEY_SOURCES, MidiReadError, ProbeError, midi_attributes
-from .interventions import (INTERVENTIONS, ORIGINAL, VariantTask, is_audio_only, make_variant,
+from .interventions import (INTERVENTIONS, clean_stale_temp, ORIGINAL, VariantTask, is_audio_only, make_variant,
                             remove_failure_marks, variant_key)
 
 __all__ = ["MIDI_EXTENSIONS", "NoMidiError", "UnknownNameError", "check_names", "run_probes",
@@ -325,6 +325,7 @@ def run_probes(dataset, embedders: list, *, out, emb_dir=None, variant_dir=None,
                           render=render)
     if retry_failed:
         remove_failure_marks(tasks.values())
+    clean_stale_temp(variant_dir)
     t0 = time.perf_counter()
     failures, made = make_variants(list(tasks.values()), renderer, seed=seed, workers=workers,
                                    progress=progress)
