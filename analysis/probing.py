@@ -138,6 +138,8 @@ def category_probe(X: ArrayLike, y: ArrayLike, groups: ArrayLike | None = None, 
     ValueError
         Bad shapes, or fewer than 2 classes large enough (:func:`variation_problem`).
     """
+    # checks, folds, fit, per-class recalls and interval in sequence (over 60 lines with its
+    # docstring); the shared steps are _folds and validate
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler

@@ -144,6 +144,7 @@ def midi_attributes(path: str | os.PathLike, *, key_source: str = "profile") -> 
     MidiReadError
         Unreadable file, or no notes.
     """
+    # one pass over one file, attribute by attribute (over 60 lines with its docstring)
     import pretty_midi
 
     if key_source not in KEY_SOURCES:

@@ -243,6 +243,34 @@ def intervention_metrics(clips: dict[str, dict], modality: str, names: list[str]
     return out
 
 
+def measure_interventions(tasks: dict, failures: dict, labels: dict[str, str], embedders: list,
+                          names: list[str], *, store: EmbeddingStore, seed: int, skipped: list,
+                          workers: int, progress: bool, engine: str,
+                          engine_options: dict | None) -> dict:
+    """Embed every made variant (through the cache) with every embedder, and measure.
+
+    Returns ``{embedder: {intervention: result}}`` (:func:`intervention_metrics`).
+    """
+    items = _variant_items(tasks, labels, failures)
+    by_path = {}
+    for (pid, name), t in tasks.items():
+        for path in (t.wav, t.midi):
+            if path:
+                by_path[path] = (pid, name)
+    out: dict = {}
+    for emb in embedders:
+        run = embed_items(items, emb, store, workers=workers, progress=progress, engine=engine,
+                          engine_options=engine_options)
+        for it, reason in run.skipped:
+            skipped.append({"what": f"{emb.name} / {it.id}", "reason": reason})
+        clips: dict[str, dict] = {}
+        for e in run.entries:
+            pid, name = by_path[e.item.path]
+            clips.setdefault(name, {})[pid] = e.clip
+        out[emb.name] = intervention_metrics(clips, emb.modality, names, labels, seed=seed)
+    return out
+
+
 def run_probes(dataset, embedders: list, *, out, emb_dir=None, variant_dir=None,
                pieces: int = 100, interventions=None, attributes=None, seed: int = 0,
                synth: str = "auto", soundfont=None, key_source: str = "profile",
@@ -251,8 +279,8 @@ def run_probes(dataset, embedders: list, *, out, emb_dir=None, variant_dir=None,
                progress: bool = True) -> dict:
     """Run every probe and write ``out/probe.json``, CSVs, heatmaps, report section.
 
-    Long because it is the one place that says the order of a probe run; each step is a
-    function of this module or of :mod:`analysis.probing`.
+    Long (mostly this docstring) because it is the one place that says the order of a probe
+    run; each step is a function of this module or of :mod:`analysis.probing`.
 
     Parameters
     ----------
@@ -335,25 +363,10 @@ def run_probes(dataset, embedders: list, *, out, emb_dir=None, variant_dir=None,
             skipped.append({"what": f"{pid} / {name}", "reason": failures[t.key]})
 
     t0 = time.perf_counter()
-    items = _variant_items(tasks, labels, failures)
-    by_path = {}
-    for (pid, name), t in tasks.items():
-        for path in (t.wav, t.midi):
-            if path:
-                by_path[path] = (pid, name)
-    store = EmbeddingStore(emb_dir)
-    interventions_out: dict = {}
-    for emb in embedders:
-        run = embed_items(items, emb, store, workers=workers, progress=progress, engine=engine,
-                          engine_options=engine_options)
-        for it, reason in run.skipped:
-            skipped.append({"what": f"{emb.name} / {it.id}", "reason": reason})
-        clips: dict[str, dict] = {}
-        for e in run.entries:
-            pid, name = by_path[e.item.path]
-            clips.setdefault(name, {})[pid] = e.clip
-        interventions_out[emb.name] = intervention_metrics(clips, emb.modality, names, labels,
-                                                           seed=seed)
+    interventions_out = measure_interventions(
+        tasks, failures, labels, embedders, names, store=EmbeddingStore(emb_dir), seed=seed,
+        skipped=skipped, workers=workers, progress=progress, engine=engine,
+        engine_options=engine_options)
     seconds["embedding_variants"] = time.perf_counter() - t0
     seconds["total"] = time.perf_counter() - t_start
 

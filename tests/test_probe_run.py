@@ -247,3 +247,25 @@ def test_report_section_renders_every_measure():
     assert "0.50 [0.40, 0.60], ρ 0.70" in md and "0.30 [0.20, 0.40]; id@1 0.90" in md
     assert "cannot read &lt;MIDI&gt;" in html and '<img src="plots/a.png"' in html
     assert len(INTERVENTIONS) == 15
+
+
+@pytest.mark.slow
+def test_comparison_run_with_probes(tmp_path, capsys):
+    from cli import main
+    from conftest import write_wav
+    corpus = _corpus(tmp_path / "c", per_key=2)
+    code = main(["--dataset", str(corpus), "--embedders", "test-pc-hist", "--out",
+                 str(tmp_path / "out"), "--emb-dir", str(tmp_path / "emb"), "--probes",
+                 "--no-analysis", "--no-index", "--quiet"])
+    assert code == 0
+    probe = json.loads((tmp_path / "out" / "probes" / "probe.json").read_text())
+    assert probe["interventions"]["test-pc-hist"]["transpose:+12"]["sensitivity"]["value"] < 0.01
+    # no MIDI: the comparison goes on, the probes are skipped with one line
+    write_wav(tmp_path / "w" / "a" / "x.wav")
+    write_wav(tmp_path / "w" / "b" / "y.wav", freq=220.0)
+    capsys.readouterr()
+    code = main(["--dataset", str(tmp_path / "w"), "--embedders", "toy-audio", "--out",
+                 str(tmp_path / "out2"), "--emb-dir", str(tmp_path / "emb"), "--probes",
+                 "--no-analysis", "--no-index", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 0 and "probes skipped" in err and "no MIDI" in err
