@@ -96,6 +96,7 @@ def make_embedders(names: list[str], set_options: list[str]) -> list:
 def main(argv: list[str] | None = None) -> int:
     """Run ``probe`` with ``argv`` (without the word ``probe``); the exit status."""
     from embedders import EmbedderError
+    from prepare.commands import Renderer
     from .run import NoMidiError, UnknownNameError, check_names, run_probes
 
     try:
@@ -106,6 +107,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.engine != "ray" and (args.ray_address or args.ray_gpus_per_worker):
             raise UsageLine("--ray-address and --ray-gpus-per-worker need --engine ray")
         embedders = make_embedders(args.embedders, args.set_options)
+        try:  # --synth fluidsynth without FluidSynth, a missing soundfont: before any work
+            Renderer(synth=args.synth, soundfont=args.soundfont, verbose=False)
+        except ValueError as exc:
+            raise UsageLine(str(exc)) from None
     except (UsageLine, UnknownNameError) as exc:
         print(f"main.py probe: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
