@@ -22,6 +22,7 @@ SUBCOMMANDS: dict[str, str] = {
     "index": "search.cli:index_main",
     "recommend": "search.cli:recommend_main",
     "serve": "search.cli:serve_main",
+    "probe": "probe.cli:main",
 }
 
 

@@ -142,6 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "(Schnitzer et al. 2012), side by side with the plain ones")
     an.add_argument("--no-analysis", action="store_true",
                     help="only embed (manifest, cache, exports); skip maps, metrics and report")
+    an.add_argument("--probes", action="store_true",
+                    help="also run `main.py probe` on the collection's MIDI (attribute probes, "
+                         "controlled changes on 100 pieces) into OUT/probes")
     p.add_argument("--no-index", action="store_true",
                    help="do not update the similar-item search index at the end of the run")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -334,6 +337,19 @@ def print_summary(result, analysis_seconds: float | None, out=None) -> None:
         print(f"analysis: {analysis_seconds:.1f} s", file=out)
 
 
+def run_probe_section(args: argparse.Namespace, plan: "RunPlan", result) -> None:
+    """``--probes``: the probe run on the vectors just computed; no MIDI: one line, go on."""
+    from probe.run import NoMidiError, run_probes
+    try:
+        run_probes(plan.dataset, plan.embedders, out=plan.out / "probes", emb_dir=plan.emb_dir,
+                   sets=result.analysis_sets(), seed=args.seed, workers=plan.workers,
+                   engine=args.engine, engine_options=plan.engine_options,
+                   progress=not args.quiet)
+        print(f"probes in {plan.out / 'probes'} (probe.json, probe_report.html)")
+    except NoMidiError as exc:
+        print(f"note: probes skipped: {exc}", file=sys.stderr)
+
+
 def run(args: argparse.Namespace) -> int:
     """Carry out a parsed command line; returns the exit status."""
     from collection import StoreError, embed_dataset
@@ -390,6 +406,8 @@ def run(args: argparse.Namespace) -> int:
                      dataset_summary=result.summary(), run_config=plan.config(), **kwargs)
         analysis_seconds = time.perf_counter() - t0
     print_summary(result, analysis_seconds)
+    if getattr(args, "probes", False):
+        run_probe_section(args, plan, result)
     if not args.no_index:  # the search index follows the exports (python main.py recommend)
         from search.cli import index_after_run
         index_after_run(plan.emb_dir, [emb.name for emb in plan.embedders], quiet=args.quiet)

@@ -19,7 +19,7 @@ import pytest
 from conftest import ROOT
 
 RANK = {"common": 0, "embedders": 1, "collection": 2, "prepare": 2, "training": 2, "analysis": 3,
-        "search": 4, "cli": 5}
+        "search": 4, "cli": 5, "probe": 4}
 
 
 def _is_private(name: str) -> bool:
