@@ -8,7 +8,7 @@ from pathlib import Path
 
 from analysis.probe_report import (plot_attribute_heatmap, plot_intervention_heatmap,
                                    render_probe_section)
-from collection.manifest import write_csv_atomic
+from common.csvfile import write_csv
 from common.fsutil import atomic_write_text
 from .attributes import ATTRIBUTES
 
@@ -58,14 +58,15 @@ def write_outputs(probe: dict, out: Path, *, attrs: dict[str, dict]) -> list[str
     out.mkdir(parents=True, exist_ok=True)
     data = {k: v for k, v in probe.items() if k != "files"}
     files = [atomic_write_text(out / "probe.json", json.dumps(data, indent=2, default=float))]
-    files.append(write_csv_atomic(out / "probe_attributes.csv", attribute_rows(probe),
-                                  ATTRIBUTE_FIELDS))
-    files.append(write_csv_atomic(out / "probe_interventions.csv", intervention_rows(probe),
-                                  INTERVENTION_FIELDS))
-    files.append(write_csv_atomic(
-        out / "piece_attributes.csv", [{"piece": p, **a} for p, a in sorted(attrs.items())],
-        ("piece",) + tuple(ATTRIBUTES)))
-    files.append(write_csv_atomic(out / "probe_skipped.csv", probe["skipped"], ("what", "reason")))
+    files.append(write_csv(out / "probe_attributes.csv", attribute_rows(probe),
+                           header=ATTRIBUTE_FIELDS))
+    files.append(write_csv(out / "probe_interventions.csv", intervention_rows(probe),
+                           header=INTERVENTION_FIELDS))
+    pieces = [{"piece": p, **a} for p, a in sorted(attrs.items())]
+    files.append(write_csv(out / "piece_attributes.csv", pieces,
+                           header=("piece",) + tuple(ATTRIBUTES)))
+    files.append(write_csv(out / "probe_skipped.csv", probe["skipped"],
+                           header=("what", "reason")))
     images = {}
     plots = out / "plots"
     if any(probe["attributes"].values()):
