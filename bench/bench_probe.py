@@ -5,7 +5,7 @@ One ``run_probes`` call on the demo corpus with empty caches (nothing reused), e
 timed inside the same run: reading the attributes, embedding the collection, the attribute
 probes, making + rendering the variants (``--workers`` processes), embedding the variants.
 Prints the CPU, each step's seconds and share, and keeps the run's outputs in ``--out`` (the
-README's result table comes from its ``probe.json``).
+result tables of docs/probes.md and the README come from its ``probe.json``).
 
 Usage: ``python bench/bench_probe.py [--corpus DIR] [--out DIR] [--pieces N] [--workers N]
 [--embedders ...]``

@@ -193,7 +193,7 @@ class CLaMP2Embedder(Embedder):
     precision : str
         ``float32`` (default: the reference's numbers), or opt-in reduced precision for the
         encoder layers under ``torch.autocast``: ``bfloat16`` (CPU and CUDA) or ``float16`` (CUDA
-        only). It changes the numbers (see the README for the measured cost), so it is part of
+        only). It changes the numbers (see docs/models.md for the measured cost), so it is part of
         the cache key; pooling and the projection stay in float32.
     """
 

@@ -13,7 +13,7 @@ front-end, the network and the weight file are described in :mod:`embedders.lib.
   ``arange(n_frames) * hop_size``.
 
 How it is computed (the numbers are the reference's up to float32 round-off; measured speeds and
-memory are in the README and ``bench/bench_openl3.py``): BatchNorm is folded into the
+memory are in docs/benchmarks.md and ``bench/bench_openl3.py``): BatchNorm is folded into the
 convolutions, the network runs in channels-last memory format under ``torch.inference_mode``,
 and front-end, network and pooling run together on CPU micro-batches of 1-2 frames
 (``CPU_MICRO_BATCH_BYTES``). ``conv_algorithm="auto"`` (default) computes convs 2-7 on CPU as

@@ -1,5 +1,5 @@
 """``python main.py prepare SUBCOMMAND SRC --out DST [...]``: build the collections a study
-needs (see the README section "Preparing collections")."""
+needs (see docs/prepare.md)."""
 from __future__ import annotations
 
 import argparse

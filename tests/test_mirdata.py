@@ -316,7 +316,7 @@ def test_mirdata_usage_errors_exit_2_before_work(tmp_path, capsys):
 
 @pytest.mark.slow  # transcription and embedding (~20 s on the shared machine)
 def test_recipe_gtzan_transcribed_then_compared(tmp_path, capsys):
-    """The README's recipe: GTZAN through mirdata -> prepare transcribe -> a paired tree ->
+    """The recipe of docs/datasets.md: GTZAN through mirdata -> prepare transcribe -> a paired tree ->
     the comparison run (heuristic transcription: no model weights needed)."""
     import cli
 

@@ -18,7 +18,7 @@ What this shows: the requests are well-formed for the schema of the installed qd
 (1.20, Qdrant 1.16+ API), the push copies exactly the local points, and the remote queries
 return what the embedded index returns. What it cannot show: how a live server or cluster
 behaves (its query planner, HNSW recall, sharding, auth setup, older servers' handling of
-collection metadata); that needs ``docker run -p 6333:6333 qdrant/qdrant`` (README).
+collection metadata); that needs ``docker run -p 6333:6333 qdrant/qdrant`` (docs/search.md).
 """
 from __future__ import annotations
 

@@ -30,7 +30,7 @@ Adding a metric
    it a p-value (no interval), ``when=("hubness_reduction", "mp")`` computes it only in runs
    with that option.
 3. Test it (a known answer), run ``python -m analysis.metrics > /tmp/t.md`` and paste the
-   table into README.md (tests/test_registry.py says when it is stale), and add the new entry
+   table into docs/analysis.md (tests/test_registry.py says when it is stale), and add the new entry
    to CHANGED in tests/test_metrics_unchanged.py ("...: new metric").
 
 A metric of a new kind of input (e.g. the paired comparison of two embedders on their shared

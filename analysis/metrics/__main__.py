@@ -1,4 +1,4 @@
-"""``python -m analysis.metrics``: print the README's metrics table (from the registry)."""
+"""``python -m analysis.metrics``: print the metrics table of docs/analysis.md (from the registry)."""
 from . import markdown_table
 
 print(markdown_table())

@@ -149,7 +149,7 @@ def context_default(cls, argument: str):
 
 
 def markdown_table() -> str:
-    """The README's metrics table, generated from the registry (``python -m analysis.metrics``)."""
+    """The metrics table of docs/analysis.md, generated from the registry (``python -m analysis.metrics``)."""
     def cell(x) -> str:
         return str(x).replace("|", "\\|").replace("\n", " ")
     better = {True: "higher", False: "lower", None: "—"}
