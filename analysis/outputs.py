@@ -21,7 +21,8 @@ from .io import six_digits
 from . import metrics as registry
 from .schema import EMBEDDER_METRICS, PAIR_METRICS, embedder_metric_names
 
-__all__ = ["write_tables_and_figures", "write_metric_tables", "write_embedder_tables",
+__all__ = ["write_tables_and_figures", "write_metric_tables", "write_comparison_table",
+           "write_embedder_tables",
            "draw_maps", "draw_matrices", "safe_name", "CENTROID_MATRICES"]
 
 #: (key in an embedder's metrics, file suffix, heatmap title) of the centroid cosine matrices
@@ -101,7 +102,7 @@ def _chance_columns(kind: str) -> list:
 def write_metric_tables(metrics: dict, out: Path, files: dict) -> None:
     """metrics_embedders.csv and metrics_pairs.csv: every registered metric with its interval
     (columns generated from the registry), and the chance levels / null quantile needed to
-    read them."""
+    read them; metrics_comparisons.csv when embedders were compared."""
     header = ["embedder", "modality", "n_items", "n_classes", "dim"]
     names = (embedder_metric_names(metrics["embedders"]) if metrics["embedders"]
              else list(registry.names("embedder")))
@@ -128,6 +129,24 @@ def write_metric_tables(metrics: dict, out: Path, files: dict) -> None:
                     + [_param(r, "cka_permutation_p", "null_q95")]
                     + [m.chance_level(r.get(m.name)) for _, m in chance])
     files["metrics_pairs_csv"] = str(_write_table(out / "metrics_pairs.csv", header, rows))
+    if metrics.get("comparisons"):
+        files["metrics_comparisons_csv"] = str(write_comparison_table(
+            metrics["comparisons"], out / "metrics_comparisons.csv"))
+
+
+#: columns of metrics_comparisons.csv (metrics.json["comparisons"], ci95 split in two)
+COMPARISON_COLUMNS = ("metric", "a", "b", "value_a", "value_b", "difference", "ci_lo", "ci_hi",
+                      "p_value", "p_holm", "test", "n_items", "n_units", "n_items_a_all",
+                      "n_items_b_all", "matched_by", "note")
+
+
+def write_comparison_table(comparisons: list, path: Path) -> Path:
+    """metrics_comparisons.csv: one row per paired comparison on shared items."""
+    rows = []
+    for c in comparisons:
+        ci = c.get("ci95") or [None, None]
+        rows.append({**c, "ci_lo": ci[0], "ci_hi": ci[1]})
+    return _write_table(path, list(COMPARISON_COLUMNS), rows)
 
 
 def _matrix_csv(path: Path, classes: list, M, cast = finite_or_none, corner: str = "") -> Path:

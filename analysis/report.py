@@ -544,6 +544,16 @@ def _md_embedder_section(name: str, r: dict, link) -> list[str]:
     return L + [""]
 
 
+def _md_findings(metrics: dict) -> list[str]:
+    """The findings paragraph and the paired-comparison table that open the summary."""
+    L = [f"**Findings.** {findings_paragraph(metrics)}", ""]
+    if metrics.get("comparisons"):
+        L += ["### Paired comparisons on shared items", "",
+              f"{_compared_sentence(metrics)} {_COMPARISON_CAPTION}", "",
+              _md_table(_COMPARISON_HEADER, _comparison_rows(metrics)), ""]
+    return L
+
+
 def render_markdown(metrics: dict, images: dict, out: Path, *, title: str = "") -> str:
     """The Markdown twin; images are linked by path relative to ``out``."""
     out = Path(out)
@@ -559,12 +569,7 @@ def render_markdown(metrics: dict, images: dict, out: Path, *, title: str = "") 
         L += [f"### {heading}", "", _md_table(header, rows), ""]
     L += ["## Notes", ""]
     L += [f"- {n}" for n in _notes_lines(metrics)]
-    L += ["", "## Summary", "", f"**Findings.** {findings_paragraph(metrics)}", ""]
-    if metrics.get("comparisons"):
-        L += ["### Paired comparisons on shared items", "",
-              f"{_compared_sentence(metrics)} {_COMPARISON_CAPTION}", "",
-              _md_table(_COMPARISON_HEADER, _comparison_rows(metrics)), ""]
-    L += ["### Separability per embedder", ""]
+    L += ["", "## Summary", ""] + _md_findings(metrics) + ["### Separability per embedder", ""]
     if metrics.get("embedders"):
         L += [_md_table(["embedder", "modality", "n", "classes", "dim"] + list(EMBEDDER_METRICS),
                         _embedder_summary_rows(metrics)), ""]

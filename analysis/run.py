@@ -267,8 +267,7 @@ def run_analysis(sets: Sequence, out: str | Path, *, plot_dir: str | Path, cos_d
     params = _run_parameters(seed=seed, n_bootstrap=n_bootstrap, n_permutations=n_permutations,
                              methods=methods, title=title, run_config=dict(run_config or {}))
     metrics = OrderedDict(embedders=OrderedDict(), pairs=OrderedDict(), comparisons=[],
-                          notes=notes,
-                          parameters=params, dataset=dataset_summary,
+                          notes=notes, parameters=params, dataset=dataset_summary,
                           software=software_versions(), files={})
     sets = list(sets or [])
     if not sets:

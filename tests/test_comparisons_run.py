@@ -11,6 +11,7 @@ import pytest
 
 from analysis import run_analysis
 from collection import EmbeddingSet
+from common.csvfile import read_csv
 
 CLASSES = ["blues", "jazz", "rock"]
 N_PER = 15
@@ -79,6 +80,11 @@ def test_a_planted_difference_is_holm_significant_and_stated(planted):
     assert "On knn_accuracy_k1, emb-a scores higher than emb-b" in html
     on_disk = json.loads((out / "metrics.json").read_text())
     assert len(on_disk["comparisons"]) == len(m["comparisons"])
+    rows = read_csv(out / "metrics_comparisons.csv")
+    assert [r["metric"] for r in rows] == [c["metric"] for c in m["comparisons"]]
+    row = rows[[r["metric"] for r in rows].index("knn_accuracy_k1")]
+    assert float(row["p_holm"]) == pytest.approx(knn["p_holm"], rel=1e-5)
+    assert float(row["ci_lo"]) == pytest.approx(knn["ci95"][0], rel=1e-5)
 
 
 @pytest.mark.slow
