@@ -99,3 +99,27 @@ def test_no_difference_is_reported_as_none(tmp_path):
     assert "No difference between embedders is significant at 5% after Holm correction" in findings
     assert "scores higher than" not in findings
     assert "Each of the 2 embedders was scored on 45 items." in findings
+
+
+def test_reused_probe_gives_the_refitted_comparison():
+    """Passing each embedder's own repeated probe (made on the same rows with the same
+    settings) changes nothing but params.probe_fits; a probe of other settings is not used."""
+    from analysis import separability
+    from analysis.comparisons import compare_embedders
+    rng = np.random.default_rng(5)
+    labels = np.repeat(["x", "y", "z"], 8)
+    Xa = rng.normal(size=(3, 4))[np.repeat(np.arange(3), 8)] + rng.normal(size=(24, 4))
+    Xb = rng.normal(size=(24, 6))
+    kw = dict(seed=4, probe_repeats=3, n_splits=3, families=("probe",))
+    given = tuple(separability.repeated_linear_probe(X, labels, n_repeats=3, n_splits=3,
+                                                     seed=4) for X in (Xa, Xb))
+    refit = compare_embedders(Xa, Xb, labels, **kw)
+    reused = compare_embedders(Xa, Xb, labels, probe_results=given, **kw)
+    other = compare_embedders(Xa, Xb, labels, probe_results=given,
+                              **{**kw, "seed": 5})
+    assert [e["params"]["probe_fits"] for e in refit] == ["refitted on the shared items"] * 2
+    assert reused[0]["params"]["probe_fits"].startswith("reused for a and b")
+    assert other[0]["params"]["probe_fits"] == "refitted on the shared items"
+    for r, u in zip(refit, reused):
+        for key in ("value_a", "value_b", "difference", "ci95", "p_value"):
+            assert u[key] == pytest.approx(r[key], abs=1e-12)
