@@ -169,15 +169,34 @@ def _knn_rows(Xa, Xb, labels, groups, *, knn_ks, seed) -> list:
     return rows_acc + rows_bal
 
 
-def _probe_rows(Xa, Xb, labels, groups, *, n_repeats, n_splits, seed) -> list:
-    ra = separability.repeated_linear_probe(Xa, labels, groups, n_repeats=n_repeats,
-                                            n_splits=n_splits, seed=seed)
-    rb = separability.repeated_linear_probe(Xb, labels, groups, n_repeats=n_repeats,
-                                            n_splits=n_splits, seed=seed)
+def _reusable(r: dict | None, *, n_repeats: int, seed: int, n: int) -> bool:
+    """Whether a given repeated-probe result was made with these settings on n items."""
+    return (r is not None and list(r.get("seeds", [])) == [seed + i for i in range(n_repeats)]
+            and np.shape(r.get("correct")) == (n_repeats, n)
+            and np.shape(r.get("folds")) == (n_repeats, n))
+
+
+def _probe_rows(Xa, Xb, labels, groups, *, n_repeats, n_splits, seed, given=None) -> list:
+    """Probe entries; ``given`` = the two embedders' :func:`repeated_linear_probe` results on
+    these rows (reused, not refitted, when made with these settings on the same folds)."""
+    def fit(X):
+        return separability.repeated_linear_probe(X, labels, groups, n_repeats=n_repeats,
+                                                  n_splits=n_splits, seed=seed)
+    given = [r if _reusable(r, n_repeats=n_repeats, seed=seed, n=len(labels)) else None
+             for r in (given or (None, None))]
+    ra, rb = (r if r is not None else fit(X) for r, X in zip(given, (Xa, Xb)))
+    if not np.array_equal(ra["folds"], rb["folds"]) and any(r is not None for r in given):
+        ra, rb = fit(Xa), fit(Xb)  # a given probe was split otherwise: refit both here
+        given = [None, None]
     if not np.array_equal(ra["folds"], rb["folds"]):  # cannot happen: folds ignore X
         raise RuntimeError("the two probes were not split identically")
+    reused = [name for name, r in zip(("a", "b"), given) if r is not None]
     params = {"n_repeats": n_repeats, "n_splits": ra["n_splits"], "seeds": ra["seeds"],
-              "splits": "the same grouped stratified folds for both embedders"}
+              "splits": "the same grouped stratified folds for both embedders",
+              "probe_fits": ("refitted on the shared items" if not reused else
+                             f"reused for {' and '.join(reused)}: the embedder's own repeated "
+                             "probe (its items are the shared items, same folds)"
+                             + ("" if len(reused) == 2 else "; the other refitted"))}
     return [(name, _weighted_paired(ra["correct"], rb["correct"], labels, groups,
                                     balanced=balanced, seed=seed), params)
             for name, balanced in (("probe_accuracy", False),
@@ -187,8 +206,8 @@ def _probe_rows(Xa, Xb, labels, groups, *, n_repeats, n_splits, seed) -> list:
 def compare_embedders(Xa: ArrayLike, Xb: ArrayLike, labels: ArrayLike,
                       groups: ArrayLike | None = None, *, names: Sequence[str] = ("a", "b"),
                       seed: int = 0, knn_ks: Sequence[int] = (1, 5), probe_repeats: int = 10,
-                      n_splits: int = 5, families: Sequence[str] = ("knn", "probe")
-                      ) -> list[dict]:
+                      n_splits: int = 5, families: Sequence[str] = ("knn", "probe"),
+                      probe_results: tuple | None = None) -> list[dict]:
     """Paired comparison of two embedders on the same items, one entry per accuracy-type metric.
 
     Parameters
@@ -203,6 +222,10 @@ def compare_embedders(Xa: ArrayLike, Xb: ArrayLike, labels: ArrayLike,
         Embedder names written into the entries.
     families : sequence of "knn", "probe"
         Which metric families to compare (the probe costs 2 x probe_repeats x n_splits fits).
+    probe_results : (dict or None, dict or None) or None
+        Each embedder's :func:`analysis.separability.repeated_linear_probe` result on these
+        rows, in this order, with these settings: reused instead of refitting when it was
+        split as here (``params.probe_fits`` says which happened).
 
     Returns
     -------
@@ -223,7 +246,7 @@ def compare_embedders(Xa: ArrayLike, Xb: ArrayLike, labels: ArrayLike,
     compute_family = {
         "knn": lambda: _knn_rows(Xa, Xb, labels, groups, knn_ks=knn_ks, seed=seed),
         "probe": lambda: _probe_rows(Xa, Xb, labels, groups, n_repeats=probe_repeats,
-                                     n_splits=n_splits, seed=seed)}
+                                     n_splits=n_splits, seed=seed, given=probe_results)}
     wanted = {"knn": [f"knn_accuracy_k{k}" for k in knn_ks]
               + [f"knn_balanced_accuracy_k{k}" for k in knn_ks],
               "probe": ["probe_accuracy", "probe_balanced_accuracy"]}
@@ -259,13 +282,31 @@ def add_holm(entries: list[dict]) -> list[dict]:
     return entries
 
 
-def compare_sets(a, b, **kwargs) -> list[dict]:
+def _probe_on_rows(r: dict | None, rows: np.ndarray) -> dict | None:
+    """A repeated-probe result on all of a set's items, restricted (reordered) to ``rows``."""
+    if r is None:
+        return None
+    return {**r, "correct": np.asarray(r["correct"])[:, rows],
+            "folds": np.asarray(r["folds"])[:, rows]}
+
+
+def _given_probes(a, b, ia, ib, probe_of) -> tuple | None:
+    """Each set's own repeated probe on the shared rows where the shared items are all its
+    items (None for a set with more items: its probe is refitted on the shared items)."""
+    if probe_of is None:
+        return None
+    return tuple(_probe_on_rows(probe_of(s), rows) if len(rows) == len(s) else None
+                 for s, rows in ((a, ia), (b, ib)))
+
+
+def compare_sets(a, b, *, probe_of=None, **kwargs) -> list[dict]:
     """:func:`compare_embedders` of two EmbeddingSets on their shared items
     (:func:`shared_items`), items whose labels disagree dropped; pieces = ``a``'s pair ids.
 
     Each entry also gets ``n_items_a_all`` / ``n_items_b_all`` (what each embedder's
     all-items value in ``metrics.json["embedders"]`` was computed on), ``matched_by`` and
-    ``n_label_mismatch``.
+    ``n_label_mismatch``. ``probe_of(set)`` (optional) returns the set's repeated probe on all
+    its items (or None): reused for a set whose items are all shared.
     """
     ia, ib, how = shared_items(a, b)
     keep = a.labels[ia] == b.labels[ib]
@@ -277,13 +318,14 @@ def compare_sets(a, b, **kwargs) -> list[dict]:
         return [{**{k: None for k in COMPARISON_KEYS}, "metric": None, "a": a.name,
                  "b": b.name, "n_items": int(len(ia)), "note": note, **extra}]
     entries = compare_embedders(a.vectors[ia], b.vectors[ib], a.labels[ia], a.pair_ids[ia],
-                                names=(a.name, b.name), **kwargs)
+                                names=(a.name, b.name),
+                                probe_results=_given_probes(a, b, ia, ib, probe_of), **kwargs)
     return [{**e, **extra} for e in entries]
 
 
 def compare_all(sets: Sequence, **kwargs) -> list[dict]:
-    """:func:`compare_sets` for every two sets (in the given order), then Holm across all the
-    comparisons made (``p_holm``)."""
+    """:func:`compare_sets` for every two sets (in the given order; ``probe_of`` and the
+    settings passed on), then Holm across all the comparisons made (``p_holm``)."""
     entries = []
     for i in range(len(sets)):
         for j in range(i + 1, len(sets)):

@@ -25,7 +25,7 @@ from .metrics.context import (DEFAULT_N_BOOTSTRAP, DEFAULT_N_PERMUTATIONS,
                               SetContext, guard)
 from .metrics.neighbourhood import JACCARD_K
 
-__all__ = ["evaluate_embedder", "evaluate_pair", "evaluate_set", "IMBALANCE_RATIO"]
+__all__ = ["evaluate_embedder", "evaluate_embedder_context", "evaluate_pair", "evaluate_set", "IMBALANCE_RATIO"]
 
 #: Largest / smallest class size from which a note flags the imbalance.
 IMBALANCE_RATIO = 1.5
@@ -62,6 +62,16 @@ def evaluate_embedder(X: ArrayLike, labels: ArrayLike, groups: ArrayLike | None 
     """
     ctx = EmbedderContext(X, labels, groups, seed=seed, n_bootstrap=n_bootstrap,
                           n_splits=n_splits, hubness_reduction=hubness_reduction)
+    return evaluate_embedder_context(ctx, ids=ids, neighbours_per_class=neighbours_per_class,
+                                     n_neighbours=n_neighbours)
+
+
+def evaluate_embedder_context(ctx: EmbedderContext, *, ids: ArrayLike | None = None,
+                              neighbours_per_class: int = 3,
+                              n_neighbours: int = 5) -> OrderedDict:
+    """:func:`evaluate_embedder` on a context the caller keeps: its shared results (the repeated
+    probe's out-of-fold predictions) can then be reused, e.g. by the paired comparisons."""
+    n_splits = ctx.n_splits
     notes = _embedder_notes(ctx)
     res = _evaluate("embedder", ctx)
     pa = res.get("probe_accuracy")

@@ -156,9 +156,9 @@ def findings_paragraph(metrics: dict, **kwargs) -> str:
 def side_by_side_rows(metrics: dict) -> list[dict]:
     """Rows of a side-by-side table that keeps the two item sets apart: one row per comparison
     entry with a metric, ``{"metric", "a", "b", "a_all", "n_a_all", "b_all", "n_b_all",
-    "a_shared", "b_shared", "n_shared", "difference", "ci95", "p_holm"}`` -- ``*_all`` from
-    ``metrics["embedders"]`` (each embedder's own items), ``*_shared`` from the comparison
-    (the items both were scored on). Undefined values are None."""
+    "a_shared", "b_shared", "n_shared", "difference", "ci95", "p_holm", "test", "n_units"}`` --
+    ``*_all`` from ``metrics["embedders"]`` (each embedder's own items), ``*_shared`` from the
+    comparison (the items both were scored on). Undefined values are None."""
     embedders = metrics.get("embedders") or {}
     rows = []
     for c in metrics.get("comparisons") or []:
@@ -171,5 +171,6 @@ def side_by_side_rows(metrics: dict) -> list[dict]:
                      "a_shared": finite_or_none(c.get("value_a")),
                      "b_shared": finite_or_none(c.get("value_b")), "n_shared": c.get("n_items"),
                      "difference": finite_or_none(c.get("difference")), "ci95": c.get("ci95"),
-                     "p_holm": finite_or_none(c.get("p_holm"))})
+                     "p_holm": finite_or_none(c.get("p_holm")), "test": c.get("test"),
+                     "n_units": c.get("n_units")})
     return rows

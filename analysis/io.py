@@ -1,21 +1,26 @@
 """Writing the analysis outputs: JSON and CSV, atomically, with numpy values made plain.
 
-Every table and ``metrics.json`` goes through here, so NaN never reaches a file (it becomes
-``null`` or an empty cell) and a crash never leaves half a file.
+``metrics.json`` goes through here (NaN becomes ``null``), every table through the project's one
+CSV writer, :func:`common.csvfile.write_csv` with :func:`six_digits` (None becomes an empty
+cell); both replace their file atomically, so a crash never leaves half a file.
 """
 from __future__ import annotations
 
-import csv
-import io
 import json
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
 from common.fsutil import atomic_write_text
 
 from ._common import finite_or_none
+
+
+def six_digits(value: float) -> str:
+    """A float cell of the analysis tables (``common.csvfile.write_csv(float_format=...)``): 6
+    significant digits, what the tables have always had."""
+    return f"{value:.6g}"
 
 
 def jsonable(obj: Any) -> Any:
@@ -42,19 +47,6 @@ def jsonable(obj: Any) -> Any:
 def write_json_atomic(obj: Any, path: Path) -> Path:
     """Write ``obj`` as JSON (NaN/inf -> null) via a temp file and os.replace."""
     return atomic_write_text(path, json.dumps(jsonable(obj), indent=2, allow_nan=False) + "\n")
-
-
-def write_csv_atomic(path: Path, header: Sequence | None, rows: Iterable[Sequence]) -> Path:
-    """Write rows as CSV (floats to 6 significant digits, None as empty) atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    if header is not None:
-        w.writerow(header)
-    for r in rows:
-        w.writerow(["" if v is None else (f"{v:.6g}" if isinstance(v, float) else v) for v in r])
-    return atomic_write_text(path, buf.getvalue())
 
 
 #: metrics.json keys renamed in issue 21 (old -> new), read by :func:`upgrade_metrics`

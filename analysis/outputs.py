@@ -14,12 +14,15 @@ from typing import Any
 
 import numpy as np
 
+from common.csvfile import write_csv
+
 from ._common import UndefinedMetricError, finite_or_none
-from .io import write_csv_atomic
+from .io import six_digits
 from . import metrics as registry
 from .schema import EMBEDDER_METRICS, PAIR_METRICS, embedder_metric_names
 
-__all__ = ["write_tables_and_figures", "write_metric_tables", "write_embedder_tables",
+__all__ = ["write_tables_and_figures", "write_metric_tables", "write_comparison_table",
+           "write_embedder_tables",
            "draw_maps", "draw_matrices", "safe_name", "CENTROID_MATRICES"]
 
 #: (key in an embedder's metrics, file suffix, heatmap title) of the centroid cosine matrices
@@ -40,6 +43,11 @@ FRECHET_MATRICES = (
 def safe_name(name: str) -> str:
     """``name`` with every character but letters, digits and ``-_.`` replaced by ``_``."""
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in str(name)) or "embedder"
+
+
+def _write_table(path: Path, header: list, rows: list) -> Path:
+    """One CSV table (6 significant digits, None as an empty cell), atomically."""
+    return write_csv(path, rows, header=header, float_format=six_digits)
 
 
 def write_tables_and_figures(metrics: dict, sets: list, out: Path, plot_dir: Path,
@@ -94,7 +102,7 @@ def _chance_columns(kind: str) -> list:
 def write_metric_tables(metrics: dict, out: Path, files: dict) -> None:
     """metrics_embedders.csv and metrics_pairs.csv: every registered metric with its interval
     (columns generated from the registry), and the chance levels / null quantile needed to
-    read them."""
+    read them; metrics_comparisons.csv when embedders were compared."""
     header = ["embedder", "modality", "n_items", "n_classes", "dim"]
     names = (embedder_metric_names(metrics["embedders"]) if metrics["embedders"]
              else list(registry.names("embedder")))
@@ -107,7 +115,7 @@ def write_metric_tables(metrics: dict, out: Path, files: dict) -> None:
         rows.append([name, r.get("modality"), r.get("n_items"), r.get("n_classes"), r.get("dim")]
                     + _metric_cells(r, names)
                     + [ch.get("majority_rate"), ch.get("uniform"), ch.get("imbalance")])
-    files["metrics_embedders_csv"] = str(write_csv_atomic(out / "metrics_embedders.csv",
+    files["metrics_embedders_csv"] = str(_write_table(out / "metrics_embedders.csv",
                                                            header, rows))
     header = ["pair", "a", "b", "matched_by", "n_shared"]
     for m in PAIR_METRICS:
@@ -120,12 +128,30 @@ def write_metric_tables(metrics: dict, out: Path, files: dict) -> None:
                     + _metric_cells(r, PAIR_METRICS)
                     + [_param(r, "cka_permutation_p", "null_q95")]
                     + [m.chance_level(r.get(m.name)) for _, m in chance])
-    files["metrics_pairs_csv"] = str(write_csv_atomic(out / "metrics_pairs.csv", header, rows))
+    files["metrics_pairs_csv"] = str(_write_table(out / "metrics_pairs.csv", header, rows))
+    if metrics.get("comparisons"):
+        files["metrics_comparisons_csv"] = str(write_comparison_table(
+            metrics["comparisons"], out / "metrics_comparisons.csv"))
+
+
+#: columns of metrics_comparisons.csv (metrics.json["comparisons"], ci95 split in two)
+COMPARISON_COLUMNS = ("metric", "a", "b", "value_a", "value_b", "difference", "ci_lo", "ci_hi",
+                      "p_value", "p_holm", "test", "n_items", "n_units", "n_items_a_all",
+                      "n_items_b_all", "matched_by", "note")
+
+
+def write_comparison_table(comparisons: list, path: Path) -> Path:
+    """metrics_comparisons.csv: one row per paired comparison on shared items."""
+    rows = []
+    for c in comparisons:
+        ci = c.get("ci95") or [None, None]
+        rows.append({**c, "ci_lo": ci[0], "ci_hi": ci[1]})
+    return _write_table(path, list(COMPARISON_COLUMNS), rows)
 
 
 def _matrix_csv(path: Path, classes: list, M, cast = finite_or_none, corner: str = "") -> Path:
     M = np.asarray(M)
-    return write_csv_atomic(path, [corner] + list(classes),
+    return _write_table(path, [corner] + list(classes),
                             [[c] + [cast(v) for v in M[i]] for i, c in enumerate(classes)])
 
 
@@ -143,7 +169,7 @@ def write_embedder_tables(metrics: dict, out: Path, cos_dir: Path, var_dir: Path
                                 np.asarray(cc["matrix"], dtype=float))
                 files[f"{name}_{suffix}_csv"] = str(p)
         cv = r.get("class_variance") or []
-        p = write_csv_atomic(var_dir / f"{safe}_within_class_variance.csv",
+        p = _write_table(var_dir / f"{safe}_within_class_variance.csv",
                              ["class", "n", "raw_variance_mean_per_dim",
                               "mean_cosine_distance_to_centroid", "normalized_raw_variance"],
                              [[d["class"], d["n"], d["raw_variance"],
@@ -164,7 +190,7 @@ def write_embedder_tables(metrics: dict, out: Path, cos_dir: Path, var_dir: Path
             for rank, nb in enumerate(q["neighbours"], 1):
                 nb_rows.append([name, q["id"], q["label"], rank, nb["id"], nb["label"],
                                 nb["cosine_distance"]])
-    files["neighbours_csv"] = str(write_csv_atomic(
+    files["neighbours_csv"] = str(_write_table(
         out / "neighbours.csv", ["embedder", "query", "query_label", "rank", "neighbour",
                                  "neighbour_label", "cosine_distance"], nb_rows))
 

@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 from . import metrics as registry
+from .findings import findings_paragraph, side_by_side_rows
 from .schema import (EMBEDDER_METRICS, FRECHET_METRICS, METRIC_HELP, PAIR_METRICS,
                      recommend_metric_names)
 from common.fsutil import atomic_write_text
@@ -347,8 +348,60 @@ def _html_dataset_and_notes(parts: list, metrics: dict) -> None:
     parts += [f"<div class='note'>{_e(n)}</div>" for n in _notes_lines(metrics)]
 
 
+_COMPARISON_HEADER = ["metric", "a", "b", "a: all items (n)", "b: all items (n)", "a on shared",
+                      "b on shared", "difference [95% CI]", "p (Holm)", "test",
+                      "shared n (pieces)"]
+_COMPARISON_CAPTION = ("The all-items columns are each embedder's own value on its own items "
+                       "(not comparable when n differs); the comparison, its interval and its "
+                       "paired test use only the shared items.")
+
+
+def _comparison_rows(metrics: dict) -> list:
+    """The side-by-side comparison table (analysis.findings.side_by_side_rows) as text cells."""
+    rows = []
+    for r in side_by_side_rows(metrics):
+        ci = r["ci95"] or [None, None]
+        units = r.get("n_units")
+        rows.append([r["metric"], r["a"], r["b"], f"{_fmt(r['a_all'])} ({r['n_a_all']})",
+                     f"{_fmt(r['b_all'])} ({r['n_b_all']})", _fmt(r["a_shared"]),
+                     _fmt(r["b_shared"]),
+                     f"{_fmt(r['difference'])} [{_fmt(ci[0])}, {_fmt(ci[1])}]",
+                     _fmt(r["p_holm"]), str(r.get("test") or "").split(" (")[0],
+                     f"{r['n_shared']}" + (f" ({units})" if units is not None else "")])
+    return rows
+
+
+def _compared_sentence(metrics: dict) -> str:
+    """What was compared on which items, from parameters.comparisons and the entries."""
+    cmp = metrics.get("comparisons") or []
+    p = (metrics.get("parameters") or {}).get("comparisons") or {}
+    if not cmp:
+        return "No paired comparison (fewer than two embedders)."
+    seen: dict = {}
+    for c in cmp:
+        key = (c.get("a"), c.get("b"))
+        if key not in seen:
+            mm = c.get("n_label_mismatch")
+            seen[key] = (f"{c.get('a')} vs {c.get('b')}: {c.get('n_items')} shared items "
+                         f"(matched by {c.get('matched_by', 'item')}; {c.get('a')} has "
+                         f"{c.get('n_items_a_all')}, {c.get('b')} {c.get('n_items_b_all')}"
+                         + (f"; {mm} with different labels dropped" if mm else "") + ")")
+    metric_names = ", ".join(p.get("metrics") or sorted({c["metric"] for c in cmp
+                                                          if c.get("metric")}))
+    return (f"Compared: {metric_names}, on {p.get('on', 'the shared items')}. "
+            + "; ".join(seen.values()) + f". {p.get('correction', 'Holm across the run')}.")
+
+
 def _html_summary(parts: list, metrics: dict, images: dict) -> None:
-    parts.append("<h2 id='summary'>Summary</h2><h3>Separability per embedder</h3>")
+    parts.append("<h2 id='summary'>Summary</h2>")
+    parts.append(f"<p class='findings'><b>Findings.</b> {_e(findings_paragraph(metrics))}</p>")
+    if metrics.get("comparisons"):
+        parts.append("<h3>Paired comparisons on shared items</h3>")
+        parts.append(f"<p>{_e(_compared_sentence(metrics))} {_e(_COMPARISON_CAPTION)}</p>")
+        parts.append(_table(_COMPARISON_HEADER,
+                            [[_e(c) for c in r] for r in _comparison_rows(metrics)],
+                            num_cols=(3, 4, 5, 6, 7, 8)))
+    parts.append("<h3>Separability per embedder</h3>")
     if metrics.get("embedders"):
         parts.append(_table(["embedder", "modality", "n", "classes", "dim"]
                             + list(EMBEDDER_METRICS),
@@ -491,6 +544,16 @@ def _md_embedder_section(name: str, r: dict, link) -> list[str]:
     return L + [""]
 
 
+def _md_findings(metrics: dict) -> list[str]:
+    """The findings paragraph and the paired-comparison table that open the summary."""
+    L = [f"**Findings.** {findings_paragraph(metrics)}", ""]
+    if metrics.get("comparisons"):
+        L += ["### Paired comparisons on shared items", "",
+              f"{_compared_sentence(metrics)} {_COMPARISON_CAPTION}", "",
+              _md_table(_COMPARISON_HEADER, _comparison_rows(metrics)), ""]
+    return L
+
+
 def render_markdown(metrics: dict, images: dict, out: Path, *, title: str = "") -> str:
     """The Markdown twin; images are linked by path relative to ``out``."""
     out = Path(out)
@@ -506,7 +569,7 @@ def render_markdown(metrics: dict, images: dict, out: Path, *, title: str = "") 
         L += [f"### {heading}", "", _md_table(header, rows), ""]
     L += ["## Notes", ""]
     L += [f"- {n}" for n in _notes_lines(metrics)]
-    L += ["", "## Summary", "", "### Separability per embedder", ""]
+    L += ["", "## Summary", ""] + _md_findings(metrics) + ["### Separability per embedder", ""]
     if metrics.get("embedders"):
         L += [_md_table(["embedder", "modality", "n", "classes", "dim"] + list(EMBEDDER_METRICS),
                         _embedder_summary_rows(metrics)), ""]

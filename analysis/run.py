@@ -20,9 +20,9 @@ import numpy as np
 
 from common.progress import progress_bar
 
-from . import crossspace, outputs
+from . import comparisons, outputs
 from . import metrics as registry
-from .evaluate import evaluate_embedder, evaluate_pair
+from .evaluate import evaluate_embedder_context, evaluate_pair
 from .io import jsonable, write_json_atomic
 from .metrics.context import (DEFAULT_N_BOOTSTRAP, DEFAULT_N_PERMUTATIONS, EmbedderContext,
                               PairContext, entry)
@@ -54,12 +54,9 @@ def software_versions() -> dict:
 
 
 def _pair_alignment(a, b) -> tuple[np.ndarray, np.ndarray, str]:
-    """(ia, ib, how) aligning two EmbeddingSets: by pair id across modalities, by id within."""
-    if a.modality != b.modality:
-        ia, ib = crossspace.match_items(a.pair_ids, b.pair_ids)
-        return ia, ib, "pair id"
-    ia, ib = crossspace.match_items(a.ids, b.ids)
-    return ia, ib, "item id"
+    """(ia, ib, how) aligning two EmbeddingSets: :func:`analysis.comparisons.shared_items`
+    (one definition for the between-space metrics and the paired comparisons)."""
+    return comparisons.shared_items(a, b)
 
 
 def _unique_sets(sets, notes: list) -> list:
@@ -74,12 +71,16 @@ def _unique_sets(sets, notes: list) -> list:
     return uniq
 
 
-def _analyse_embedder(s, *, seed: int, n_bootstrap: int,
-                      hubness_reduction: str | None = None) -> OrderedDict:
-    """:func:`evaluate_embedder` of one EmbeddingSet; a failure becomes undefined entries."""
+def _analyse_embedder(s, *, seed: int, n_bootstrap: int, hubness_reduction: str | None = None,
+                      contexts: dict | None = None) -> OrderedDict:
+    """:func:`evaluate_embedder` of one EmbeddingSet; a failure becomes undefined entries.
+    Its context goes to ``contexts[s.name]`` (the comparisons reuse its repeated probe)."""
     try:
-        r = evaluate_embedder(s.vectors, s.labels, s.pair_ids, ids=s.ids, seed=seed,
+        ctx = EmbedderContext(s.vectors, s.labels, s.pair_ids, seed=seed,
                               n_bootstrap=n_bootstrap, hubness_reduction=hubness_reduction)
+        if contexts is not None:
+            contexts[s.name] = ctx
+        r = evaluate_embedder_context(ctx, ids=s.ids)
     except Exception as exc:
         r = OrderedDict((m, entry(None, note=f"error: {exc}"))
                         for m in registry.names("embedder"))
@@ -116,11 +117,12 @@ def _analyse_all(sets, metrics: OrderedDict, bar, *, seed: int, n_bootstrap: int
                  n_permutations: int, hubness_reduction: str | None = None) -> None:
     """Fill ``metrics["embedders"]`` and ``metrics["pairs"]``; collect their notes."""
     notes = metrics["notes"]
+    contexts: dict = {}
     for s in sets:
         bar.set_postfix_str(s.name)
         bar.update()
         r = _analyse_embedder(s, seed=seed, n_bootstrap=n_bootstrap,
-                              hubness_reduction=hubness_reduction)
+                              hubness_reduction=hubness_reduction, contexts=contexts)
         metrics["embedders"][s.name] = r
         notes.extend(f"{s.name}: {n}" for n in r.get("notes", []))
     for i in range(len(sets)):
@@ -134,6 +136,45 @@ def _analyse_all(sets, metrics: OrderedDict, bar, *, seed: int, n_bootstrap: int
             notes.extend(f"{key}: {n}" for n in r.get("notes", []))
     if len(sets) == 1:
         notes.append("only one embedder: no between-embedder comparison")
+    bar.set_postfix_str("paired comparisons")
+    metrics["comparisons"] = _compare(sets, contexts, seed=seed, notes=notes)
+
+
+def _compared_metrics() -> list:
+    """The registered metrics compared between embedders (``compared=True``), in order."""
+    return [m.name for m in registry.metrics("embedder") if m.compared]
+
+
+def _comparison_settings() -> dict:
+    """compare_all's settings, read from the registry and the embedder context, so a
+    comparison's probe folds are the per-embedder probe's."""
+    names = _compared_metrics()
+    knn = [registry.get(n).params["k"] for n in names if n.startswith("knn_accuracy_k")]
+    families = [f for f in ("knn", "probe") if any(n.startswith(f) for n in names)]
+    return {"knn_ks": knn, "families": families,
+            "probe_repeats": EmbedderContext.probe_repeats,
+            "n_splits": registry.context_default(EmbedderContext, "n_splits")}
+
+
+def _compare(sets: list, contexts: dict, *, seed: int, notes: list) -> list:
+    """metrics["comparisons"]: every two embedders on their shared items
+    (:func:`analysis.comparisons.compare_all`, Holm across the run). Each embedder's repeated
+    probe is reused where the shared items are all the items of both."""
+    def probe_of(s):
+        ctx = contexts.get(s.name)
+        try:
+            return None if ctx is None else ctx.repeated_probe()
+        except Exception:  # undefined there: compare_embedders notes it on the shared items
+            return None
+    if len(sets) < 2:
+        return []
+    try:
+        return comparisons.compare_all(sets, seed=seed, probe_of=probe_of,
+                                       **_comparison_settings())
+    except Exception as exc:
+        notes.append(f"paired comparisons failed: {type(exc).__name__}: {exc}")
+        traceback.print_exc()
+        return []
 
 
 def _run_parameters(*, seed, n_bootstrap, n_permutations, methods, title,
@@ -158,9 +199,29 @@ def _run_parameters(*, seed, n_bootstrap, n_permutations, methods, title,
                           "uncentered": [m.name for m in cosine if not m.params["centered"]],
                           "descriptives": "centroid_cosine centered, centroid_cosine_uncentered "
                                           "and the nearest-neighbour listing not"},
+        probe_repeats=EmbedderContext.probe_repeats,
+        kmeans_seeds=EmbedderContext.kmeans_seeds,
+        comparisons=_comparison_parameters(),
         frechet_shrinkage=frechet_metrics.SHRINKAGE,
         frechet_outliers_listed=frechet_metrics.N_OUTLIERS,
         projections={}, run_config=run_config)
+
+
+def _comparison_parameters() -> OrderedDict:
+    """What metrics.json["comparisons"] compares, on which items, with which tests."""
+    return OrderedDict(
+        metrics=_compared_metrics(),
+        on="the items each two embedders share (by pair id across modalities, by item id "
+           "within one; items whose labels differ dropped), never each embedder's own items",
+        tests={"knn_accuracy_k*": "McNemar exact, discordant counts divided by the neighbour "
+                                  "and piece design effect; Newcombe interval",
+               "knn_balanced_accuracy_k*": "continuity-corrected z-test, variance with "
+                                           "neighbour and piece dependence",
+               "probe_*": "exact sign-flip test of per-piece differences, the same "
+                          f"{EmbedderContext.probe_repeats} grouped splits for both; Rubin "
+                          "interval"},
+        correction="Holm across every comparison of the run (p_holm)", alpha=0.05,
+        **{k: v for k, v in _comparison_settings().items() if k != "families"})
 
 
 def _make_dirs(*paths) -> list[Path]:
@@ -205,8 +266,8 @@ def run_analysis(sets: Sequence, out: str | Path, *, plot_dir: str | Path, cos_d
     notes: list[str] = []
     params = _run_parameters(seed=seed, n_bootstrap=n_bootstrap, n_permutations=n_permutations,
                              methods=methods, title=title, run_config=dict(run_config or {}))
-    metrics = OrderedDict(embedders=OrderedDict(), pairs=OrderedDict(), notes=notes,
-                          parameters=params, dataset=dataset_summary,
+    metrics = OrderedDict(embedders=OrderedDict(), pairs=OrderedDict(), comparisons=[],
+                          notes=notes, parameters=params, dataset=dataset_summary,
                           software=software_versions(), files={})
     sets = list(sets or [])
     if not sets:

@@ -30,6 +30,17 @@ CHANGED = {
     "embedders/*/frechet*": "issue 21: Frechet metrics and the frechet descriptive added",
     "parameters/frechet*": "issue 21: Frechet parameters recorded",
     "parameters/cosine_centering": "issue 21: generated from the registry (lists every entry)",
+    # issue 21 (validity): the probe is the mean over 10 seeded grouped splits, Rubin interval
+    "embedders/*/probe_accuracy": "issue 21: mean over 10 seeded splits, Rubin interval",
+    "embedders/*/probe_balanced_accuracy": "issue 21: mean over 10 seeded splits, Rubin interval",
+    "embedders/*/probe_macro_f1": "issue 21: mean over 10 seeded splits, Rubin interval",
+    # issue 21 (validity): k-means agreement averaged over 10 seeds, centred Rubin interval
+    "embedders/*/v_measure": "issue 21: mean over 10 k-means seeds, centred Rubin interval",
+    "embedders/*/adjusted_rand": "issue 21: mean over 10 k-means seeds, centred Rubin interval",
+    "embedders/*/adjusted_mutual_info": "issue 21: new metric (chance-corrected v_measure)",
+    "parameters/probe_repeats": "issue 21: the probe's number of seeded splits recorded",
+    "parameters/kmeans_seeds": "issue 21: the number of k-means seeds recorded",
+    "parameters/comparisons": "issue 21: what metrics.json comparisons compares, on which items",
 }
 TOL = 1e-12
 

@@ -177,6 +177,27 @@ class EmbedderContext(_Cache):
         return np.array([len(set(self.units[self.labels == c].tolist()))
                          for c in np.unique(self.labels)], dtype=np.float64)
 
+    # issue 21 (validity): the probe and k-means agreement averaged over seeds. Class attributes,
+    # so run parameters read them (one split or one k-means seed is a noisy draw).
+    #: seeded grouped splits of the linear probe (repeat r uses seed + r)
+    probe_repeats = 10
+    #: k-means seeds of the cluster-agreement metrics (seed + s)
+    kmeans_seeds = 10
+
+    def repeated_probe(self) -> dict:
+        """:func:`analysis.separability.repeated_linear_probe` (the three probe metrics and the
+        paired comparisons on all items share it: ``probe_repeats x n_splits`` fits, once)."""
+        return self.once("repeated_probe", lambda: separability.repeated_linear_probe(
+            self.X, self.labels, self.groups, n_repeats=self.probe_repeats,
+            n_splits=self.n_splits, seed=self.seed))
+
+    def cluster_agreement(self) -> dict:
+        """:func:`analysis.separability.repeated_cluster_agreement` over ``kmeans_seeds``
+        seeds (v_measure, adjusted_rand and adjusted_mutual_info share it)."""
+        return self.once("cluster_agreement", lambda: separability.repeated_cluster_agreement(
+            self.X, self.labels, self.groups, n_seeds=self.kmeans_seeds, seed=self.seed,
+            n_boot=self.n_bootstrap))
+
 
 class PairContext(_Cache):
     """Two spaces on the same items and what their metrics share, each computed once: the CKA

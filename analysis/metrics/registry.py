@@ -58,6 +58,9 @@ class Metric:
     when : tuple or None
         ``(context attribute, value)``: computed only in runs where it holds (the ``_mp``
         variants need ``hubness_reduction="mp"``).
+    compared : bool
+        Also compared between every two embedders on their shared items, with a paired test
+        (``metrics.json["comparisons"]``, :mod:`analysis.comparisons`).
     """
     name: str
     kind: str
@@ -73,6 +76,7 @@ class Metric:
     section: str = "separability"
     p_value: bool = False
     when: tuple | None = None
+    compared: bool = False
 
     @property
     def with_ci(self) -> bool:
@@ -161,5 +165,8 @@ def markdown_table() -> str:
         name = f"`{m.name}`" + (f" (with `{m.when[0]}={m.when[1]}`)" if m.when else "")
         lines.append("| " + " | ".join(cell(c) for c in (
             name, m.kind, "p-value, none" if m.p_value else (m.interval or "none"), chance,
-            better[m.higher_is_better], m.cost, m.read)) + " |")
+            better[m.higher_is_better], m.cost,
+            m.read + (" Compared between every two embedders on their shared items (paired "
+                      "test, Holm-corrected: metrics.json `comparisons`)." if m.compared
+                      else ""))) + " |")
     return "\n".join(lines)
