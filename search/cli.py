@@ -114,7 +114,7 @@ def _table(results) -> str:
 
 @_usage_in_one_line
 def recommend_main(argv: list[str]) -> int:
-    """``python main.py recommend QUERY --emb-dir DIR --embedder NAME [-k 10] ...``"""
+    """``python main.py recommend QUERY|--text TEXT --emb-dir DIR --embedder NAME [-k 10] ...``"""
     from .index import IndexMissingError
     from .recommend import QueryError, Recommender
     from .text_query import TextQueryError, add_text_query_arguments, query_file_from_args

@@ -167,8 +167,16 @@ def load_pipeline(folder: Path, device: str):
     try:
         from diffusers import DiffusionPipeline
     except ImportError as exc:
-        raise TextModelError("text queries need diffusers: pip install 'diffusers>=0.30,<0.43'") \
+        raise TextModelError("text queries need diffusers: pip install 'diffusers>=0.42.1,<0.43'") \
             from exc
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    # their loading bars and notices (AudioLDMPipeline's deprecation, accelerate) would bury the
+    # command's one-line messages; errors still raise
+    for lib in (diffusers_logging, transformers_logging):
+        lib.set_verbosity_error()
+        lib.disable_progress_bar()
     pipe = DiffusionPipeline.from_pretrained(str(folder))
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)
@@ -197,7 +205,8 @@ def generate_waveform(pipe, text: str, *, seconds: float, steps: int, seed: int
 
 def text_query_audio(text: str, *, model: str = DEFAULT_TEXT_MODEL,
                      seconds: float = DEFAULT_SECONDS, steps: int = DEFAULT_STEPS,
-                     seed: int = DEFAULT_SEED, device: str | None = None) -> Path:
+                     seed: int = DEFAULT_SEED, device: str | None = None,
+                     log=None) -> Path:
     """The WAV file generated from ``text`` (made once per request, then read from the cache).
 
     Parameters
@@ -214,6 +223,8 @@ def text_query_audio(text: str, *, model: str = DEFAULT_TEXT_MODEL,
         Seed of the initial noise: the same request gives the same audio.
     device : str or None
         ``auto``/None (CUDA when present), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+    log : callable or None
+        Called with one line before a (slow) generation; not on a cache hit.
 
     Returns
     -------
@@ -242,6 +253,8 @@ def text_query_audio(text: str, *, model: str = DEFAULT_TEXT_MODEL,
         dev = resolve_device(device)
     except EmbedderError as exc:
         raise TextQueryError(str(exc)) from exc
+    if log is not None:
+        log(f"generating {seconds:g} s of query audio with {model} on {dev} ({steps} steps)")
     waveform, sample_rate = generate_waveform(load_pipeline(folder, dev), text, seconds=seconds,
                                               steps=steps, seed=seed)
     with atomic_path(dest, suffix=".wav") as tmp:
@@ -309,7 +322,8 @@ def query_file_from_args(args) -> str:
                              f"(give a .wav name)")
     try:
         path = text_query_audio(args.text, model=args.text_model, seconds=args.text_seconds,
-                                steps=args.text_steps, seed=args.text_seed, device=args.device)
+                                steps=args.text_steps, seed=args.text_seed, device=args.device,
+                                log=lambda line: print(line, file=sys.stderr, flush=True))
     except SearchError:
         raise
     except Exception as exc:  # the pipeline's own failures: one line, the work failed
