@@ -237,9 +237,6 @@ def text_query_audio(text: str, *, model: str = DEFAULT_TEXT_MODEL,
     TextQueryError
         A bad request; :class:`TextModelError` for a model that is not available.
     """
-    import soundfile as sf
-
-    from common.fsutil import atomic_path, atomic_write_text
     from embedders import EmbedderError
     from embedders.base import resolve_device
 
@@ -257,13 +254,22 @@ def text_query_audio(text: str, *, model: str = DEFAULT_TEXT_MODEL,
         log(f"generating {seconds:g} s of query audio with {model} on {dev} ({steps} steps)")
     waveform, sample_rate = generate_waveform(load_pipeline(folder, dev), text, seconds=seconds,
                                               steps=steps, seed=seed)
+    _write_query(dest, waveform, sample_rate, {
+        "text": text, "model": model, "identity": identity, "seconds": seconds, "steps": steps,
+        "seed": seed, "device": dev, "sample_rate": sample_rate})
+    return dest
+
+
+def _write_query(dest: Path, waveform: np.ndarray, sample_rate: int, request: dict) -> None:
+    """The WAV (16-bit) and, beside it, the JSON of its request; each written atomically."""
+    import soundfile as sf
+
+    from common.fsutil import atomic_path, atomic_write_text
+
     with atomic_path(dest, suffix=".wav") as tmp:
         sf.write(str(tmp), waveform, sample_rate, format="WAV", subtype="PCM_16")
-    atomic_write_text(dest.with_suffix(".json"), json.dumps(
-        {"text": text, "model": model, "identity": identity, "seconds": seconds,
-         "steps": steps, "seed": seed, "device": dev, "sample_rate": sample_rate},
-        ensure_ascii=False, indent=1))
-    return dest
+    atomic_write_text(dest.with_suffix(".json"), json.dumps(request, ensure_ascii=False,
+                                                            indent=1))
 
 
 def save_query_copy(src: Path, dest: str | os.PathLike) -> Path:
