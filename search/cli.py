@@ -114,14 +114,16 @@ def _table(results) -> str:
 
 @_usage_in_one_line
 def recommend_main(argv: list[str]) -> int:
-    """``python main.py recommend QUERY --emb-dir DIR --embedder NAME [-k 10] ...``"""
+    """``python main.py recommend QUERY|--text TEXT --emb-dir DIR --embedder NAME [-k 10] ...``"""
     from .index import IndexMissingError
     from .recommend import QueryError, Recommender
+    from .text_query import TextQueryError, add_text_query_arguments, query_file_from_args
 
     p = OneLineParser(prog="main.py recommend",
                       description="The items of the collection nearest to a file.")
-    p.add_argument("query", help="any audio or MIDI file, in the collection or not")
+    p.add_argument("query", nargs="?", help="any audio or MIDI file, in the collection or not")
     _common(p)
+    add_text_query_arguments(p)
     p.add_argument("--embedder", required=True, help="the embedding space to search")
     p.add_argument("-k", type=int, default=10, help="how many results (default 10)")
     p.add_argument("--cross-modal", action="store_true",
@@ -137,6 +139,12 @@ def recommend_main(argv: list[str]) -> int:
     args = p.parse_args(argv)
     if args.k < 1:
         return _fail(f"-k must be at least 1, got {args.k}", EXIT_USAGE)
+    try:  # --text: the generated query tune is the query file from here on
+        args.query = query_file_from_args(args)
+    except TextQueryError as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    except SearchError as exc:
+        return _fail(str(exc), EXIT_FAILED)
     try:
         if args.qdrant_url:
             from .remote import RemoteRecommender as cls
