@@ -381,7 +381,7 @@ def _get(url):
 
 
 def test_page_in_chromium_and_a_truncated_shard(indexed, tmp_path, capsys):
-    """The page: one point per item before any query, a click plays the item and lists the
+    """The page: one point per item before any query, a click plays the (MIDI) item and lists the
     CLI's neighbours, the hostile name adds no attribute. Then every shard file of the served
     index is truncated: the server answers from its own copy, with no crash."""
     exe = _chromium()
@@ -414,6 +414,8 @@ def test_page_in_chromium_and_a_truncated_shard(indexed, tmp_path, capsys):
                 [exe, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--autoplay-policy=no-user-gesture-required",
+                 # audio in the browser process: headless then plays (to no device)
+                 "--disable-features=AudioServiceOutOfProcess",
                  f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=20000",
                  "--dump-dom", f"http://127.0.0.1:{port}/?{query}"],
                 capture_output=True, text=True, timeout=120).stdout
@@ -429,6 +431,8 @@ def test_page_in_chromium_and_a_truncated_shard(indexed, tmp_path, capsys):
                  re.findall(r'<tr class="result" data-path="([^"]*)"', page)]
         assert shown == [w["path"] for w in want], page[-2000:]
         assert re.search(r'<path id="querymark" d="M[-0-9]', page)  # the query is on the map
+        # the clicked MIDI item, rendered to WAV by the server, is playing ('playing' fired)
+        assert re.search(r'<body[^>]*data-playing="1"', page), page[:500]
         assert re.search(r'<audio id="player" controls="" src="/api/audio\?embedder=midi-stats'
                          r'&amp;item=electronic%2Felectronic_00.mid"', page)
         # truncate every file of the served shards (issue 25: a bus error killed the server)
