@@ -106,8 +106,33 @@ def _mirror_indexes(emb_dir: Path, mirror: Path, names: list[str]) -> None:
             if (src / f).is_file():
                 shutil.copyfile(src / f, dst / f)
         real = shard_path(src).resolve()
-        shutil.copytree(real, dst / real.name)
+        shutil.copytree(real, dst / real.name, copy_function=_copy_sparse)
         (dst / "shard").symlink_to(real.name)
+
+
+def _copy_sparse(src, dst) -> None:
+    """Copy a file's data regions only: Qdrant's preallocated pages are holes (a 10-item shard
+    is 300 KB on disk and 150 MB apparent); a plain copy would write every zero."""
+    with open(src, "rb") as fi, open(dst, "wb") as fo:
+        fd, size, pos = fi.fileno(), os.fstat(fi.fileno()).st_size, 0
+        while pos < size:
+            try:
+                start = os.lseek(fd, pos, os.SEEK_DATA)
+            except OSError:  # ENXIO: only a hole is left
+                break
+            end = os.lseek(fd, start, os.SEEK_HOLE)
+            fi.seek(start)
+            fo.seek(start)
+            left = end - start
+            while left > 0:
+                chunk = fi.read(min(1 << 20, left))
+                if not chunk:
+                    break
+                fo.write(chunk)
+                left -= len(chunk)
+            pos = end
+        fo.truncate(size)
+    shutil.copystat(src, dst)
 
 
 # -- the spaces -----------------------------------------------------------------------------------

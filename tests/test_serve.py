@@ -439,7 +439,7 @@ def test_page_in_chromium_and_a_truncated_shard(indexed, tmp_path, capsys):
         for f in (emb / "index").rglob("*"):
             if f.is_file() and ".shard-" in str(f):
                 with open(f, "r+b") as fh:
-                    fh.truncate(f.stat().st_size // 3)
+                    fh.truncate(0)  # pages mapped past the end: SIGBUS
         url = f"http://127.0.0.1:{port}/api/recommend"
         req = urllib.request.Request(url, method="POST", headers={
             "Content-Type": "application/json"}, data=json.dumps(
