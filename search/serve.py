@@ -54,6 +54,9 @@ UPLOAD_TIMEOUT_S = 120.0
 MAX_PARALLEL_UPLOADS = 2
 #: Seconds a request body may stall between two chunks before the request is answered 408.
 READ_TIMEOUT_S = 15.0
+#: Seconds a connection may take to send a request's head (uvicorn has no such limit: a client
+#: trickling header bytes would hold its connection, and limit_concurrency of them lock all out).
+HEAD_TIMEOUT_S = 10.0
 MAX_K = 1000
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 NOT_FOUND = "not found"
@@ -622,15 +625,50 @@ def make_app(emb_dir, *, host: str = "127.0.0.1", allow_hosts=(), work: Path | N
     return guarded
 
 
+def _head_timed_protocol(head_timeout_s: float):
+    """uvicorn's h11 protocol with a deadline for each request's head: armed when the
+    connection opens and after every response, it closes a connection with no request under
+    way (a stalled body is :class:`BodyGuard`'s read timeout)."""
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class HeadTimedH11(H11Protocol):
+        _deadline = None
+
+        def _arm(self) -> None:
+            if self._deadline is not None:
+                self._deadline.cancel()
+            self._deadline = self.loop.call_later(head_timeout_s, self._late)
+
+        def _late(self) -> None:
+            idle = self.cycle is None or self.cycle.response_complete
+            if idle and not self.transport.is_closing():
+                self.transport.close()
+
+        def connection_made(self, transport) -> None:
+            super().connection_made(transport)
+            self._arm()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            self._arm()
+
+        def connection_lost(self, exc) -> None:
+            if self._deadline is not None:
+                self._deadline.cancel()
+            super().connection_lost(exc)
+
+    return HeadTimedH11
+
+
 def make_server(emb_dir, *, host: str = "127.0.0.1", port: int = 8501, allow_hosts=(),
-                **app_options):
+                head_timeout_s: float = HEAD_TIMEOUT_S, **app_options):
     """A uvicorn server for the app (``run()`` serves; ``should_exit = True`` stops it)."""
     import uvicorn
 
     app = make_app(emb_dir, host=host, allow_hosts=allow_hosts, **app_options)
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
-                            timeout_keep_alive=5, limit_concurrency=200,
-                            timeout_graceful_shutdown=5, lifespan="off")
+                            http=_head_timed_protocol(head_timeout_s), timeout_keep_alive=5,
+                            limit_concurrency=200, timeout_graceful_shutdown=5, lifespan="off")
     server = uvicorn.Server(config)
     server.app = app
     return server
