@@ -517,8 +517,18 @@ def make_app(emb_dir, *, host: str = "127.0.0.1", allow_hosts=(), work: Path | N
     from starlette.routing import Route
 
     work = work or make_work_dir()
-    _MP.set_forkserver_preload(["search.serve"])  # upload workers start with numpy imported
-    spaces = _Spaces(Path(emb_dir), work)
+    # upload workers are forked from a server that has these imported (each would otherwise
+    # import them again: seconds per upload); no torch: an embedder imports it when it computes
+    _MP.set_forkserver_preload(["search.serve", "collection", "collection.store", "embedders",
+                                "soundfile", "pretty_midi", "librosa"])
+    from multiprocessing import forkserver
+
+    forkserver.ensure_running()  # started now, not by the first upload
+    try:
+        spaces = _Spaces(Path(emb_dir), work)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
     uploads = threading.BoundedSemaphore(MAX_PARALLEL_UPLOADS)
 
     def answer(obj):
