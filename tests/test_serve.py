@@ -348,7 +348,8 @@ def test_body_limits_count_the_bytes_read_and_stalls_time_out(indexed):
             status, _ = _raw(port, _post_head("/api/recommend", port,
                                               f"Content-Length: {bad}\r\n"), big)
             assert 400 <= status < 500, bad
-        status, _ = _raw(port, _post_head("/api/recommend", port, f"Content-Length: {3 * limit}\r\n"))
+        status, _ = _raw(port, _post_head("/api/recommend", port,
+                                          f"Content-Length: {3 * limit}\r\n"))
         assert status == 413
         # a body that stops coming: answered (and the connection dropped) after the timeout
         status, took = _raw(port, _post_head("/api/recommend", port, "Content-Length: 1000\r\n"),
@@ -452,7 +453,8 @@ def test_page_in_chromium_and_a_truncated_shard(indexed, tmp_path, capsys):
                 pass
             assert time.monotonic() < t_end and proc.poll() is None, "serve did not come up"
             time.sleep(0.2)
-        n_items = len(json.loads(_get(f"http://127.0.0.1:{port}/api/items?embedder=audio-stats")[1]))
+        n_items = len(json.loads(
+            _get(f"http://127.0.0.1:{port}/api/items?embedder=audio-stats")[1]))
 
         def dom(query: str) -> str:
             return subprocess.run(
