@@ -168,18 +168,28 @@ def recommend_main(argv: list[str]) -> int:
 
 @_usage_in_one_line
 def serve_main(argv: list[str]) -> int:
-    """``python main.py serve --emb-dir DIR [--port 8501] [--host 127.0.0.1]``"""
-    from .serve import serve
-
+    """``python main.py serve --emb-dir DIR [--port 8501] [--host 127.0.0.1] [--allow-host
+    NAME ...]``"""
     p = OneLineParser(prog="main.py serve",
-                      description="A local web page to query the indexes.")
+                      description="A local web page: the collection's map, a player and the "
+                                  "nearest neighbours of an item or an uploaded file.")
     p.add_argument("--emb-dir", default=os.path.join("results", "embeddings"))
     p.add_argument("--port", type=int, default=8501)
     p.add_argument("--host", default="127.0.0.1",
                    help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                   help="a host name the page may be reached by besides the loopback names "
+                        "and --host (the Host header is checked against DNS rebinding)")
     args = p.parse_args(argv)
+    if not 0 <= args.port <= 65535:
+        return _fail(f"--port must be from 0 to 65535, got {args.port}", EXIT_USAGE)
     try:
-        return serve(args.emb_dir, host=args.host, port=args.port)
+        from .serve import serve
+
+        return serve(args.emb_dir, host=args.host, port=args.port, allow_hosts=args.allow_host)
+    except ImportError as exc:
+        return _fail(f"serve needs starlette and uvicorn ({exc}); pip install -r "
+                     f"requirements.txt", EXIT_FAILED)
     except SearchError as exc:
         return _fail(str(exc), EXIT_USAGE)
     except OSError as exc:

@@ -1,46 +1,151 @@
-"""``python main.py serve``: one HTML page over a small JSON API, on the standard library's HTTP
-server (no web framework: a page, five endpoints, nothing to install).
+"""``python main.py serve``: the collection's map, a player and its nearest neighbours, on a
+Starlette app run by uvicorn (README, "The page": why this framework).
 
-Endpoints (all GET except one):
+Endpoints (GET unless said):
 
-- ``/``: the page (choose an item or upload a file, listen, see the top-k and the 2-D map);
+- ``/``: the page (``search/page/``: static HTML, CSS and JS; every name reaches the DOM through
+  ``textContent`` or a property, never as HTML);
 - ``/api/spaces``: the indexed embedders (name, modality, items, cross-modal targets);
-- ``/api/items?embedder=NAME``: the items of one space with their 2-D map coordinates;
-- ``POST /api/recommend``: JSON ``{embedder, item | upload: {name, data (base64)}, k,
-  cross_modal, exclude_same_piece, label}`` -> ``{query, results, map}``;
-- ``/api/audio?embedder=NAME&item=ID``: an indexed item to listen to (MIDI rendered to WAV by
-  the demo corpus's built-in synthesizer).
+- ``/api/items?embedder=NAME``: every item of a space with its label and 2-D map position;
+- ``/api/audio?embedder=NAME&item=ID``: an item to listen to (MIDI rendered to WAV through the
+  demo corpus's synthesizer, once, then cached);
+- ``POST /api/recommend`` (JSON ``{embedder, item, k, cross_modal, target, exclude_same_piece,
+  label}``): the item's nearest neighbours, as ``recommend`` gives them;
+- ``POST /api/upload`` (multipart: ``file`` and the same fields): a file as the query.
 
-An upload is written to a temporary folder outside the collection, embedded through the cache,
-and deleted after the query. The server binds to 127.0.0.1 unless told otherwise.
+What keeps the page safe (issue 25): the embedder and the item are looked up in the index's own
+lists (no path is ever built from a request) and anything unknown is one neutral ``404 not
+found``; the Host header must name this server (DNS rebinding), a write must come from this
+origin and carry JSON or multipart; bodies are counted as they arrive (``Content-Length`` is a
+hint, never trusted) with a read timeout; an upload is written under a name of ours in the
+server's work folder, checked for duration and embedded in a child process with a time limit,
+so neither a long nor a crashing file holds up other queries; items whose file resolves outside
+the collection are neither listed nor served; the server queries private copies of the shards
+(a file truncated under it cannot fault the process) and cleans the work folders of dead
+servers at start. Every bad request is a 4xx JSON answer.
 """
 from __future__ import annotations
 
-import base64
-import io
+import asyncio
 import json
+import socket
 import mimetypes
+import multiprocessing
+import os
 import shutil
+import sys
 import tempfile
 import threading
-import urllib.parse
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import uuid
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
 
-from .index import CROSS_SEPARATOR, SearchError, index_root, read_index_meta
+from .index import CROSS_SEPARATOR, SearchError, index_root, read_index_meta, shard_path
 from .recommend import Recommender
 
 MAX_UPLOAD_BYTES = 64 * 1024 * 1024
+#: Longest upload embedded (a 30-minute silent FLAC is 300 KB: bytes alone do not bound work).
+MAX_UPLOAD_SECONDS = 600.0
+#: Wall-clock limit of one upload's embedding (the child process is killed after it).
+UPLOAD_TIMEOUT_S = 120.0
+#: Uploads embedded at once; more get 503 (each is a process with a model in memory).
+MAX_PARALLEL_UPLOADS = 2
+#: Seconds a request body may stall between two chunks before the request is answered 408.
+READ_TIMEOUT_S = 15.0
+#: Seconds a connection may take to send a request's head (uvicorn has no such limit: a client
+#: trickling header bytes would hold its connection, and limit_concurrency of them lock all out).
+HEAD_TIMEOUT_S = 10.0
+MAX_K = 1000
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+NOT_FOUND = "not found"
+PAGE_DIR = Path(__file__).with_name("page")
+WORK_PARENT = Path(tempfile.gettempdir()) / "embcompare-serve"
+_RENDER_CACHE_ITEMS = 64
 
 
+class RequestError(Exception):
+    """A request answered with ``status`` and a one-line JSON error."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+# -- the work folder ----------------------------------------------------------------------------
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def make_work_dir(parent: Path = WORK_PARENT) -> Path:
+    """A fresh work folder ``<parent>/<pid>-<random>`` after removing those of servers that are
+    gone (a crash mid-upload leaves its temporary file there, never in the collection)."""
+    parent.mkdir(parents=True, exist_ok=True)
+    for old in parent.iterdir():
+        pid = old.name.split("-", 1)[0]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            shutil.rmtree(old, ignore_errors=True)
+    work = parent / f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    (work / "uploads").mkdir(parents=True)
+    return work
+
+
+def _mirror_indexes(emb_dir: Path, mirror: Path, names: list[str]) -> None:
+    """Private copies of the indexes (index.json, alignment, the shard the link points at): the
+    server maps its own files, so another process rebuilding or truncating the originals cannot
+    crash it with a bus error, and a query never writes into the real index."""
+    for name in names:
+        src = index_root(emb_dir) / name
+        dst = index_root(mirror) / name
+        dst.mkdir(parents=True)
+        for f in ("index.json", "alignment.npz"):
+            if (src / f).is_file():
+                shutil.copyfile(src / f, dst / f)
+        real = shard_path(src).resolve()
+        shutil.copytree(real, dst / real.name, copy_function=_copy_sparse)
+        (dst / "shard").symlink_to(real.name)
+
+
+def _copy_sparse(src, dst) -> None:
+    """Copy a file's data regions only: Qdrant's preallocated pages are holes (a 10-item shard
+    is 300 KB on disk and 150 MB apparent); a plain copy would write every zero."""
+    with open(src, "rb") as fi, open(dst, "wb") as fo:
+        fd, size, pos = fi.fileno(), os.fstat(fi.fileno()).st_size, 0
+        while pos < size:
+            try:
+                start = os.lseek(fd, pos, os.SEEK_DATA)
+            except OSError:  # ENXIO: only a hole is left
+                break
+            end = os.lseek(fd, start, os.SEEK_HOLE)
+            fi.seek(start)
+            fo.seek(start)
+            left = end - start
+            while left > 0:
+                chunk = fi.read(min(1 << 20, left))
+                if not chunk:
+                    break
+                fo.write(chunk)
+                left -= len(chunk)
+            pos = end
+        fo.truncate(size)
+    shutil.copystat(src, dst)
+
+
+# -- the spaces -----------------------------------------------------------------------------------
 class _Spaces:
     """What the page needs, per indexed space, computed once: item lists and 2-D PCA maps."""
 
-    def __init__(self, emb_dir: Path):
+    def __init__(self, emb_dir: Path, work: Path):
         self.emb_dir = emb_dir
-        self.lock = threading.Lock()  # Qdrant Edge: one open handle per shard at a time
+        self.mirror = work / "emb"
+        self.lock = threading.Lock()  # Qdrant Edge: one handle per shard, one query at a time
         self.metas = {}
         root = index_root(emb_dir)
         for folder in sorted(root.iterdir()) if root.is_dir() else []:
@@ -50,61 +155,117 @@ class _Spaces:
         if not any(CROSS_SEPARATOR not in n for n in self.metas):
             raise SearchError(f"{root}: no index yet; build it with 'python main.py index "
                               f"--emb-dir {emb_dir}'")
+        _mirror_indexes(emb_dir, self.mirror, list(self.metas))
         self._maps: dict[str, dict] = {}
         self._recommenders: dict[str, Recommender] = {}
+        self._rendered: OrderedDict[str, bytes] = OrderedDict()
 
     def close(self) -> None:
         with self.lock:
             for rec in self._recommenders.values():
                 rec.close()
+            self._recommenders.clear()
 
     def spaces(self) -> list[dict]:
         out = []
         for name, meta in self.metas.items():
             if CROSS_SEPARATOR in name:
                 continue
-            targets = [n.split(CROSS_SEPARATOR)[1] for n in self.metas
-                       if n.startswith(name + CROSS_SEPARATOR)]
-            out.append({"name": name, "modality": meta["modality"], "n_items": meta["n_items"],
-                        "cross_targets": targets})
+            out.append({"name": name, "modality": meta["modality"],
+                        "n_items": len(self.map(name)["ids"]),
+                        "cross_targets": self.targets(name)})
         return out
+
+    def targets(self, name: str) -> list[str]:
+        return [n.split(CROSS_SEPARATOR)[1] for n in self.metas
+                if n.startswith(name + CROSS_SEPARATOR)]
+
+    def known(self, name) -> str:
+        """``name`` if it is an indexed embedder (compared, never joined to a path)."""
+        if not isinstance(name, str) or name not in self.metas or CROSS_SEPARATOR in name:
+            raise RequestError(404, NOT_FOUND)
+        return name
 
     def recommender(self, name: str) -> Recommender:
         if name not in self._recommenders:
-            if name not in self.metas or CROSS_SEPARATOR in name:
-                raise SearchError(f"no index for embedder {name!r}")
             # shards stay open between queries: opening one costs seconds at 100k items
-            self._recommenders[name] = Recommender(self.emb_dir, embedder=name, keep_open=True)
+            self._recommenders[name] = Recommender(self.mirror, embedder=name, keep_open=True)
         return self._recommenders[name]
 
     def map(self, name: str) -> dict:
-        """2-D PCA map of a space's items (a cross-modal space: the target items as aligned)."""
-        if name not in self._maps:
-            source = name.split(CROSS_SEPARATOR)
-            export = self.recommender(source[0]).export() if len(source) == 1 else \
-                Recommender(self.emb_dir, embedder=source[1]).export()
-            X = np.asarray(export.clip, dtype=np.float64)
-            if len(source) == 2:
-                fit = np.load(index_root(self.emb_dir) / name / "alignment.npz")
-                X = (X - fit["target_mean"]) @ fit["target_basis"]
-            Xn = X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
-            mean = Xn.mean(axis=0)
-            _, _, Vt = np.linalg.svd(Xn - mean, full_matrices=False)
-            basis = Vt[:2].T if Vt.shape[0] >= 2 else np.eye(Xn.shape[1], 2)
-            xy = (Xn - mean) @ basis
-            self._maps[name] = {"mean": mean, "basis": basis, "xy": xy,
-                                "ids": [str(i) for i in export.ids],
-                                "labels": [str(x) for x in export.labels],
-                                "paths": [str(p) for p in export.paths]}
-        return self._maps[name]
+        """2-D PCA map of a space's items (a cross-modal space: the target items as aligned).
+        Items whose file resolves outside the collection are left out."""
+        with self.lock:
+            if name not in self._maps:
+                self._maps[name] = _space_map(self.emb_dir, self.mirror, name)
+            return self._maps[name]
+
+    def item(self, name: str, item_id) -> int:
+        m = self.map(name)
+        i = m["index"].get(item_id) if isinstance(item_id, str) else None
+        if i is None:
+            raise RequestError(404, NOT_FOUND)
+        return i
 
     def project(self, name: str, vector: np.ndarray) -> list[float]:
         m = self.map(name)
         v = vector / max(np.linalg.norm(vector), 1e-12)
         return [round(float(c), 5) for c in (v - m["mean"]) @ m["basis"]]
 
+    def audio(self, name: str, item_id) -> tuple[bytes, str]:
+        m = self.map(name)
+        i = self.item(name, item_id)
+        path = m["paths"][i]
+        if path.lower().endswith((".mid", ".midi")):
+            key = m["hashes"][i]
+            with self.lock:
+                wav = self._rendered.get(key)
+            if wav is None:
+                wav = _render_midi(path)
+                with self.lock:
+                    self._rendered[key] = wav
+                    while len(self._rendered) > _RENDER_CACHE_ITEMS:
+                        self._rendered.popitem(last=False)
+            return wav, "audio/wav"
+        return Path(path).read_bytes(), mimetypes.guess_type(path)[0] or "application/octet-stream"
+
+
+def _inside(path: str, root: Path | None) -> bool:
+    if root is None:
+        return True
+    try:
+        return Path(path).resolve().is_relative_to(root)
+    except (OSError, RuntimeError):  # a symlink loop
+        return False
+
+
+def _space_map(emb_dir: Path, mirror: Path, name: str) -> dict:
+    from collection import export_dir, read_export
+
+    source = name.split(CROSS_SEPARATOR)
+    export = read_export(export_dir(emb_dir, source[-1]))
+    X = np.array(export.clip, dtype=np.float64)
+    if len(source) == 2:
+        with np.load(index_root(mirror) / name / "alignment.npz") as fit:
+            X = (X - fit["target_mean"]) @ fit["target_basis"]
+    dataset = export.meta.get("dataset")
+    root = Path(dataset).resolve() if dataset and Path(dataset).is_dir() else None
+    keep = np.array([_inside(str(p), root) for p in export.paths], dtype=bool)
+    Xn = X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
+    mean = Xn.mean(axis=0)
+    _, _, Vt = np.linalg.svd(Xn - mean, full_matrices=False)
+    basis = Vt[:2].T if Vt.shape[0] >= 2 else np.eye(Xn.shape[1], 2)
+    ids = [str(i) for i in export.ids]
+    return {"mean": mean, "basis": basis, "xy": (Xn - mean) @ basis, "ids": ids,
+            "index": {ids[i]: i for i in np.flatnonzero(keep)}, "keep": keep,
+            "labels": [str(x) for x in export.labels], "paths": [str(p) for p in export.paths],
+            "hashes": [str(h) for h in export.content_hashes],
+            "pairs": [str(p) for p in export.pair_ids], "clip": np.array(export.clip)}
+
 
 def _render_midi(path: str) -> bytes:
+    import io
+
     import pretty_midi
     import soundfile as sf
 
@@ -117,238 +278,445 @@ def _render_midi(path: str) -> bytes:
     return buf.getvalue()
 
 
-def _items(space_map: dict) -> list[dict]:
-    """``GET /api/items``: every item of a space with its label and map position."""
-    return [{"item_id": i, "label": lab, "xy": [round(float(a), 5) for a in xy]}
-            for i, lab, xy in zip(space_map["ids"], space_map["labels"], space_map["xy"])]
+# -- queries --------------------------------------------------------------------------------------
+def query_options(spaces: _Spaces, req) -> dict:
+    """The checked options of a query (JSON body or form fields): 4xx for anything malformed."""
+    if not isinstance(req, dict):
+        raise RequestError(400, "the request must be a JSON object")
+    name = spaces.known(req.get("embedder"))
+    k = req.get("k", 10)
+    if isinstance(k, str) and k.strip().isdigit():
+        k = int(k)
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
+        raise RequestError(400, f"k must be an integer from 1 to {MAX_K}")
+    flags = {}
+    for key in ("cross_modal", "exclude_same_piece"):
+        v = req.get(key, False)
+        if isinstance(v, str) and v in ("true", "false", "1", "0", ""):
+            v = v in ("true", "1")
+        if not isinstance(v, bool):
+            raise RequestError(400, f"{key} must be true or false")
+        flags[key] = v
+    target = req.get("target") or None
+    if target is not None and target not in spaces.targets(name):
+        raise RequestError(404, NOT_FOUND)
+    if flags["cross_modal"] and target is None:
+        targets = spaces.targets(name)
+        if not targets:
+            raise RequestError(400, f"no cross-modal index from {name}")
+        target = targets[0] if len(targets) == 1 else None
+        if target is None:
+            raise RequestError(400, f"several cross-modal targets for {name}: choose one")
+    label = req.get("label") or None
+    if label is not None and (not isinstance(label, str) or len(label) > 500):
+        raise RequestError(400, "label must be a string")
+    return {"embedder": name, "k": k, "target": target, "label": label, **flags}
 
 
-def _recommend(spaces: _Spaces, req: dict) -> dict:
-    """The answer to ``POST /api/recommend``: the results (with their map positions), the
-    query's position on the map, and the space searched. An upload lives in a temporary
-    folder while it is embedded."""
-    name = str(req.get("embedder", ""))
+def recommend(spaces: _Spaces, opts: dict, vector: np.ndarray, *, content_hash: str = "",
+              pair_id: str = "", query_name: str) -> dict:
+    """The answer to a query: results with their map positions, the query's position."""
+    name, cross = opts["embedder"], opts["cross_modal"]
     rec = spaces.recommender(name)
-    k = int(req.get("k", 10))
-    cross = bool(req.get("cross_modal"))
-    tmp = None
-    try:
-        if req.get("upload"):
-            tmp = Path(tempfile.mkdtemp(prefix="embcompare-upload-"))
-            label = Path(str(req["upload"].get("name", "upload"))).name or "upload"
-            query = tmp / label
-            query.write_bytes(base64.b64decode(req["upload"]["data"]))
-        else:
-            m = spaces.map(name)
-            if req.get("item") not in m["ids"]:
-                raise SearchError(f"no item {req.get('item')!r} in {name}")
-            query = Path(m["paths"][m["ids"].index(req["item"])])
-            label = req["item"]
-        with spaces.lock:
-            vector, chash, pair = rec.query_vector(query)
-            results = rec.recommend_vector(
-                vector, k, content_hash=chash, pair_id=pair, cross_modal=cross,
-                exclude_same_piece=bool(req.get("exclude_same_piece")),
-                label=req.get("label") or None)
-    finally:
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
-    space = rec._cross_name() if cross else name
+    space = f"{name}{CROSS_SEPARATOR}{opts['target']}" if cross else name
+    m = spaces.map(space)
+    with spaces.lock:
+        rec.target_embedder = opts["target"]
+        results = rec.recommend_vector(
+            vector, opts["k"], content_hash=content_hash, pair_id=pair_id, cross_modal=cross,
+            exclude_same_piece=opts["exclude_same_piece"], label=opts["label"])
     if cross:
-        fit = np.load(index_root(spaces.emb_dir) / space / "alignment.npz")
-        qv = (vector - fit["source_mean"]) @ fit["source_basis"] @ fit["rotation"]
+        with np.load(index_root(spaces.mirror) / space / "alignment.npz") as fit:
+            qv = (vector - fit["source_mean"]) @ fit["source_basis"] @ fit["rotation"]
     else:
         qv = np.asarray(vector, dtype=np.float64)
-    m = spaces.map(space)
     out = []
     for r in results:
         d = r.to_dict()
-        if r.item_id in m["ids"]:
-            d["xy"] = [round(float(a), 5) for a in m["xy"][m["ids"].index(r.item_id)]]
+        i = m["index"].get(r.item_id)
+        d["playable"] = i is not None
+        if i is not None:
+            d["xy"] = [round(float(a), 5) for a in m["xy"][i]]
         out.append(d)
-    return {"query": {"name": label, "xy": spaces.project(space, qv)}, "results": out,
+    return {"query": {"name": query_name, "xy": spaces.project(space, qv)}, "results": out,
             "space": space, "map_embedder": space.split(CROSS_SEPARATOR)[-1]}
 
 
-def _handler(spaces: _Spaces):
-    class Handler(BaseHTTPRequestHandler):
-        server_version = "embcompare-serve"
+def item_query(spaces: _Spaces, req) -> dict:
+    """``POST /api/recommend``: an indexed item as the query (its vector from the export, as
+    ``recommend`` reads a collection file)."""
+    opts = query_options(spaces, req)
+    name = opts["embedder"]
+    i = spaces.item(name, req.get("item"))
+    m = spaces.map(name)
+    return recommend(spaces, opts, np.asarray(m["clip"][i], dtype=np.float64),
+                     content_hash=m["hashes"][i], pair_id=m["pairs"][i], query_name=m["ids"][i])
 
-        def log_message(self, fmt, *args):  # quiet: one line per error only
-            pass
 
-        def _send(self, status: int, body: bytes, ctype: str) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            self.send_header("Cache-Control", "no-store")
-            self.end_headers()
-            self.wfile.write(body)
+def _duration(path: Path) -> float | None:
+    """Seconds of audio or MIDI in ``path`` from its header / events, None if unknown."""
+    if path.suffix.lower() in (".mid", ".midi"):
+        import pretty_midi
 
-        def _json(self, obj, status: int = 200) -> None:
-            self._send(status, json.dumps(obj).encode(), "application/json")
+        return float(pretty_midi.PrettyMIDI(str(path)).get_end_time())
+    import soundfile as sf
 
-        def _error(self, status: int, msg: str) -> None:
-            self._json({"error": msg}, status)
+    try:
+        return float(sf.info(str(path)).duration)
+    except Exception:  # a format soundfile does not read: the embedder's decoder decides
+        return None
 
-        def do_GET(self):
-            url = urllib.parse.urlparse(self.path)
-            qs = {k: v[-1] for k, v in urllib.parse.parse_qs(url.query).items()}
+
+def embed_upload(emb_dir: str, name: str, path: str, max_seconds: float) -> tuple:
+    """In a child process: ``("ok", vector list, content hash)`` or ``("error", status,
+    message)``. The message never names the server's temporary path."""
+    from .recommend import QueryError
+
+    p = Path(path)
+    try:
+        seconds = _duration(p)
+        if seconds is not None and seconds > max_seconds:
+            return ("error", 413, f"the upload lasts {seconds:.0f} s; at most "
+                                  f"{max_seconds:.0f} s are embedded")
+        vector, content_hash, _ = Recommender(emb_dir, embedder=name).query_vector(p)
+    except QueryError as exc:
+        return ("error", 422, str(exc).replace(str(p), p.name))
+    except Exception as exc:  # a decoder's error on a hostile file: one line, no path
+        return ("error", 422, f"{p.name}: cannot read the upload ({type(exc).__name__})")
+    return ("ok", np.asarray(vector, dtype=np.float32).tolist(), content_hash)
+
+
+def _child(conn, fn, args) -> None:
+    try:
+        conn.send(fn(*args))
+    except BaseException as exc:  # noqa: BLE001 - whatever it is, the parent gets one line
+        conn.send(("error", 422, f"cannot embed the upload ({type(exc).__name__})"))
+    finally:
+        conn.close()
+
+
+_MP = multiprocessing.get_context("forkserver")
+
+
+def run_with_time_limit(fn, args: tuple, timeout_s: float):
+    """``fn(*args)`` in a child process (forked from a clean fork server, not from this
+    threaded one); the child is killed after ``timeout_s`` (RequestError 504) or answers
+    nothing because it crashed (RequestError 422)."""
+    parent, child = _MP.Pipe(duplex=False)
+    proc = _MP.Process(target=_child, args=(child, fn, args), daemon=True)
+    proc.start()
+    child.close()
+    try:
+        if not parent.poll(timeout_s):
+            raise RequestError(504, f"embedding the upload took over {timeout_s:.0f} s")
+        try:
+            return parent.recv()
+        except EOFError:
+            raise RequestError(422, "embedding the upload crashed its worker") from None
+    finally:
+        parent.close()
+        if proc.is_alive():
+            proc.kill()
+        proc.join(5)
+
+
+# -- the app --------------------------------------------------------------------------------------
+def _error(status: int, message: str):
+    from starlette.responses import JSONResponse
+
+    return JSONResponse({"error": message}, status_code=status, headers=_HEADERS)
+
+
+_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
+_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+        "media-src 'self' blob:; connect-src 'self'; base-uri 'none'; form-action 'none'; "
+        "frame-ancestors 'none'")
+
+
+class BodyGuard:
+    """Outermost ASGI layer: Host and Origin checks, and a request body counted (and timed)
+    as it is read, whatever ``Content-Length`` says. Exceptions end as a JSON 500 and one
+    line on stderr, never a traceback."""
+
+    def __init__(self, app, *, hosts: set[str], max_bytes: int, read_timeout_s: float):
+        self.app, self.hosts = app, {h.lower() for h in hosts}
+        self.max_bytes, self.read_timeout_s = max_bytes, read_timeout_s
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = False
+
+        async def tracked_send(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        refusal = self.refuse(scope)
+        if refusal is not None:
+            return await refusal(scope, receive, send)
+        got = 0
+
+        async def counted_receive():
+            nonlocal got
             try:
-                if url.path == "/":
-                    self._send(200, PAGE.encode(), "text/html; charset=utf-8")
-                elif url.path == "/api/spaces":
-                    self._json(spaces.spaces())
-                elif url.path == "/api/items":
-                    self._json(_items(spaces.map(qs.get("embedder", ""))))
-                elif url.path == "/api/audio":
-                    m = spaces.map(qs.get("embedder", ""))
-                    if qs.get("item") not in m["ids"]:
-                        return self._error(404, "no such item")
-                    path = m["paths"][m["ids"].index(qs["item"])]
-                    if path.lower().endswith((".mid", ".midi")):
-                        self._send(200, _render_midi(path), "audio/wav")
-                    else:
-                        ctype = mimetypes.guess_type(path)[0] or "application/octet-stream"
-                        self._send(200, Path(path).read_bytes(), ctype)
-                else:
-                    self._error(404, "not found")
-            except (SearchError, OSError, ValueError) as exc:
-                self._error(400, str(exc))
+                message = await asyncio.wait_for(receive(), self.read_timeout_s)
+            except asyncio.TimeoutError:
+                raise RequestError(408, "the request body stalled") from None
+            got += len(message.get("body", b""))
+            if got > self.max_bytes:
+                raise RequestError(413, f"the body is over {self.max_bytes} bytes")
+            return message
+        try:
+            await self.app(scope, counted_receive, tracked_send)
+        except Exception as exc:  # noqa: BLE001 - the one place a request's failure ends
+            status = exc.status if isinstance(exc, RequestError) else 500
+            if status == 500:
+                print(f"serve: {scope.get('path')}: {type(exc).__name__}: "
+                      f"{str(exc).splitlines()[0] if str(exc) else ''}", file=sys.stderr)
+            if not started:
+                await _error(status, str(exc) if status != 500 else "internal error")(
+                    scope, receive, send)
 
-        def do_POST(self):
-            if urllib.parse.urlparse(self.path).path != "/api/recommend":
-                return self._error(404, "not found")
-            n = int(self.headers.get("Content-Length") or 0)
-            if n > MAX_UPLOAD_BYTES * 4 // 3 + 4096:
-                return self._error(413, "upload too large")
-            try:
-                self._json(_recommend(spaces, json.loads(self.rfile.read(n) or b"{}")))
-            except SearchError as exc:
-                self._error(400, str(exc))
-            except (ValueError, KeyError, TypeError) as exc:
-                self._error(400, f"bad request ({exc})")
+    def refuse(self, scope):
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1")
+                   for k, v in scope.get("headers", [])}
+        host = headers.get("host", "")
+        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+        if name.strip("[]").lower() not in self.hosts:
+            return _error(400, "unknown host")
+        if scope["method"] in ("GET", "HEAD"):
+            return None
+        origin = headers.get("origin")
+        if origin is not None and origin != f"http://{host}":
+            return _error(403, "cross-origin request refused")
+        if headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
+            return _error(403, "cross-origin request refused")
+        ctype = headers.get("content-type", "").split(";")[0].strip().lower()
+        if ctype not in ("application/json", "multipart/form-data"):
+            return _error(415, "send application/json or multipart/form-data")
+        length = headers.get("content-length")
+        if length is not None and not length.strip().isdigit():
+            return _error(400, "bad Content-Length")
+        if length is not None and int(length) > self.max_bytes:
+            return _error(413, f"the body is over {self.max_bytes} bytes")
+        return None
 
-    return Handler
+
+def make_app(emb_dir, *, host: str = "127.0.0.1", allow_hosts=(), work: Path | None = None,
+             max_upload_bytes: int = MAX_UPLOAD_BYTES, max_upload_seconds: float =
+             MAX_UPLOAD_SECONDS, upload_timeout_s: float = UPLOAD_TIMEOUT_S,
+             read_timeout_s: float = READ_TIMEOUT_S, embed=embed_upload):
+    """The ASGI app; ``app.state`` holds ``spaces`` (close it when done) and ``work``.
+
+    Long on purpose: the routes are closures over one server's state, kept together so the
+    whole surface a browser can reach is read in one place."""
+    from starlette.applications import Starlette
+    from starlette.exceptions import HTTPException
+    from starlette.responses import FileResponse, JSONResponse, Response
+    from starlette.routing import Route
+
+    work = work or make_work_dir()
+    # upload workers are forked from a server that has these imported (each would otherwise
+    # import them again: seconds per upload); no torch: an embedder imports it when it computes
+    _MP.set_forkserver_preload(["search.serve", "collection", "collection.store", "embedders",
+                                "soundfile", "pretty_midi", "librosa"])
+    from multiprocessing import forkserver
+
+    forkserver.ensure_running()  # started now, not by the first upload
+    try:
+        spaces = _Spaces(Path(emb_dir), work)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    uploads = threading.BoundedSemaphore(MAX_PARALLEL_UPLOADS)
+
+    def answer(obj):
+        return JSONResponse(obj, headers=_HEADERS)
+
+    def page(request):
+        return FileResponse(PAGE_DIR / "index.html", media_type="text/html; charset=utf-8",
+                            headers={**_HEADERS, "Content-Security-Policy": _CSP})
+
+    def static(request):
+        files = {"page.js": "text/javascript", "page.css": "text/css"}
+        name = request.path_params["name"]
+        if name not in files:
+            raise RequestError(404, NOT_FOUND)
+        return FileResponse(PAGE_DIR / name, media_type=files[name], headers=_HEADERS)
+
+    def api_spaces(request):
+        return answer(spaces.spaces())
+
+    def api_items(request):
+        name = spaces.known(request.query_params.get("embedder"))
+        target = request.query_params.get("target")
+        if target is not None:  # the target's items in the space aligned to this one
+            if target not in spaces.targets(name):
+                raise RequestError(404, NOT_FOUND)
+            name = f"{name}{CROSS_SEPARATOR}{target}"
+        m = spaces.map(name)
+        return answer([{"item_id": m["ids"][i], "label": m["labels"][i],
+                        "xy": [round(float(a), 5) for a in m["xy"][i]]}
+                       for i in m["index"].values()])
+
+    def api_audio(request):
+        name = spaces.known(request.query_params.get("embedder"))
+        try:
+            body, ctype = spaces.audio(name, request.query_params.get("item"))
+        except OSError:  # gone since it was indexed: the same answer as never there
+            raise RequestError(404, NOT_FOUND) from None
+        return Response(body, media_type=ctype, headers=_HEADERS)
+
+    async def api_recommend(request):
+        try:
+            req = json.loads(await request.body())
+        except (ValueError, UnicodeDecodeError):
+            raise RequestError(400, "the body is not JSON") from None
+        from starlette.concurrency import run_in_threadpool
+
+        return answer(await run_in_threadpool(item_query, spaces, req))
+
+    async def api_upload(request):
+        form = await request.form(max_files=1, max_fields=20, max_part_size=64 * 1024)
+        upload = form.get("file")
+        if upload is None or isinstance(upload, str):
+            raise RequestError(400, "no file in the upload")
+        opts = query_options(spaces, {k: v for k, v in form.items() if k != "file"})
+        from starlette.concurrency import run_in_threadpool
+
+        return answer(await run_in_threadpool(_upload_query, opts, upload.file,
+                                              str(upload.filename or "upload")))
+
+    def _upload_query(opts: dict, fileobj, shown_name: str) -> dict:
+        # the client's name is shown, never used: ours keeps only a safe suffix
+        suffix = Path(shown_name.replace("\\", "/")).suffix.lower()
+        suffix = suffix if suffix[1:].isalnum() and len(suffix) <= 8 else ""
+        if not uploads.acquire(blocking=False):
+            raise RequestError(503, "too many uploads at once; try again")
+        path = work / "uploads" / f"{uuid.uuid4().hex}{suffix}"
+        try:
+            with open(path, "wb") as out:
+                fileobj.seek(0)
+                shutil.copyfileobj(fileobj, out)
+            got = run_with_time_limit(embed, (str(spaces.emb_dir), opts["embedder"], str(path),
+                                              max_upload_seconds), upload_timeout_s)
+        finally:
+            uploads.release()
+            path.unlink(missing_ok=True)
+        if got[0] != "ok":
+            raise RequestError(got[1], got[2].replace(path.name, shown_name))
+        return recommend(spaces, opts, np.asarray(got[1], dtype=np.float64),
+                         content_hash=got[2], query_name=shown_name)
+
+    async def http_error(request, exc):
+        return _error(exc.status_code, NOT_FOUND if exc.status_code == 404 else
+                      str(exc.detail))
+
+    async def request_error(request, exc):
+        return _error(exc.status, str(exc))
+
+    async def search_error(request, exc):
+        return _error(409, str(exc).replace(str(spaces.mirror), "index").splitlines()[0])
+
+    app = Starlette(routes=[
+        Route("/", page), Route("/static/{name}", static),
+        Route("/api/spaces", api_spaces), Route("/api/items", api_items),
+        Route("/api/audio", api_audio),
+        Route("/api/recommend", api_recommend, methods=["POST"]),
+        Route("/api/upload", api_upload, methods=["POST"]),
+    ], exception_handlers={HTTPException: http_error, RequestError: request_error,
+                           SearchError: search_error})
+    hosts = {*LOOPBACK_HOSTS, host, *allow_hosts}
+    guarded = BodyGuard(app, hosts=hosts, max_bytes=max_upload_bytes,
+                        read_timeout_s=read_timeout_s)
+    guarded.state = app.state
+    app.state.spaces, app.state.work = spaces, work
+    return guarded
 
 
-def make_server(emb_dir, *, host: str = "127.0.0.1", port: int = 8501) -> ThreadingHTTPServer:
-    """The server, bound and ready (``serve_forever`` not yet called)."""
-    spaces = _Spaces(Path(emb_dir))
-    server = ThreadingHTTPServer((host, port), _handler(spaces))
-    server.daemon_threads = True
-    server.spaces = spaces
+def _head_timed_protocol(head_timeout_s: float):
+    """uvicorn's h11 protocol with a deadline for each request's head: armed when the
+    connection opens and after every response, it closes a connection with no request under
+    way (a stalled body is :class:`BodyGuard`'s read timeout)."""
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class HeadTimedH11(H11Protocol):
+        _deadline = None
+
+        def _arm(self) -> None:
+            if self._deadline is not None:
+                self._deadline.cancel()
+            self._deadline = self.loop.call_later(head_timeout_s, self._late)
+
+        def _late(self) -> None:
+            idle = self.cycle is None or self.cycle.response_complete
+            if idle and not self.transport.is_closing():
+                self.transport.close()
+
+        def connection_made(self, transport) -> None:
+            super().connection_made(transport)
+            self._arm()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            self._arm()
+
+        def connection_lost(self, exc) -> None:
+            if self._deadline is not None:
+                self._deadline.cancel()
+            super().connection_lost(exc)
+
+    return HeadTimedH11
+
+
+def make_server(emb_dir, *, host: str = "127.0.0.1", port: int = 8501, allow_hosts=(),
+                head_timeout_s: float = HEAD_TIMEOUT_S, **app_options):
+    """A uvicorn server for the app (``run()`` serves; ``should_exit = True`` stops it)."""
+    import uvicorn
+
+    app = make_app(emb_dir, host=host, allow_hosts=allow_hosts, **app_options)
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
+                            http=_head_timed_protocol(head_timeout_s), timeout_keep_alive=5,
+                            limit_concurrency=200, timeout_graceful_shutdown=5, lifespan="off")
+    server = uvicorn.Server(config)
+    server.app = app
     return server
 
 
-def serve(emb_dir, *, host: str = "127.0.0.1", port: int = 8501) -> int:
-    server = make_server(emb_dir, host=host, port=port)
-    print(f"serving {emb_dir} on http://{host}:{server.server_address[1]}/ (Ctrl-C to stop)",
+def close(app) -> None:
+    """Free the shards an app holds and remove its work folder."""
+    app.state.spaces.close()
+    shutil.rmtree(app.state.work, ignore_errors=True)
+
+
+def serve(emb_dir, *, host: str = "127.0.0.1", port: int = 8501, allow_hosts=()) -> int:
+    sock = _bound_socket(host, port)  # bound here: a taken port is an OSError, not exit(1)
+    try:
+        server = make_server(emb_dir, host=host, port=sock.getsockname()[1],
+                             allow_hosts=allow_hosts)
+    except BaseException:
+        sock.close()
+        raise
+    shown = f"[{host}]" if ":" in host else host
+    print(f"serving {emb_dir} on http://{shown}:{sock.getsockname()[1]}/ (Ctrl-C to stop)",
           flush=True)
     try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
+        server.run(sockets=[sock])
     finally:
-        server.server_close()
-        server.spaces.close()
+        close(server.app)
     return 0
 
 
-PAGE = r"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>embcompare: recommend</title>
-<style>
-body{font-family:system-ui,sans-serif;margin:1.5em;max-width:1100px;color:#222}
-fieldset{border:1px solid #ccc;margin-bottom:1em}
-table{border-collapse:collapse}td,th{padding:.2em .6em;border-bottom:1px solid #eee;text-align:left}
-#wrap{display:flex;gap:2em;flex-wrap:wrap}#err{color:#b00}
-svg{border:1px solid #ddd;background:#fafafa}
-</style></head><body>
-<h1>Similar music</h1>
-<fieldset><legend>Query</legend>
-<label>Space <select id="embedder"></select></label>
-<label><input type="checkbox" id="cross"> cross-modal</label>
-<label><input type="checkbox" id="same"> exclude same piece</label>
-<label>k <input type="number" id="k" value="10" min="1" max="100" style="width:4em"></label><br>
-<label>Item <select id="item"></select></label> <button id="go">Recommend</button>
-<label>or upload <input type="file" id="file"></label>
-<div><audio id="qaudio" controls></audio></div>
-</fieldset>
-<div id="err"></div>
-<div id="wrap">
-<div><h2>Results <span id="status"></span></h2>
-<table><thead><tr><th>rank</th><th>score</th><th>label</th><th>path</th><th>listen</th></tr></thead>
-<tbody id="results"></tbody></table></div>
-<div><h2>Map</h2><svg id="map" width="420" height="420"></svg></div>
-</div>
-<script>
-const $ = id => document.getElementById(id);
-const params = new URLSearchParams(location.search);
-let spaces = [];
-async function getJSON(url, opts) {
-  const r = await fetch(url, opts); const j = await r.json();
-  if (!r.ok) throw new Error(j.error || r.statusText); return j;
-}
-function esc(s) { const d = document.createElement('div'); d.textContent = s; return d.innerHTML; }
-async function loadItems() {
-  const items = await getJSON('/api/items?embedder=' + encodeURIComponent($('embedder').value));
-  $('item').innerHTML = items.map(i => `<option value="${esc(i.item_id)}">${esc(i.item_id)}</option>`).join('');
-  if (params.get('item')) $('item').value = params.get('item');
-  setQueryAudio();
-  return items;
-}
-function setQueryAudio() {
-  $('qaudio').src = '/api/audio?embedder=' + encodeURIComponent($('embedder').value) +
-                    '&item=' + encodeURIComponent($('item').value);
-}
-async function drawMap(space, res) {
-  const items = await getJSON('/api/items?embedder=' + encodeURIComponent(space));
-  const pts = items.map(i => i.xy).concat([res.query.xy]);
-  const xs = pts.map(p => p[0]), ys = pts.map(p => p[1]);
-  const [x0, x1, y0, y1] = [Math.min(...xs), Math.max(...xs), Math.min(...ys), Math.max(...ys)];
-  const sx = x => 20 + 380 * (x - x0) / ((x1 - x0) || 1), sy = y => 400 - 380 * (y - y0) / ((y1 - y0) || 1);
-  const labels = [...new Set(items.map(i => i.label))];
-  const colour = l => `hsl(${360 * labels.indexOf(l) / labels.length},60%,55%)`;
-  const hit = new Set(res.results.map(r => r.item_id));
-  let s = items.map(i => `<circle cx="${sx(i.xy[0])}" cy="${sy(i.xy[1])}" r="${hit.has(i.item_id) ? 6 : 3}"
-    fill="${colour(i.label)}" stroke="${hit.has(i.item_id) ? '#000' : 'none'}"><title>${esc(i.item_id)}</title></circle>`).join('');
-  s += `<path id="querymark" d="M${sx(res.query.xy[0]) - 7} ${sy(res.query.xy[1])}h14M${sx(res.query.xy[0])} ${sy(res.query.xy[1]) - 7}v14" stroke="#000" stroke-width="3"/>`;
-  $('map').innerHTML = s;
-}
-async function recommend() {
-  $('err').textContent = ''; $('status').textContent = '(searching)';
-  const body = {embedder: $('embedder').value, k: +$('k').value,
-                cross_modal: $('cross').checked, exclude_same_piece: $('same').checked};
-  const f = $('file').files[0];
-  if (f) {
-    const buf = new Uint8Array(await f.arrayBuffer()); let bin = '';
-    for (let i = 0; i < buf.length; i += 32768) bin += String.fromCharCode(...buf.subarray(i, i + 32768));
-    body.upload = {name: f.name, data: btoa(bin)};
-    $('qaudio').src = URL.createObjectURL(f);
-  } else body.item = $('item').value;
-  try {
-    const res = await getJSON('/api/recommend', {method: 'POST', body: JSON.stringify(body)});
-    $('results').innerHTML = res.results.map(r => `<tr class="result" data-path="${esc(r.path)}">
-      <td>${r.rank}</td><td>${r.score.toFixed(4)}</td><td>${esc(r.label)}</td><td>${esc(r.path)}</td>
-      <td><audio controls preload="none" src="/api/audio?embedder=${encodeURIComponent(res.map_embedder)}&item=${encodeURIComponent(r.item_id)}"></audio></td></tr>`).join('');
-    $('status').textContent = `(${res.results.length})`;
-    document.body.dataset.done = res.results.length;
-    await drawMap(res.space, res);
-  } catch (e) { $('err').textContent = e.message; $('status').textContent = ''; }
-}
-(async () => {
-  try {
-    spaces = await getJSON('/api/spaces');
-    $('embedder').innerHTML = spaces.map(s => `<option>${esc(s.name)}</option>`).join('');
-    if (params.get('embedder')) $('embedder').value = params.get('embedder');
-    if (params.get('k')) $('k').value = params.get('k');
-    $('cross').checked = params.get('cross') === '1';
-    $('same').checked = params.get('same') === '1';
-    await loadItems();
-    $('embedder').onchange = loadItems; $('item').onchange = setQueryAudio;
-    $('go').onclick = recommend;
-    if (params.get('auto') === '1') await recommend();
-  } catch (e) { $('err').textContent = e.message; }
-})();
-</script></body></html>
-"""
+def _bound_socket(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
