@@ -73,6 +73,7 @@ def test_wheel_holds_every_package_and_the_command(tmp_path):
     for pkg in RANK:
         assert f"{pkg}/__init__.py" in names, pkg
     assert "embedders/lib/openl3_net.py" in names  # subpackages too
+    assert "search/page/index.html" in names  # the serve page's static files
     entry = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry).decode()
     assert "embcompare = cli:main" in text
