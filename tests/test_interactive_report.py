@@ -286,3 +286,31 @@ def test_hover_click_play_neighbours_partner_in_chromium(report_run, tmp_path):
                      "'legendonly';})", timeout=10)
     finally:
         cdp.close()
+
+
+def test_embedded_excerpt_plays_in_chromium(tmp_path):
+    exe = _chromium()
+    if exe is None:
+        pytest.skip("no chromium on this machine: the browser test of the report is skipped")
+    sets = _sets(tmp_path / "data", n_per=3)
+    coords = {"pca": {s.name: np.random.default_rng(1).normal(size=(len(s), 2)) for s in sets}}
+    maps = interactive.maps_html(coords, sets, report_dir=tmp_path / "out", audio="embed")
+    page = tmp_path / "out" / "page.html"
+    page.parent.mkdir()
+    page.write_text(f"<!DOCTYPE html><html><head><meta charset='utf-8'></head><body>{maps}"
+                    "</body></html>", encoding="utf-8")
+    (tmp_path / "data").rename(tmp_path / "moved")  # the excerpt needs no file
+    cdp = _DevTools(exe, tmp_path / "profile")
+    try:
+        cdp.call("Page.navigate", url=page.resolve().as_uri())
+        cdp.wait_for("window.embcompareMaps && embcompareMaps.plots.length === 3")
+        x, y = cdp.js(_POINT_XY % (1, json.dumps("blues/piece01.wav")))
+        cdp.mouse("mousePressed", x, y)
+        cdp.mouse("mouseReleased", x, y)
+        cdp.wait_for("document.getElementById('imap-audio').currentTime > 0.2", timeout=10)
+        assert cdp.js("(function(){var a = document.getElementById('imap-audio');"
+                      "return !a.paused && a.error === null && "
+                      "a.src.indexOf('data:audio/ogg;base64,') === 0;})()")
+        assert "blues/piece01.wav" in cdp.js("document.getElementById('imap-selected').textContent")
+    finally:
+        cdp.close()
