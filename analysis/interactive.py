@@ -15,6 +15,7 @@ put into the DOM with ``textContent``; no data string is ever parsed as HTML.
 from __future__ import annotations
 
 import base64
+import html
 import io
 import json
 import os
@@ -312,7 +313,6 @@ def maps_html(coords: Mapping[str, Mapping[str, ArrayLike]], sets: Sequence, *,
 
 
 def _escape(x) -> str:
-    import html
     return html.escape(str(x))
 
 

@@ -155,7 +155,7 @@ class _DevTools:
             stderr=open(profile.parent / "chromium.log", "wb"))
         os.close(to_child_r)
         os.close(from_child_w)
-        self._buf, self._id, self.session = b"", 0, None
+        self._buf, self._id, self.session, self.events = b"", 0, None, []
         target = next(t for t in self.call("Target.getTargets")["targetInfos"]
                       if t["type"] == "page")
         self.session = self.call("Target.attachToTarget", targetId=target["targetId"],
@@ -175,6 +175,8 @@ class _DevTools:
                 if reply.get("id") == self._id:
                     assert "error" not in reply, reply
                     return reply["result"]
+                if "method" in reply:
+                    self.events.append(reply)
             assert time.monotonic() < t_end, f"no answer to {method}"
             chunk = os.read(self._r, 1 << 16)
             assert chunk, "chromium closed the pipe"
@@ -244,6 +246,7 @@ def test_hover_click_play_neighbours_partner_in_chromium(report_run, tmp_path):
     cdp = _DevTools(exe, tmp_path / "profile")
     try:
         cdp.call("Page.enable")
+        cdp.call("Network.enable")
         cdp.call("Page.navigate", url=(out / "report.html").resolve().as_uri())
         cdp.wait_for("window.embcompareMaps && embcompareMaps.plots.length === 3 && "
                      "document.querySelectorAll('.imap-plot .scatterlayer .point').length > 0")
@@ -284,6 +287,10 @@ def test_hover_click_play_neighbours_partner_in_chromium(report_run, tmp_path):
         cdp.mouse("mouseReleased", lx, ly)
         cdp.wait_for("embcompareMaps.plots.every(function(P){return P.div.data[0].visible === "
                      "'legendonly';})", timeout=10)
+        # offline: everything the page asked for was on disk or in the page
+        urls = [e["params"]["request"]["url"] for e in cdp.events
+                if e["method"] == "Network.requestWillBeSent"]
+        assert urls and all(u.split(":", 1)[0] in ("file", "data") for u in urls), urls
     finally:
         cdp.close()
 
