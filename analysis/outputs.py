@@ -52,8 +52,10 @@ def _write_table(path: Path, header: list, rows: list) -> Path:
 
 def write_tables_and_figures(metrics: dict, sets: list, out: Path, plot_dir: Path,
                              cos_dir: Path, var_dir: Path, *, title: str, methods: tuple,
-                             seed: int, all_classes: list, bar: Any) -> OrderedDict:
+                             seed: int, all_classes: list, bar: Any,
+                             coords: dict | None = None) -> OrderedDict:
     """Every CSV and figure; file paths go to ``metrics["files"]``, failures to its notes.
+    ``coords``, if given, receives the maps' 2-d coordinates (see :func:`draw_maps`).
 
     Returns
     -------
@@ -70,7 +72,7 @@ def write_tables_and_figures(metrics: dict, sets: list, out: Path, plot_dir: Pat
     try:
         draw_maps(sets, plot_dir, methods=methods, seed=seed, all_classes=all_classes,
                   prefix=prefix, images=images, notes=notes,
-                  projections=metrics["parameters"]["projections"], bar=bar)
+                  projections=metrics["parameters"]["projections"], bar=bar, coords=coords)
         draw_matrices(metrics, plot_dir, cos_dir, prefix=prefix, images=images)
     except Exception as exc:
         notes.append(f"plotting failed: {type(exc).__name__}: {exc}")
@@ -196,8 +198,12 @@ def write_embedder_tables(metrics: dict, out: Path, cos_dir: Path, var_dir: Path
 
 
 def draw_maps(sets: list, plot_dir: Path, *, methods: tuple, seed: int, all_classes: list,
-              prefix: str, images: dict, notes: list, projections: dict, bar: Any) -> None:
-    """2-d maps per embedder and method, and one side-by-side panel per method."""
+              prefix: str, images: dict, notes: list, projections: dict, bar: Any,
+              coords: dict | None = None) -> None:
+    """2-d maps per embedder and method, and one side-by-side panel per method.
+
+    ``coords`` (optional) receives {method: {embedder: Y [shape=(n, 2)]}}, for the report's
+    interactive maps (:mod:`analysis.interactive`), so they draw the same coordinates."""
     from . import plots, projection
     for method in methods:
         panels = []
@@ -216,6 +222,8 @@ def draw_maps(sets: list, plot_dir: Path, *, methods: tuple, seed: int, all_clas
                 notes.append(f"{s.name}: {method} map failed: {type(exc).__name__}: {exc}")
                 continue
             projections.setdefault(s.name, {})[method] = p
+            if coords is not None:
+                coords.setdefault(method, OrderedDict())[s.name] = Y
             images[f"{s.name}_{method}"] = plots.plot_map(
                 Y, s.labels, plot_dir / f"{safe_name(s.name)}_{method}",
                 title=f"{prefix}{s.name} — {method.upper()}", classes=all_classes)

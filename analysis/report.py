@@ -304,8 +304,9 @@ def _metric_detail_rows(r, names):
     return rows
 
 
-def render_html(metrics: dict, images: dict, *, title: str = "") -> str:
-    """The report page as one string (self-contained)."""
+def render_html(metrics: dict, images: dict, *, title: str = "", maps_html: str = "") -> str:
+    """The report page as one string (self-contained). ``maps_html``: the interactive maps
+    (:func:`analysis.interactive.maps_html`), placed right after the summary."""
     t = title or "Embedding comparison"
     parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
              f"<title>{_e(t)}</title><style>{CSS}</style></head><body>",
@@ -318,6 +319,8 @@ def render_html(metrics: dict, images: dict, *, title: str = "") -> str:
                                      for s in toc) + "</p>")
     _html_dataset_and_notes(parts, metrics)
     _html_summary(parts, metrics, images)
+    if maps_html:
+        parts.append(maps_html)
     _html_maps(parts, images, metrics)
     parts.append("<h2 id='per-embedder'>Per embedder</h2>")
     for name, r in metrics.get("embedders", {}).items():
@@ -628,12 +631,14 @@ def _write_atomic(path: Path, text: str):
     atomic_write_text(path, text)
 
 
-def write_report(metrics: dict, images: dict, out: Path, *, title: str = "") -> tuple:
-    """Write ``out``/report.html and ``out``/report.md; return their paths."""
+def write_report(metrics: dict, images: dict, out: Path, *, title: str = "",
+                 maps_html: str = "") -> tuple:
+    """Write ``out``/report.html and ``out``/report.md; return their paths (``maps_html``: see
+    :func:`render_html`)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     m = jsonable(metrics)
     h, md = out / "report.html", out / "report.md"
-    _write_atomic(h, render_html(m, images, title=title))
+    _write_atomic(h, render_html(m, images, title=title, maps_html=maps_html))
     _write_atomic(md, render_markdown(m, images, out, title=title))
     return h, md

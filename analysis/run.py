@@ -236,7 +236,7 @@ def run_analysis(sets: Sequence, out: str | Path, *, plot_dir: str | Path, cos_d
                  seed: int = 0, dataset_summary: dict | None = None, run_config: dict | None = None,
                  n_bootstrap: int = DEFAULT_N_BOOTSTRAP,
                  n_permutations: int = DEFAULT_N_PERMUTATIONS, progress: bool = False,
-                 hubness_reduction: str | None = None) -> dict:
+                 hubness_reduction: str | None = None, report_audio: str = "link") -> dict:
     """Analyse every embedding set and every pair; write metrics, tables, plots and the report.
 
     Parameters
@@ -252,6 +252,9 @@ def run_analysis(sets: Sequence, out: str | Path, *, plot_dir: str | Path, cos_d
         Show a progress bar (one step per embedder, per pair and per map).
     hubness_reduction : {None, "mp"}
         ``"mp"`` adds the recommendation metrics under mutual proximity (``*_mp``).
+    report_audio : {"link", "embed"}
+        How the report's interactive maps play audio: a link relative to ``out``, or an embedded
+        excerpt (:mod:`analysis.interactive`).
 
     Returns
     -------
@@ -282,21 +285,43 @@ def run_analysis(sets: Sequence, out: str | Path, *, plot_dir: str | Path, cos_d
     write_json_atomic(metrics, out / "metrics.json")  # early copy; rewritten at the end
     all_classes = sorted({c for s in sets for c in s.labels.tolist()}
                          | set(dataset_summary.get("classes", []) or []))
+    coords: OrderedDict = OrderedDict()
     images = outputs.write_tables_and_figures(
         metrics, sets, *dirs, title=title, methods=methods, seed=seed,
-        all_classes=all_classes, bar=bar)
+        all_classes=all_classes, bar=bar, coords=coords)
     bar.close()
     params["seconds_total"] = round(time.perf_counter() - t_start, 3)
     write_json_atomic(metrics, out / "metrics.json")
-    _write_report(metrics, images, out, title=title)
+    maps = _interactive_maps(coords, sets, out, notes, report_audio=report_audio)
+    _write_report(metrics, images, out, title=title, maps_html=maps)
     write_json_atomic(metrics, out / "metrics.json")
     return json.loads(json.dumps(jsonable(metrics)))
 
 
-def _write_report(metrics: OrderedDict, images: dict, out: Path, *, title: str) -> None:
+def _interactive_maps(coords: dict, sets: list, out: Path, notes: list, *,
+                      report_audio: str) -> str:
+    """The report's interactive maps of the coordinates just drawn ("" if none or failed)."""
+    if not coords:
+        return ""
+    from . import interactive
+    try:
+        maps = interactive.maps_html(coords, sets, report_dir=out, audio=report_audio)
+    except ImportError as exc:
+        notes.append(f"no interactive maps in the report: {exc} (pip install plotly)")
+        return ""
+    except Exception as exc:
+        notes.append(f"interactive maps failed: {type(exc).__name__}: {exc}")
+        traceback.print_exc()
+        return ""
+    notes.extend(f"interactive maps: {n}" for n in maps.notes)
+    return str(maps)
+
+
+def _write_report(metrics: OrderedDict, images: dict, out: Path, *, title: str,
+                  maps_html: str = "") -> None:
     from . import report
     try:
-        report.write_report(metrics, images, out, title=title)
+        report.write_report(metrics, images, out, title=title, maps_html=maps_html)
         metrics["files"]["report_html"] = str(out / "report.html")
         metrics["files"]["report_md"] = str(out / "report.md")
     except Exception as exc:

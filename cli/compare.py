@@ -140,6 +140,10 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("--hubness-reduction", choices=["none", "mp"], default="none",
                     help="mp: also report the recommendation metrics under mutual proximity "
                          "(Schnitzer et al. 2012), side by side with the plain ones")
+    an.add_argument("--report-audio", choices=["link", "embed"], default="link",
+                    help="how the report's interactive maps play audio: link (relative link to "
+                         "the file, default) or embed (first 5 s of each file, mono 16 kHz Ogg, "
+                         "in the page; at most 8 MiB in all, the rest linked)")
     an.add_argument("--no-analysis", action="store_true",
                     help="only embed (manifest, cache, exports); skip maps, metrics and report")
     an.add_argument("--probes", action="store_true",
@@ -397,7 +401,8 @@ def run(args: argparse.Namespace) -> int:
         from analysis import run_analysis
         t0 = time.perf_counter()
         kwargs = {"progress": not args.quiet,
-                  "hubness_reduction": None if args.hubness_reduction == "none" else "mp"}
+                  "hubness_reduction": None if args.hubness_reduction == "none" else "mp",
+                  "report_audio": getattr(args, "report_audio", "link")}
         if args.bootstrap is not None:
             kwargs["n_bootstrap"] = args.bootstrap
         run_analysis(list(result.analysis_sets().values()), plan.out, plot_dir=plan.plot_dir,
