@@ -25,3 +25,15 @@ class CrashOnceAudio(ToyAudio):
                 marker.touch()
                 os._exit(1)
         return super()._embed_file(path)
+
+
+@register
+class SlowAudio(ToyAudio):
+    name = "toy-slow-audio"
+    description = "toy-audio taking SLOW_S seconds a file, so a test can act mid-run (tests only)"
+    SLOW_S = 0.5
+
+    def _embed_file(self, path):
+        import time
+        time.sleep(self.SLOW_S)
+        return super()._embed_file(path)
