@@ -17,5 +17,5 @@ from .export import Export, ExportError, export_dir, load_export, read_export
 from .store import EmbeddingStore, StoreError
 
 __all__ = ["DatasetEmbeddings", "EmbedderRun", "EmbeddingSet", "EmbeddingStore", "Export",
-           "ExportError", "Item", "ScanResult", "StoreError", "embed_dataset", "export_dir", "load_export", "read_export",
-           "scan_dataset"]
+           "ExportError", "Item", "ScanResult", "StoreError", "embed_dataset", "export_dir",
+           "load_export", "read_export", "scan_dataset"]

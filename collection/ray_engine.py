@@ -320,6 +320,10 @@ def _task_results(ray, ref, batch: list[Item]):
     try:
         done = dict(ray.get(ref))
     except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError) as exc:
+        cluster = cluster_lost(ray)  # a node lost with it: no worker can take the files
+        if cluster:
+            raise RayClusterLostError(f"{cluster}: the files embedded so far are kept in the "
+                                      f"store and a re-run embeds the rest") from exc
         reason = f"Ray worker lost ({type(exc).__name__}); run again"
         for it in batch:
             yield it, reason

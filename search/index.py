@@ -18,6 +18,7 @@ the next build compares point ids with the export and adds/removes only the diff
 """
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import json
@@ -130,12 +131,28 @@ def write_index_meta(folder: Path, meta: dict) -> None:
 def writer_lock(folder: Path) -> Iterator[None]:
     """One writer per index folder at a time (builds and the HNSW swap); blocks until free."""
     folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / ".lock", "a+") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+    fd = _open_in_folder(folder / ".lock", os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
         try:
             yield
         finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def _open_in_folder(path: Path, flags: int) -> int:
+    """Open (creating) a bookkeeping file of the index folder, never through a link planted in
+    its place: the link is removed (not what it points at) and a file of our own created."""
+    for _ in range(3):
+        try:
+            return os.open(path, flags | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except OSError as exc:
+            if exc.errno != errno.ELOOP:
+                raise
+            path.unlink()
+    raise OSError(errno.ELOOP, "keeps being replaced by a link", str(path))
 
 
 # -- the engine ------------------------------------------------------------------------------------
@@ -478,7 +495,7 @@ def _alive(pid) -> bool:
 def start_background_hnsw(folder: Path) -> subprocess.Popen:
     """Build the HNSW graph of ``folder``'s shard in a detached process (see :func:`build_hnsw`)."""
     root = Path(__file__).resolve().parent.parent
-    log = open(folder / "hnsw.log", "ab")
+    log = os.fdopen(_open_in_folder(folder / "hnsw.log", os.O_WRONLY | os.O_APPEND), "ab")
     return subprocess.Popen([sys.executable, "-m", "search.index", str(folder)], cwd=root,
                             stdout=log, stderr=log, stdin=subprocess.DEVNULL,
                             start_new_session=True)

@@ -30,10 +30,10 @@ class CrashOnceAudio(ToyAudio):
 @register
 class SlowAudio(ToyAudio):
     name = "toy-slow-audio"
-    description = "toy-audio taking SLOW_S seconds a file, so a test can act mid-run (tests only)"
-    SLOW_S = 0.5
+    description = ("toy-audio taking $TOY_SLOW_S seconds (default 0.5) a file, so a test can act "
+                   "mid-run (tests only)")
 
     def _embed_file(self, path):
         import time
-        time.sleep(self.SLOW_S)
+        time.sleep(float(os.environ.get("TOY_SLOW_S", "0.5")))
         return super()._embed_file(path)

@@ -17,7 +17,8 @@ pytest.importorskip("qdrant_edge")
 
 import cli
 from conftest import ROOT, indexed_demo_corpus
-from search.index import check_shard, index_root, open_shard, read_index_meta, shard_path
+from search.index import (check_shard, index_root, open_shard, read_index_meta, shard_path,
+                          wait_for_hnsw)
 
 
 @pytest.fixture(scope="module")
@@ -214,3 +215,22 @@ def test_k_is_range_checked_and_capped_at_the_index_size(corpus, capsys):
     assert status == 0
     import json
     assert len(json.loads(out)) == 9  # ten items less the query itself
+
+
+def test_links_planted_for_the_index_bookkeeping_are_not_followed(corpus, tmp_path, capsys):
+    root, emb = corpus
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    folder = index_root(emb) / "audio-stats"
+    (folder / ".lock").unlink()
+    os.symlink(outside / "created-by-the-lock", folder / ".lock")
+    (outside / "log").write_text("mine")
+    os.symlink(outside / "log", folder / "hnsw.log")
+    os.symlink(outside, folder / ".shard-9")  # a stale-looking shard: never removed through
+    (folder / "index.json").unlink()  # a rebuild: stale shards removed, graph built aside
+    assert _run(["index", "--emb-dir", str(emb), "--embedders", "audio-stats", "--hnsw",
+                 "background"], capsys)[0] == 0
+    assert wait_for_hnsw(folder, timeout_s=120)
+    assert sorted(p.name for p in outside.iterdir()) == ["log"]
+    assert (outside / "log").read_text() == "mine"
+    assert not (folder / ".lock").is_symlink()
