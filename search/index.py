@@ -631,9 +631,12 @@ def export_modality(export) -> str:
 
 
 def build_index(emb_dir: str | os.PathLike, name: str, *, hnsw: str = "auto", log=None) -> dict:
-    """Index (or update the index of) one embedder's export. Returns :func:`sync_shard`'s dict."""
+    """Index (or update the index of) one embedder's export. Returns :func:`sync_shard`'s dict,
+    or None when the export holds no item (a run that embedded nothing: nothing to index)."""
     emb_dir = Path(emb_dir)
     export = load_export(emb_dir, name)
+    if len(export) == 0:
+        return None
     modality = export_modality(export)
     meta = dict(config_identity(export.meta), modality=modality,
                 export_run=export.meta.get("run_id"), space=name)
@@ -690,12 +693,16 @@ def build_indexes(emb_dir: str | os.PathLike, names: list[str] | None = None, *,
     results, modality = {}, {}
     for name in names:
         try:
-            results[name] = build_index(emb_dir, name, hnsw=hnsw, log=log)
+            result = build_index(emb_dir, name, hnsw=hnsw, log=log)
         except DamagedExportError as exc:
             if on_error is None:
                 raise
             on_error(name, exc)
             continue
+        if result is None:
+            (log or (lambda msg: None))(f"index {name}: its export holds no item; not indexed")
+            continue
+        results[name] = result
         modality[name] = read_index_meta(index_root(emb_dir) / name)["modality"]
     for a in modality:
         for b in modality:

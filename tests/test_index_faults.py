@@ -234,3 +234,15 @@ def test_links_planted_for_the_index_bookkeeping_are_not_followed(corpus, tmp_pa
     assert sorted(p.name for p in outside.iterdir()) == ["log"]
     assert (outside / "log").read_text() == "mine"
     assert not (folder / ".lock").is_symlink()
+
+
+def test_an_empty_export_is_skipped_not_a_failure(tmp_path, capsys):
+    from collection.export import export_dir, write_export
+
+    emb = tmp_path / "emb"
+    write_export(export_dir(emb, "audio-stats"), ids=[], labels=[], paths=[], pair_ids=[],
+                 content_hashes=[], embeddings=[],
+                 meta={"embedder": "audio-stats", "modality": "audio", "version": "1"})
+    status, err, _ = _run(["index", "--emb-dir", str(emb)], capsys)
+    assert status == 2 and "no export to index" in err[-1]
+    assert any("holds no item" in line for line in err)
