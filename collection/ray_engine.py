@@ -240,12 +240,11 @@ def ray_results(todo: list[Item], embedder: Embedder, store: EmbeddingStore, *,
             pending[ref] = (actor, batch)
 
     try:
-        for actor in actors:
-            for _ in range(TASKS_IN_FLIGHT):
-                submit(actor)
+        for actor in [a for a in actors for _ in range(TASKS_IN_FLIGHT)]:
+            submit(actor)
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1, timeout=LIVENESS_POLL_S)
-            if not ready:
+            if not ready:  # a quiet spell: is anything left to run the tasks?
                 _check_cluster(ray, pending, batches)
                 continue
             actor, batch = pending.pop(ready[0])
@@ -256,11 +255,16 @@ def ray_results(todo: list[Item], embedder: Embedder, store: EmbeddingStore, *,
             for it in batch:
                 yield it, "no Ray worker left; run again"
     finally:
-        for actor in actors:  # frees their CPUs/GPUs for the next embedder's actors
-            try:
-                ray.kill(actor)
-            except Exception:  # noqa: BLE001 (a lost cluster: nothing is left to free)
-                pass
+        _kill_actors(ray, actors)
+
+
+def _kill_actors(ray, actors: list) -> None:
+    """Free the actors' CPUs/GPUs for the next embedder's actors."""
+    for actor in actors:
+        try:
+            ray.kill(actor)
+        except Exception:  # noqa: BLE001 (a lost cluster: nothing is left to free)
+            pass
 
 
 def _check_cluster(ray, pending: dict, batches: deque) -> None:
