@@ -246,3 +246,26 @@ def test_an_empty_export_is_skipped_not_a_failure(tmp_path, capsys):
     status, err, _ = _run(["index", "--emb-dir", str(emb)], capsys)
     assert status == 2 and "no export to index" in err[-1]
     assert any("holds no item" in line for line in err)
+
+
+def test_index_that_fails_its_check_after_writing_is_not_declared_ready(corpus, capsys,
+                                                                         monkeypatch):
+    import search.index as si
+
+    root, emb = corpus
+    folder = index_root(emb) / "audio-stats"
+    (folder / "index.json").unlink()  # forces a rebuild: points are written, then checked
+    real_check = si.check_shard
+
+    def lost_on_disk(shard, at, dim):  # as if the disk dropped what was just written
+        if at == folder:
+            raise si.DamagedIndexError(f"{at}: the index is damaged (vector 0 is not readable)")
+        return real_check(shard, at, dim)
+
+    monkeypatch.setattr(si, "check_shard", lost_on_disk)
+    status, err, _ = _run(["index", "--emb-dir", str(emb), "--embedders", "audio-stats"], capsys)
+    assert status == 1 and len(err) == 1 and str(folder) in err[0]
+    assert read_index_meta(folder)["state"] == "building"  # queries refuse it, 'index' resumes
+    monkeypatch.undo()
+    status, err, _ = _recommend(root, emb, capsys)
+    assert status == 2 and "no finished index" in err[0]
