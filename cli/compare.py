@@ -357,7 +357,7 @@ def run_probe_section(args: argparse.Namespace, plan: "RunPlan", result) -> None
 def run(args: argparse.Namespace) -> int:
     """Carry out a parsed command line; returns the exit status."""
     from collection import StoreError, embed_dataset
-    from collection.ray_engine import RayEngineError  # imports no ray
+    from collection.ray_engine import RayClusterLostError, RayEngineError  # imports no ray
     from embedders import EmbedderError, WeightsError
 
     plan = RunPlan(args)
@@ -393,6 +393,8 @@ def run(args: argparse.Namespace) -> int:
                                engine=args.engine, engine_options=plan.engine_options,
                                scan=scan)
     except StoreError as exc:
+        return fail("main.py", exc, EXIT_FAILED)
+    except RayClusterLostError as exc:  # mid-run; the files embedded are in the store
         return fail("main.py", exc, EXIT_FAILED)
     except RayEngineError as exc:  # e.g. GPUs asked of a cluster that has none
         raise UsageError(str(exc)) from None

@@ -13,9 +13,9 @@ does not grow with the collection; ``manifest``: the CSV of what happened to eve
 from .embedding_set import EmbeddingSet
 from .pipeline import DatasetEmbeddings, EmbedderRun, embed_dataset
 from .scan import Item, ScanResult, scan_dataset
-from .export import Export, export_dir, load_export, read_export
+from .export import Export, ExportError, export_dir, load_export, read_export
 from .store import EmbeddingStore, StoreError
 
-__all__ = ["DatasetEmbeddings", "EmbedderRun", "EmbeddingSet", "EmbeddingStore", "Export", "Item",
-           "ScanResult", "StoreError", "embed_dataset", "export_dir", "load_export", "read_export",
-           "scan_dataset"]
+__all__ = ["DatasetEmbeddings", "EmbedderRun", "EmbeddingSet", "EmbeddingStore", "Export",
+           "ExportError", "Item", "ScanResult", "StoreError", "embed_dataset", "export_dir",
+           "load_export", "read_export", "scan_dataset"]

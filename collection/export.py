@@ -35,6 +35,7 @@ Exports of format 1 (one ``<emb-dir>/<embedder>.npz`` holding the same arrays an
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -46,6 +47,8 @@ from pathlib import Path
 from typing import Iterable
 
 import numpy as np
+
+from common.exits import first_line
 
 from .store import StoreError, _store_error
 
@@ -400,8 +403,13 @@ class Export:
         return self.frames[self.frame_offsets[i]:self.frame_offsets[i + 1]]
 
 
+class ExportError(ValueError):
+    """An export folder that cannot be read: a file missing, unreadable or disagreeing with
+    ``meta.json``. ``str()`` is one line naming the file and what is wrong."""
+
+
 def read_export(path: str | os.PathLike, *, mmap_mode: str | None = "r") -> Export:
-    """Read an export folder (or a format-1 ``.npz`` file).
+    """Read an export folder (or a format-1 ``.npz`` file), checked by :func:`validate_export`.
 
     Parameters
     ----------
@@ -409,36 +417,92 @@ def read_export(path: str | os.PathLike, *, mmap_mode: str | None = "r") -> Expo
         ``<emb-dir>/export/<embedder>`` or an old ``<emb-dir>/<embedder>.npz``.
     mmap_mode : {"r", None}
         How ``frames.npy`` and ``timestamps.npy`` are opened (format 1 is always read whole).
+
+    Raises
+    ------
+    FileNotFoundError
+        ``path`` does not exist.
+    ExportError
+        The export exists but is damaged (the message names the file).
     """
     path = Path(path)
     if path.suffix == ".npz" and path.is_file():
         return _read_npz_export(path)
+    if not os.path.lexists(path):
+        raise FileNotFoundError(errno.ENOENT, "no export", str(path))
     for attempt in range(3):
         # Resolve the link once: every file then comes from the same run, even if another
         # run swaps in a new export meanwhile (and if it removes ours first, start again).
         real = Path(os.path.realpath(path))
         try:
             return _read_export_folder(real, mmap_mode)
-        except FileNotFoundError:
+        except ExportError:
             if attempt == 2 or Path(os.path.realpath(path)) == real:
                 raise
     raise AssertionError("unreachable")
 
 
+def _load_npy(path: Path, mmap_mode: str | None = None) -> np.ndarray:
+    try:
+        return np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
+    except FileNotFoundError:
+        raise ExportError(f"{path}: missing (damaged export)") from None
+    except (OSError, ValueError, EOFError) as exc:  # a bad header, pickled data, a short file
+        raise ExportError(f"{path}: unreadable ({first_line(exc)}) (damaged export)") from exc
+
+
+def _read_meta(folder: Path) -> dict:
+    path = folder / "meta.json"
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ExportError(f"{path}: missing (damaged export)") from None
+    except (OSError, ValueError) as exc:
+        raise ExportError(f"{path}: unreadable ({first_line(exc)}) (damaged export)") from exc
+    keys = ("embedder", "n_items", "n_frames", "dim")
+    if not isinstance(meta, dict) or any(k not in meta for k in keys) or not all(
+            isinstance(meta[k], int) and meta[k] >= 0 for k in keys[1:]):
+        raise ExportError(f"{path}: not an export's meta (needs {', '.join(keys)}; counts as "
+                          f"non-negative integers) (damaged export)")
+    return meta
+
+
 def _read_export_folder(folder: Path, mmap_mode: str | None) -> Export:
-    meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
-    arrays = {name: np.load(folder / f"{name}.npy", allow_pickle=False)
+    if not folder.is_dir():
+        raise ExportError(f"{folder}: not an export folder (damaged export)")
+    meta = _read_meta(folder)
+    arrays = {name: _load_npy(folder / f"{name}.npy")
               for name in (*STRING_FIELDS, "clip", "frame_offsets")}
     for name in ("frames", "timestamps"):
-        arrays[name] = np.load(folder / f"{name}.npy", mmap_mode=mmap_mode, allow_pickle=False)
+        arrays[name] = _load_npy(folder / f"{name}.npy", mmap_mode)
     export = Export(meta=meta, **arrays)
-    n, total = meta["n_items"], meta["n_frames"]
-    if (export.clip.shape != (n, meta["dim"]) or export.frames.shape != (total, meta["dim"])
-            or export.frame_offsets.shape != (n + 1,) or export.timestamps.shape != (total,)
-            or any(getattr(export, name).shape != (n,) for name in STRING_FIELDS)
-            or int(export.frame_offsets[-1]) != total):
-        raise ValueError(f"{folder}: arrays do not agree with meta.json (damaged export)")
+    validate_export(export, folder=folder)
     return export
+
+
+def validate_export(export: Export, *, folder: str | os.PathLike = "export") -> None:
+    """Check that every array of ``export`` has the shape and type ``meta.json`` says.
+
+    Raises
+    ------
+    ExportError
+        Naming the first file that disagrees (``folder/<name>.npy``) and how.
+    """
+    meta = export.meta
+    n, total, dim = meta["n_items"], meta["n_frames"], meta["dim"]
+    kinds = {"U": "strings", "f": "floats", "i": "integers"}
+    want = {name: ((n,), "U") for name in STRING_FIELDS}
+    want.update(clip=((n, dim), "f"), frames=((total, dim), "f"),
+                frame_offsets=((n + 1,), "i"), timestamps=((total,), "f"))
+    for name, (shape, kind) in want.items():
+        array = getattr(export, name)
+        if array.shape != shape or array.dtype.kind != kind:
+            raise ExportError(f"{Path(folder) / (name + '.npy')}: {array.dtype} {array.shape}, "
+                              f"meta.json says {kinds[kind]} {shape} (damaged export)")
+    offsets = export.frame_offsets
+    if (offsets[0] != 0 or int(offsets[-1]) != total or np.any(np.diff(offsets) < 0)):
+        raise ExportError(f"{Path(folder) / 'frame_offsets.npy'}: not increasing from 0 to "
+                          f"{total} frames (damaged export)")
 
 
 def _read_npz_export(path: Path) -> Export:

@@ -22,6 +22,10 @@ Faults: an actor that dies (killed, out of memory, node lost) is restarted and i
 (:data:`RETRIES` times); past that, its files are skipped with a reason and the next run embeds
 them. Entries are renamed into place only when complete, so neither a dead worker nor an
 interrupted driver leaves a half-written one, and a rerun resumes from what is stored.
+Ray moves the actors of a lost node to the nodes that remain; a driver that has waited
+:data:`LIVENESS_POLL_S` for a result asks the cluster which nodes are alive, and when none is
+left to run them (every node lost, or the driver's own node, whose raylet it talks through)
+it ends with :class:`RayClusterLostError` instead of waiting forever.
 """
 from __future__ import annotations
 
@@ -31,6 +35,7 @@ import logging
 import math
 import os
 import sys
+import threading
 from collections import deque
 from pathlib import Path
 from typing import Iterator
@@ -51,9 +56,18 @@ CODE_ROOT = str(Path(__file__).resolve().parents[1])
 
 INSTALL_HINT = "pip install 'ray>=2.60' (or pip install -r requirements.txt)"
 
+#: Seconds the driver waits for a result before it checks that the cluster still has its nodes.
+LIVENESS_POLL_S = 10.0
+#: Seconds the cluster gets to say which nodes are alive; no answer counts as a lost cluster.
+CLUSTER_ANSWER_S = 30.0
+
 
 class RayEngineError(RuntimeError):
     """The Ray engine cannot run: Ray is not installed, or the cluster lacks what was asked."""
+
+
+class RayClusterLostError(RayEngineError):
+    """The Ray cluster lost the nodes the run needs mid-run; what was embedded is in the store."""
 
 
 def require_ray():
@@ -226,21 +240,72 @@ def ray_results(todo: list[Item], embedder: Embedder, store: EmbeddingStore, *,
             pending[ref] = (actor, batch)
 
     try:
-        for actor in actors:
-            for _ in range(TASKS_IN_FLIGHT):
-                submit(actor)
+        for actor in [a for a in actors for _ in range(TASKS_IN_FLIGHT)]:
+            submit(actor)
         while pending:
-            [ref], _ = ray.wait(list(pending), num_returns=1)
-            actor, batch = pending.pop(ref)
-            lost = yield from _task_results(ray, ref, batch)
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=LIVENESS_POLL_S)
+            if not ready:  # a quiet spell: is anything left to run the tasks?
+                _check_cluster(ray, pending, batches)
+                continue
+            actor, batch = pending.pop(ready[0])
+            lost = yield from _task_results(ray, ready[0], batch)
             if not lost:  # a lost actor, past its restarts, gets no more files
                 submit(actor)
         for batch in batches:  # every actor was lost
             for it in batch:
                 yield it, "no Ray worker left; run again"
     finally:
-        for actor in actors:  # frees their CPUs/GPUs for the next embedder's actors
+        _kill_actors(ray, actors)
+
+
+def _kill_actors(ray, actors: list) -> None:
+    """Free the actors' CPUs/GPUs for the next embedder's actors."""
+    for actor in actors:
+        try:
             ray.kill(actor)
+        except Exception:  # noqa: BLE001 (a lost cluster: nothing is left to free)
+            pass
+
+
+def _check_cluster(ray, pending: dict, batches: deque) -> None:
+    """Raise :class:`RayClusterLostError` when the cluster can no longer run the pending tasks."""
+    lost = cluster_lost(ray)
+    if lost:
+        n_left = sum(len(b) for _, b in pending.values()) + sum(len(b) for b in batches)
+        raise RayClusterLostError(f"{lost}: {n_left} files not embedded; the files embedded "
+                                  f"so far are kept in the store and a re-run embeds the rest")
+
+
+def cluster_lost(ray, *, answer_s: float | None = None) -> str | None:
+    """Why the connected cluster cannot run tasks any more, or None while it can.
+
+    Lost: no node alive, the driver's own node dead (its results come through that raylet), or
+    no answer from the cluster within ``answer_s`` seconds (default :data:`CLUSTER_ANSWER_S`;
+    asked from a thread, as the client may itself retry for minutes).
+    """
+    answer: dict = {}
+
+    def ask() -> None:
+        try:
+            answer["alive"] = {n["NodeID"] for n in ray.nodes() if n.get("Alive")}
+            answer["mine"] = ray.get_runtime_context().get_node_id()
+        except Exception as exc:  # noqa: BLE001 (any failure to answer is the answer)
+            answer["error"] = str(exc).strip().splitlines()[0] if str(exc).strip() else \
+                type(exc).__name__
+
+    wait_s = CLUSTER_ANSWER_S if answer_s is None else answer_s
+    asker = threading.Thread(target=ask, daemon=True)
+    asker.start()
+    asker.join(wait_s)
+    if asker.is_alive():
+        return f"the Ray cluster does not answer (no reply within {wait_s:g} s)"
+    if "error" in answer and "alive" not in answer:
+        return f"the Ray cluster does not answer ({answer['error']})"
+    if not answer["alive"]:
+        return "the Ray cluster lost every node"
+    if answer.get("mine") and answer["mine"] not in answer["alive"]:
+        return f"the Ray cluster lost this machine's node ({answer['mine'][:12]})"
+    return None
 
 
 def _start_actors(ray, embedder: Embedder, store: EmbeddingStore, n: int,
@@ -259,6 +324,10 @@ def _task_results(ray, ref, batch: list[Item]):
     try:
         done = dict(ray.get(ref))
     except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError) as exc:
+        cluster = cluster_lost(ray)  # a node lost with it: no worker can take the files
+        if cluster:
+            raise RayClusterLostError(f"{cluster}: the files embedded so far are kept in the "
+                                      f"store and a re-run embeds the rest") from exc
         reason = f"Ray worker lost ({type(exc).__name__}); run again"
         for it in batch:
             yield it, reason

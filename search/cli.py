@@ -15,7 +15,10 @@ import sys
 
 from common.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE, OneLineParser, UsageError, fail
 
-from .index import SearchError
+from .index import DamagedExportError, DamagedIndexError, SearchError
+
+#: The most results ``recommend -k`` asks for (fewer come back from a smaller index).
+MAX_K = 100_000
 
 
 def _fail(msg: object, status: int) -> int:
@@ -64,8 +67,12 @@ def index_main(argv: list[str]) -> int:
             from .remote import push_index, server_info
 
             server_info(args.qdrant_url)  # before anything local happens
-        results = build_indexes(args.emb_dir, args.embedders, hnsw=args.hnsw, log=say)
-        if not results:
+        damaged = []  # one line each; the other embedders are still indexed
+        results = build_indexes(args.emb_dir, args.embedders, hnsw=args.hnsw, log=say,
+                                on_error=lambda name, exc: damaged.append(str(exc)))
+        for message in damaged:
+            _fail(message, EXIT_USAGE)
+        if not results and not damaged:
             raise IndexMissingError(f"{args.emb_dir}: no export to index; run 'python main.py "
                                     f"--dataset DATA --emb-dir {args.emb_dir}' first")
         for name, r in results.items():
@@ -78,11 +85,11 @@ def index_main(argv: list[str]) -> int:
                     else f"{name}: the copy on {args.qdrant_url} is up to date "
                          f"({r['points']} points)")
         say(f"indexes in {index_root(args.emb_dir)}")
-    except IndexMissingError as exc:
+    except (IndexMissingError, DamagedExportError) as exc:
         return _fail(str(exc), EXIT_USAGE)
     except (SearchError, OSError) as exc:
         return _fail(str(exc), EXIT_FAILED)
-    return EXIT_OK
+    return EXIT_USAGE if damaged else EXIT_OK
 
 
 def index_after_run(emb_dir, names: list[str], *, quiet: bool = False) -> bool:
@@ -137,8 +144,8 @@ def recommend_main(argv: list[str]) -> int:
                    help="mp: re-rank by mutual proximity (Schnitzer et al. 2012)")
     p.add_argument("--json", action="store_true", help="a JSON list instead of a table")
     args = p.parse_args(argv)
-    if args.k < 1:
-        return _fail(f"-k must be at least 1, got {args.k}", EXIT_USAGE)
+    if not 1 <= args.k <= MAX_K:
+        return _fail(f"-k must be between 1 and {MAX_K}, got {args.k}", EXIT_USAGE)
     try:  # --text: the generated query tune is the query file from here on
         args.query = query_file_from_args(args)
     except TextQueryError as exc:
@@ -155,7 +162,7 @@ def recommend_main(argv: list[str]) -> int:
                   hubness_reduction=args.hubness_reduction, **extra)
         results = rec.recommend(args.query, k=args.k, cross_modal=args.cross_modal,
                                 exclude_same_piece=args.exclude_same_piece, label=args.label)
-    except (QueryError, IndexMissingError) as exc:
+    except (QueryError, IndexMissingError, DamagedIndexError, DamagedExportError) as exc:
         return _fail(str(exc), EXIT_USAGE)
     except SearchError as exc:
         return _fail(str(exc), EXIT_FAILED)

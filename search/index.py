@@ -18,6 +18,7 @@ the next build compares point ids with the export and adds/removes only the diff
 """
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import json
@@ -26,12 +27,14 @@ import shutil
 import subprocess
 import sys
 import time
+import zipfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 
+from common.exits import first_line
 from common.fsutil import atomic_write_text
 
 #: Bumped when the on-disk layout or point scheme changes: an index of another format is rebuilt
@@ -73,7 +76,16 @@ class IndexBusyError(SearchError):
 
 
 class DamagedIndexError(SearchError):
-    """The shard cannot be opened or disagrees with index.json."""
+    """The shard cannot be opened or read, or disagrees with index.json."""
+
+
+class DamagedExportError(SearchError):
+    """An embedder's export (what an index is built from) cannot be read."""
+
+
+def rebuild_hint(folder: str | os.PathLike) -> str:
+    """The command that rebuilds the index in ``folder`` (``<emb-dir>/index/<name>``)."""
+    return f"rebuild it with 'python main.py index --emb-dir {Path(folder).parent.parent}'"
 
 
 def index_root(emb_dir: str | os.PathLike) -> Path:
@@ -119,12 +131,28 @@ def write_index_meta(folder: Path, meta: dict) -> None:
 def writer_lock(folder: Path) -> Iterator[None]:
     """One writer per index folder at a time (builds and the HNSW swap); blocks until free."""
     folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / ".lock", "a+") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+    fd = _open_in_folder(folder / ".lock", os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
         try:
             yield
         finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def _open_in_folder(path: Path, flags: int) -> int:
+    """Open (creating) a bookkeeping file of the index folder, never through a link planted in
+    its place: the link is removed (not what it points at) and a file of our own created."""
+    for _ in range(3):
+        try:
+            return os.open(path, flags | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except OSError as exc:
+            if exc.errno != errno.ELOOP:
+                raise
+            path.unlink()
+    raise OSError(errno.ELOOP, "keeps being replaced by a link", str(path))
 
 
 # -- the engine ------------------------------------------------------------------------------------
@@ -197,19 +225,52 @@ def _ensure_field_indexes(shard) -> None:
 
 
 def shard_path(folder: Path) -> Path:
-    """The current shard folder (the link resolved once, so a swap cannot split a read)."""
-    return Path(os.path.realpath(folder / "shard"))
+    """The current shard folder (the link resolved once, so a swap cannot split a read).
+
+    Raises DamagedIndexError when the link leads anywhere but a ``.shard-*`` folder inside
+    ``folder``: nothing outside the index folder is ever opened, written or removed.
+    """
+    folder = Path(folder)
+    link = folder / "shard"
+    real = Path(os.path.realpath(link))
+    if real.parent != Path(os.path.realpath(folder)) or not real.name.startswith(".shard-"):
+        raise DamagedIndexError(f"{link}: points outside the index folder (to {real}); "
+                                f"{rebuild_hint(folder)}")
+    return real
+
+
+def check_shard(shard, folder: Path, dim: int) -> dict[int, str]:
+    """Read every point of an open shard: every payload (a scroll) and every vector (one exact
+    scan, which scores each stored vector); point id -> content hash.
+
+    The engine opens a shard whose files are truncated or overwritten and fails only when a
+    damaged page is read; reading everything once turns that into DamagedIndexError here (before
+    ``index`` declares the index ready, and before it decides what to update).
+    """
+    q = _edge()
+    try:
+        out = _point_ids(shard)
+        if out:
+            shard.query(q.QueryRequest(
+                limit=1, query=q.Query.Nearest([1.0] * dim, using=VECTOR_NAME),
+                with_payload=False, with_vector=False,
+                params=q.SearchParams(exact=True,
+                                      quantization=q.QuantizationSearchParams(ignore=True))))
+    except Exception as exc:  # the bindings raise a plain Exception with the engine's message
+        raise DamagedIndexError(f"{folder}: the index is damaged ({first_line(exc)}); "
+                                f"{rebuild_hint(folder)}") from exc
+    return out
 
 
 def _point_ids(shard) -> dict[int, str]:
-    """Every point of a shard: point id -> content hash."""
+    """Every point of a shard: point id -> content hash (every payload is read whole, so a
+    damaged payload page raises here)."""
     q = _edge()
     out: dict[int, str] = {}
     offset = None
     while True:
         records, offset = shard.scroll(q.ScrollRequest(
-            offset=offset, limit=4096, with_payload=q.PayloadSelector.Include(["content_hash"]),
-            with_vector=False))
+            offset=offset, limit=4096, with_payload=True, with_vector=False))
         for r in records:
             out[r.id] = (r.payload or {}).get("content_hash", "")
         if offset is None:
@@ -299,6 +360,7 @@ def sync_shard(folder: Path, meta: dict, vectors: np.ndarray, payloads: list[dic
                                        todo=todo, hnsw=hnsw)
         finally:
             shard.close()
+        _verify_written(folder, dim, len(want))
         state.update(state="complete", n_items=len(want), hnsw=hnsw_state)
         write_index_meta(folder, state)
         _remove_stale_shards(folder)
@@ -310,6 +372,20 @@ def sync_shard(folder: Path, meta: dict, vectors: np.ndarray, payloads: list[dic
                 write_index_meta(folder, state)
     return {"added": len(todo), "removed": len(gone), "kept": len(want) - len(todo),
             "rebuilt": rebuilt, "hnsw": hnsw_state, "n_items": len(want)}
+
+
+def _verify_written(folder: Path, dim: int, n_items: int) -> None:
+    """Open the shard just written as a query will and read it all: ``index`` never declares
+    an index it cannot read complete. The first open also settles the engine's bookkeeping
+    files, so the queries that follow change no byte of the index."""
+    shard = open_shard(shard_path(folder))
+    try:
+        n_read = len(check_shard(shard, folder, dim))
+    finally:
+        shard.close()
+    if n_read != n_items:
+        raise DamagedIndexError(f"{folder}: {n_read} points readable after the update, "
+                                f"{n_items} expected; {rebuild_hint(folder)}")
 
 
 def _reusable_meta(folder: Path, meta: dict, dim: int, log) -> dict | None:
@@ -334,9 +410,10 @@ def _open_shard_for_update(folder: Path, old: dict | None, dim: int, generation:
         shard = None
         try:
             shard = open_shard(shard_path(folder))
-            return shard, _point_ids(shard), False
+            return shard, check_shard(shard, folder, dim), False
         except DamagedIndexError as exc:
-            log(f"{exc}: the index is damaged; rebuilding it from the store")
+            reason = str(exc).split("; rebuild it with")[0]  # this is the rebuild
+            log(f"{reason}: rebuilding the index from the store")
             if shard is not None:
                 shard.close()
     rebuilt = old is not None or (folder / "shard").exists()
@@ -418,7 +495,7 @@ def _alive(pid) -> bool:
 def start_background_hnsw(folder: Path) -> subprocess.Popen:
     """Build the HNSW graph of ``folder``'s shard in a detached process (see :func:`build_hnsw`)."""
     root = Path(__file__).resolve().parent.parent
-    log = open(folder / "hnsw.log", "ab")
+    log = os.fdopen(_open_in_folder(folder / "hnsw.log", os.O_WRONLY | os.O_APPEND), "ab")
     return subprocess.Popen([sys.executable, "-m", "search.index", str(folder)], cwd=root,
                             stdout=log, stderr=log, stdin=subprocess.DEVNULL,
                             start_new_session=True)
@@ -462,6 +539,11 @@ def build_hnsw(folder: str | os.PathLike) -> bool:
         shard.flush()
     finally:
         shard.close()
+    shard = open_shard(work)  # read it all before swapping it in (and settle its bookkeeping)
+    try:
+        check_shard(shard, folder, int(meta["dim"]))
+    finally:
+        shard.close()
     with writer_lock(folder):
         meta = read_index_meta(folder)
         if meta is None or meta.get("generation") != generation:
@@ -491,14 +573,52 @@ def wait_for_hnsw(folder: str | os.PathLike, *, timeout_s: float = 600.0) -> boo
 
 # -- from the embedding store ----------------------------------------------------------------------
 
-def _load_export(emb_dir: Path, name: str):
-    from collection import export_dir, read_export
+def load_export(emb_dir: str | os.PathLike, name: str):
+    """The export of embedder ``name`` (checked by :func:`collection.export.validate_export`).
 
+    Raises IndexMissingError when there is none, DamagedExportError when it cannot be read.
+    """
+    from collection import ExportError, export_dir, read_export
+
+    emb_dir = Path(emb_dir)
     folder = export_dir(emb_dir, name)
-    if not folder.exists():
-        raise IndexMissingError(f"{folder}: no export for embedder {name!r}; run "
-                                f"'python main.py --embedders {name} --emb-dir {emb_dir}' first")
-    return read_export(folder)
+    run = f"'python main.py --dataset DATA --embedders {name} --emb-dir {emb_dir}'"
+    try:
+        return read_export(folder)
+    except FileNotFoundError:
+        raise IndexMissingError(f"{folder}: no export for embedder {name!r}; run {run} "
+                                f"first") from None
+    except ExportError as exc:
+        raise DamagedExportError(f"{exc}; write it again with {run} (cached embeddings are "
+                                 f"reused)") from exc
+
+
+#: The arrays of ``alignment.npz`` and the dimensions each must have.
+ALIGNMENT_ARRAYS = {"source_mean": 1, "source_basis": 2, "rotation": 2, "target_mean": 1,
+                    "target_basis": 2}
+
+
+def read_alignment(folder: str | os.PathLike) -> dict[str, np.ndarray]:
+    """The cross-modal map of index ``folder`` (``alignment.npz``), checked.
+
+    Raises DamagedIndexError (naming the file and the command that rebuilds it) when the file
+    is missing, unreadable or its arrays do not chain (source_basis @ rotation).
+    """
+    path = Path(folder) / "alignment.npz"
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            fit = {name: np.asarray(npz[name], dtype=np.float64) for name in ALIGNMENT_ARRAYS}
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        raise DamagedIndexError(f"{path}: unreadable ({first_line(exc) or type(exc).__name__}); "
+                                f"{rebuild_hint(folder)}") from exc
+    shapes_ok = all(fit[k].ndim == d for k, d in ALIGNMENT_ARRAYS.items()) and (
+        fit["source_mean"].shape[0] == fit["source_basis"].shape[0]
+        and fit["source_basis"].shape[1] == fit["rotation"].shape[0]
+        and fit["target_mean"].shape[0] == fit["target_basis"].shape[0])
+    if not shapes_ok or not all(np.all(np.isfinite(a)) for a in fit.values()):
+        raise DamagedIndexError(f"{path}: arrays of the wrong shape or not finite; "
+                                f"{rebuild_hint(folder)}")
+    return fit
 
 
 def export_modality(export) -> str:
@@ -511,9 +631,12 @@ def export_modality(export) -> str:
 
 
 def build_index(emb_dir: str | os.PathLike, name: str, *, hnsw: str = "auto", log=None) -> dict:
-    """Index (or update the index of) one embedder's export. Returns :func:`sync_shard`'s dict."""
+    """Index (or update the index of) one embedder's export. Returns :func:`sync_shard`'s dict,
+    or None when the export holds no item (a run that embedded nothing: nothing to index)."""
     emb_dir = Path(emb_dir)
-    export = _load_export(emb_dir, name)
+    export = load_export(emb_dir, name)
+    if len(export) == 0:
+        return None
     modality = export_modality(export)
     meta = dict(config_identity(export.meta), modality=modality,
                 export_run=export.meta.get("run_id"), space=name)
@@ -531,7 +654,7 @@ def build_cross_index(emb_dir: str | os.PathLike, source: str, target: str, *,
     from analysis.recommendation import fit_procrustes_alignment
 
     emb_dir = Path(emb_dir)
-    src, tgt = _load_export(emb_dir, source), _load_export(emb_dir, target)
+    src, tgt = load_export(emb_dir, source), load_export(emb_dir, target)
     ia, ib = match_items(src.pair_ids, tgt.pair_ids)
     if len(ia) < 5:
         return None
@@ -559,15 +682,30 @@ def available_exports(emb_dir: str | os.PathLike) -> list[str]:
 
 
 def build_indexes(emb_dir: str | os.PathLike, names: list[str] | None = None, *,
-                  hnsw: str = "auto", log=None) -> dict[str, dict]:
-    """Index every named embedder (default: every export) and every audio/symbolic pair of them."""
+                  hnsw: str = "auto", log=None, on_error=None) -> dict[str, dict]:
+    """Index every named embedder (default: every export) and every audio/symbolic pair of them.
+
+    ``on_error(name, exc)``, when given, is called for an export that cannot be read
+    (:class:`DamagedExportError`) and the other embedders are indexed; without it the error is
+    raised.
+    """
     names = list(names) if names else available_exports(emb_dir)
-    results = {name: build_index(emb_dir, name, hnsw=hnsw, log=log) for name in names}
-    modality = {}
+    results, modality = {}, {}
     for name in names:
+        try:
+            result = build_index(emb_dir, name, hnsw=hnsw, log=log)
+        except DamagedExportError as exc:
+            if on_error is None:
+                raise
+            on_error(name, exc)
+            continue
+        if result is None:
+            (log or (lambda msg: None))(f"index {name}: its export holds no item; not indexed")
+            continue
+        results[name] = result
         modality[name] = read_index_meta(index_root(emb_dir) / name)["modality"]
-    for a in names:
-        for b in names:
+    for a in modality:
+        for b in modality:
             if modality[a] != modality[b]:
                 res = build_cross_index(emb_dir, a, b, hnsw=hnsw, log=log)
                 if res is not None:

@@ -7,14 +7,18 @@ across modalities.
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .index import (CROSS_SEPARATOR, VECTOR_NAME, DamagedIndexError, IndexMismatchError, IndexMissingError,
-                    SearchError, config_identity, index_root, open_shard, read_index_meta,
-                    search_params, shard_path)
+from common.exits import first_line
+
+from .index import (CROSS_SEPARATOR, VECTOR_NAME, DamagedIndexError, IndexMismatchError,
+                    IndexMissingError, SearchError, config_identity, index_root, load_export,
+                    open_shard, read_alignment, read_index_meta, rebuild_hint, search_params,
+                    shard_path)
 
 #: Candidates fetched from the index before mutual proximity re-ranks them.
 MP_CANDIDATES = 200
@@ -157,9 +161,7 @@ class Recommender:
 
     def export(self):
         if self._export is None:
-            from collection import export_dir, read_export
-
-            self._export = read_export(export_dir(self.emb_dir, self.name))
+            self._export = load_export(self.emb_dir, self.name)
         return self._export
 
     # -- queries --------------------------------------------------------------------------------
@@ -172,6 +174,8 @@ class Recommender:
 
         path = Path(path)
         try:
+            if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO or a device would never end
+                raise QueryError(f"{path}: not a regular file (a folder, FIFO or device)")
             content_hash = sha256_file(path)
         except OSError as exc:
             raise QueryError(f"{path}: cannot read the query file ({exc.strerror or exc})") from exc
@@ -228,12 +232,17 @@ class Recommender:
         name = self.name
         if cross_modal:
             name = self._cross_name()
-            fit = np.load(index_root(self.emb_dir) / name / "alignment.npz")
+            fit = read_alignment(index_root(self.emb_dir) / name)
+            if vector.shape[0] != fit["source_mean"].shape[0]:
+                raise IndexMismatchError(f"query vector has {vector.shape[0]} dimensions, the "
+                                         f"alignment of {name!r} {fit['source_mean'].shape[0]}")
             vector = (vector - fit["source_mean"]) @ fit["source_basis"] @ fit["rotation"]
         meta = self._meta(name)
         if vector.shape[0] != meta["dim"]:
             raise IndexMismatchError(f"query vector has {vector.shape[0]} dimensions, the index "
                                      f"of {name!r} {meta['dim']}")
+        # never ask the engine for more points than the index holds (a huge k overflowed it)
+        k = min(k, max(1, int(meta.get("n_items") or 1)))
         limit = max(k, MP_CANDIDATES) if self.hubness_reduction == "mp" else k
         hits = self._search(name, vector, limit=limit, label=label,
                             exclude_hash=content_hash,
@@ -288,6 +297,11 @@ class Recommender:
             if post and exclude:
                 hits = [h for h in hits if not any((h.payload or {}).get(f) == v
                                                    for f, v in exclude)][:limit]
+        except SearchError:
+            raise
+        except Exception as exc:  # the engine met a page it cannot read: plain Exception
+            raise DamagedIndexError(f"{folder}: the index is damaged ({first_line(exc)}); "
+                                    f"{rebuild_hint(folder)}") from exc
         finally:
             if not self.keep_open:
                 shard.close()

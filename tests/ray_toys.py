@@ -25,3 +25,15 @@ class CrashOnceAudio(ToyAudio):
                 marker.touch()
                 os._exit(1)
         return super()._embed_file(path)
+
+
+@register
+class SlowAudio(ToyAudio):
+    name = "toy-slow-audio"
+    description = ("toy-audio taking $TOY_SLOW_S seconds (default 0.5) a file, so a test can act "
+                   "mid-run (tests only)")
+
+    def _embed_file(self, path):
+        import time
+        time.sleep(float(os.environ.get("TOY_SLOW_S", "0.5")))
+        return super()._embed_file(path)
