@@ -7,6 +7,7 @@ import datetime as _dt
 import html
 import json
 import os
+from typing import Sequence
 from pathlib import Path
 
 from . import metrics as registry
@@ -304,9 +305,11 @@ def _metric_detail_rows(r, names):
     return rows
 
 
-def render_html(metrics: dict, images: dict, *, title: str = "", maps_html: str = "") -> str:
+def render_html(metrics: dict, images: dict, *, title: str = "", maps_html: str = "",
+                sections_html: Sequence[str] = ()) -> str:
     """The report page as one string (self-contained). ``maps_html``: the interactive maps
-    (:func:`analysis.interactive.maps_html`), placed right after the summary."""
+    (:func:`analysis.interactive.maps_html`), placed right after the summary;
+    ``sections_html``: further sections (e.g. the probes') placed after the pair tables."""
     t = title or "Embedding comparison"
     parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
              f"<title>{_e(t)}</title><style>{CSS}</style></head><body>",
@@ -334,6 +337,7 @@ def render_html(metrics: dict, images: dict, *, title: str = "", maps_html: str 
             parts.append(f"<p>Retrieval chance levels with {_e(r.get('retrieval_n_test'))} "
                          f"held-out pairs: " + ", ".join(f"{_e(k)} = {_fmt(v)}"
                                                          for k, v in ch.items()) + ".</p>")
+    parts.extend(sections_html)
     _html_help_and_config(parts, metrics)
     parts.append("</body></html>")
     return "\n".join(parts)
@@ -557,8 +561,10 @@ def _md_findings(metrics: dict) -> list[str]:
     return L
 
 
-def render_markdown(metrics: dict, images: dict, out: Path, *, title: str = "") -> str:
-    """The Markdown twin; images are linked by path relative to ``out``."""
+def render_markdown(metrics: dict, images: dict, out: Path, *, title: str = "",
+                    sections_md: Sequence[str] = ()) -> str:
+    """The Markdown twin; images are linked by path relative to ``out``; ``sections_md`` as
+    :func:`render_html`'s ``sections_html``."""
     out = Path(out)
     t = title or "Embedding comparison"
 
@@ -604,6 +610,8 @@ def render_markdown(metrics: dict, images: dict, out: Path, *, title: str = "") 
         L += [f"### {key}", ""] + [f"> {n}" for n in r.get("notes", [])]
         L += ["", _md_table(["metric", "value", "95% CI", "parameters", "note"],
                             _metric_detail_rows(r, PAIR_METRICS)), ""]
+    for section in sections_md:
+        L += [section, ""]
     L += ["## How to read the metrics", ""]
     L += [f"- **{m}**: {text}" for m, text in _help_items()]
     params = dict(metrics.get("parameters") or {})
@@ -632,13 +640,15 @@ def _write_atomic(path: Path, text: str):
 
 
 def write_report(metrics: dict, images: dict, out: Path, *, title: str = "",
-                 maps_html: str = "") -> tuple:
+                 maps_html: str = "", sections: Sequence[tuple[str, str]] = ()) -> tuple:
     """Write ``out``/report.html and ``out``/report.md; return their paths (``maps_html``: see
-    :func:`render_html`)."""
+    :func:`render_html`; ``sections``: ``(html, markdown)`` of further sections)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     m = jsonable(metrics)
     h, md = out / "report.html", out / "report.md"
-    _write_atomic(h, render_html(m, images, title=title, maps_html=maps_html))
-    _write_atomic(md, render_markdown(m, images, out, title=title))
+    _write_atomic(h, render_html(m, images, title=title, maps_html=maps_html,
+                                 sections_html=[html for html, _ in sections]))
+    _write_atomic(md, render_markdown(m, images, out, title=title,
+                                      sections_md=[md_text for _, md_text in sections]))
     return h, md

@@ -8,6 +8,7 @@ the run was made (``parameters``, read from the registry and the contexts' defau
 from __future__ import annotations
 
 import json
+import os
 import platform
 import sys
 import time
@@ -236,7 +237,8 @@ def run_analysis(sets: Sequence, out: str | Path, *, plot_dir: str | Path, cos_d
                  seed: int = 0, dataset_summary: dict | None = None, run_config: dict | None = None,
                  n_bootstrap: int = DEFAULT_N_BOOTSTRAP,
                  n_permutations: int = DEFAULT_N_PERMUTATIONS, progress: bool = False,
-                 hubness_reduction: str | None = None, report_audio: str = "link") -> dict:
+                 hubness_reduction: str | None = None, report_audio: str = "link",
+                 probe_dir: str | Path | None = None) -> dict:
     """Analyse every embedding set and every pair; write metrics, tables, plots and the report.
 
     Parameters
@@ -293,7 +295,8 @@ def run_analysis(sets: Sequence, out: str | Path, *, plot_dir: str | Path, cos_d
     params["seconds_total"] = round(time.perf_counter() - t_start, 3)
     write_json_atomic(metrics, out / "metrics.json")
     maps = _interactive_maps(coords, sets, out, notes, report_audio=report_audio)
-    _write_report(metrics, images, out, title=title, maps_html=maps)
+    sections = _probe_sections(probe_dir, out, metrics)
+    _write_report(metrics, images, out, title=title, maps_html=maps, sections=sections)
     write_json_atomic(metrics, out / "metrics.json")
     return json.loads(json.dumps(jsonable(metrics)))
 
@@ -317,11 +320,31 @@ def _interactive_maps(coords: dict, sets: list, out: Path, notes: list, *,
     return str(maps)
 
 
+def _probe_sections(probe_dir, out: Path, metrics: OrderedDict) -> list:
+    """The probes' report section ``[(html, markdown)]`` from ``probe_dir``/probe.json (written
+    by :func:`probe.run.run_probes`), images linked relative to ``out``; [] without one."""
+    if probe_dir is None or not (Path(probe_dir) / "probe.json").is_file():
+        return []
+    from .probe_report import render_probe_section
+    probe_dir = Path(probe_dir)
+    try:
+        probe = json.loads((probe_dir / "probe.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        metrics["notes"].append(f"probe section left out: {probe_dir / 'probe.json'}: {exc}")
+        return []
+    images = {key: os.path.relpath(probe_dir / "plots" / f"probe_{key}.png", out)
+              for key in ("attributes", "interventions")
+              if (probe_dir / "plots" / f"probe_{key}.png").is_file()}
+    metrics["files"]["probe_json"] = str(probe_dir / "probe.json")
+    return [render_probe_section(probe, images)]
+
+
 def _write_report(metrics: OrderedDict, images: dict, out: Path, *, title: str,
-                  maps_html: str = "") -> None:
+                  maps_html: str = "", sections: list = ()) -> None:
     from . import report
     try:
-        report.write_report(metrics, images, out, title=title, maps_html=maps_html)
+        report.write_report(metrics, images, out, title=title, maps_html=maps_html,
+                            sections=sections)
         metrics["files"]["report_html"] = str(out / "report.html")
         metrics["files"]["report_md"] = str(out / "report.md")
     except Exception as exc:

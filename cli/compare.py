@@ -341,8 +341,9 @@ def print_summary(result, analysis_seconds: float | None, out=None) -> None:
         print(f"analysis: {analysis_seconds:.1f} s", file=out)
 
 
-def run_probe_section(args: argparse.Namespace, plan: "RunPlan", result) -> None:
-    """``--probes``: the probe run on the vectors just computed; no MIDI: one line, go on."""
+def run_probe_section(args: argparse.Namespace, plan: "RunPlan", result) -> Path | None:
+    """``--probes``: the probe run on the vectors just computed, into OUT/probes (returned);
+    no MIDI: one line, go on (None)."""
     from probe.run import NoMidiError, run_probes
     try:
         run_probes(plan.dataset, plan.embedders, out=plan.out / "probes", emb_dir=plan.emb_dir,
@@ -350,8 +351,10 @@ def run_probe_section(args: argparse.Namespace, plan: "RunPlan", result) -> None
                    engine=args.engine, engine_options=plan.engine_options,
                    progress=not args.quiet)
         print(f"probes in {plan.out / 'probes'} (probe.json, probe_report.html)")
+        return plan.out / "probes"
     except NoMidiError as exc:
         print(f"note: probes skipped: {exc}", file=sys.stderr)
+        return None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -399,6 +402,8 @@ def run(args: argparse.Namespace) -> int:
     except RayEngineError as exc:  # e.g. GPUs asked of a cluster that has none
         raise UsageError(str(exc)) from None
     analysis_seconds = None
+    # the probes first, so that the comparison's report carries their section
+    probe_dir = run_probe_section(args, plan, result) if getattr(args, "probes", False) else None
     if not args.no_analysis:
         from analysis import run_analysis
         t0 = time.perf_counter()
@@ -410,11 +415,10 @@ def run(args: argparse.Namespace) -> int:
         run_analysis(list(result.analysis_sets().values()), plan.out, plot_dir=plan.plot_dir,
                      cos_dir=plan.cos_dir, var_dir=plan.var_dir, title=plan.plot_title,
                      methods=plan.plot_methods, seed=args.seed,
-                     dataset_summary=result.summary(), run_config=plan.config(), **kwargs)
+                     dataset_summary=result.summary(), run_config=plan.config(),
+                     probe_dir=probe_dir, **kwargs)
         analysis_seconds = time.perf_counter() - t0
     print_summary(result, analysis_seconds)
-    if getattr(args, "probes", False):
-        run_probe_section(args, plan, result)
     if not args.no_index:  # the search index follows the exports (python main.py recommend)
         from search.cli import index_after_run
         index_after_run(plan.emb_dir, [emb.name for emb in plan.embedders], quiet=args.quiet)

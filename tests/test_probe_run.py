@@ -269,3 +269,27 @@ def test_comparison_run_with_probes(tmp_path, capsys):
                  "--no-analysis", "--no-index", "--quiet"])
     err = capsys.readouterr().err
     assert code == 0 and "probes skipped" in err and "no MIDI" in err
+
+
+def test_comparison_report_carries_the_probe_section(tmp_path):
+    """run_analysis(probe_dir=...) puts the probes' section (and its heatmaps, linked) into the
+    comparison's report.html and report.md, and lists probe.json among the files."""
+    from analysis import run_analysis
+    from golden_corpus import golden_sets
+    from probe.run import run_probes
+    from embedders import get_embedder
+    corpus = _corpus(tmp_path / "c", per_key=2)
+    probe_dir = tmp_path / "out" / "probes"
+    run_probes(corpus, [get_embedder("test-pc-hist")], out=probe_dir, emb_dir=tmp_path / "emb",
+               interventions=["transpose:+12"], seed=0, progress=False)
+    out = tmp_path / "out"
+    metrics = run_analysis(golden_sets()[:1], out, plot_dir=out / "plots", cos_dir=out / "cos",
+                           var_dir=out / "var", methods=(), n_bootstrap=10, n_permutations=9,
+                           probe_dir=probe_dir)
+    html = (out / "report.html").read_text(encoding="utf-8")
+    md = (out / "report.md").read_text(encoding="utf-8")
+    assert "What each embedding captures" in html and "What each embedding captures" in md
+    assert "test-pc-hist" in html and "transpose:+12" in md
+    assert metrics["files"]["probe_json"] == str(probe_dir / "probe.json")
+    if (probe_dir / "plots" / "probe_interventions.png").is_file():
+        assert "probes/plots/probe_interventions.png" in md
