@@ -14,7 +14,7 @@ from pathlib import Path
 from collection.sources import (DATASET, SourceError, add_source_arguments,
                                 source_from_args)
 from common.exits import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK,  # noqa: F401 (as before)
-                          EXIT_USAGE, OneLineParser, fail)
+                          EXIT_USAGE, OneLineParser, fail, positive_int)
 from common.fsutil import ensure_writable_folder
 
 from .params import UsageError, expand_argv
@@ -23,16 +23,6 @@ from .params import UsageError, expand_argv
 EMB_METHODS = {"openl3": ["openl3"], "clamp2": ["clamp2"], "both": ["openl3", "clamp2"]}
 DEFAULT_EMBEDDERS = ["audio-stats", "midi-stats"]
 PLOT_METHODS = {"tsne": ("tsne",), "pca": ("pca",), "both": ("pca", "tsne")}
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
 
 
 def _positive_float(text: str) -> float:
@@ -91,9 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "(repeatable)")
     emb.add_argument("--device", metavar="DEV",
                      help="torch device for model embedders: auto (default), cpu, cuda, cuda:N, mps")
-    emb.add_argument("--batch-size", type=_positive_int, metavar="N",
+    emb.add_argument("--batch-size", type=positive_int, metavar="N",
                      help="frames (OpenL3) or segments (CLaMP 2) per forward pass")
-    emb.add_argument("--workers", type=_positive_int, metavar="N",
+    emb.add_argument("--workers", type=positive_int, metavar="N",
                      help="worker processes for embedders that embed file by file (default 1); "
                           "with --engine ray: Ray workers (default: one per CPU, or per "
                           "--ray-gpus-per-worker GPUs, of the cluster)")
@@ -135,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="folders for the centroid-cosine heatmaps/CSVs and the variance CSVs")
     an.add_argument("--seed", type=int, default=0,
                     help="seed for t-SNE, bootstraps, folds and k-means (default 0)")
-    an.add_argument("--bootstrap", type=_positive_int, default=None, metavar="N",
+    an.add_argument("--bootstrap", type=positive_int, default=None, metavar="N",
                     help="bootstrap resamples for confidence intervals")
     an.add_argument("--hubness-reduction", choices=["none", "mp"], default="none",
                     help="mp: also report the recommendation metrics under mutual proximity "

@@ -36,7 +36,7 @@ from typing import Iterator
 import numpy as np
 
 from embedders import Embedding
-from common.fsutil import atomic_path
+from common.fsutil import atomic_path, remove_stale_files
 
 #: Format version of cache entries; bump when the layout changes.
 STORE_FORMAT = 1
@@ -249,18 +249,7 @@ class EmbeddingStore:
 
     def clean_stale_temp(self, older_than_s: float = 24 * 3600) -> int:
         """Remove temporary files left by killed runs (only old ones: others may be live)."""
-        removed = 0
-        if not self.cache_root.is_dir():
-            return 0
-        now = time.time()
-        for tmp in self.cache_root.rglob(".*.tmp"):
-            try:
-                if now - tmp.stat().st_mtime > older_than_s:
-                    tmp.unlink()
-                    removed += 1
-            except OSError:
-                pass
-        return removed
+        return remove_stale_files(self.cache_root, ".*.tmp", older_than_s=older_than_s)
 
 
 def _checked_meta(npz, key: str) -> dict:

@@ -63,4 +63,15 @@ def fail(prog: str, message: object, status: int, *, kind: str = "error") -> int
 
 
 __all__ = ["EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "OneLineParser",
-           "UsageError", "fail", "first_line", "print_error"]
+           "UsageError", "fail", "first_line", "positive_int", "print_error"]
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (else argparse's one-line usage error)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -85,3 +86,22 @@ def ensure_writable_folder(folder: str | os.PathLike) -> Path:
     probe.write_bytes(b"")
     probe.unlink()
     return folder
+
+
+def remove_stale_files(root: str | os.PathLike, pattern: str, *,
+                       older_than_s: float = 24 * 3600) -> int:
+    """Remove files under ``root`` matching ``pattern`` (rglob) not modified for
+    ``older_than_s`` seconds: temporaries left by killed runs (young ones may belong to a run
+    still going). Returns how many were removed; unreadable entries are skipped."""
+    root = Path(root)
+    if not root.is_dir():
+        return 0
+    removed, now = 0, time.time()
+    for tmp in root.rglob(pattern):
+        try:
+            if now - tmp.stat().st_mtime > older_than_s:
+                tmp.unlink()
+                removed += 1
+        except OSError:
+            pass
+    return removed

@@ -9,6 +9,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from common.exits import positive_int
+
 from .attributes import ATTRIBUTES, KEY_SOURCES
 from .interventions import INTERVENTIONS
 
@@ -24,16 +26,6 @@ class _Parser(argparse.ArgumentParser):
         raise UsageLine(message)
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="main.py probe",
                 description="Attribute probes read from the MIDI, and controlled changes "
@@ -45,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--emb-dir", metavar="DIR", help="embedding cache (default DIR/embeddings)")
     p.add_argument("--variant-dir", metavar="DIR",
                    help="variant files (default EMB_DIR/probe_variants)")
-    p.add_argument("--pieces", type=_positive_int, default=100,
+    p.add_argument("--pieces", type=positive_int, default=100,
                    help="pieces for the controlled changes, stratified by label (default 100)")
     p.add_argument("--interventions", nargs="+", metavar="NAME",
                    help=f"default all: {' '.join(INTERVENTIONS)}")

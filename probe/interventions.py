@@ -18,14 +18,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from common.fsutil import atomic_path, atomic_write_text
+from common.fsutil import atomic_path, atomic_write_text, remove_stale_files
 from .attributes import ProbeError
 
 __all__ = ["AUDIO_INTERVENTIONS", "INTERVENTIONS", "MIDI_INTERVENTIONS", "ORIGINAL",
@@ -252,15 +251,7 @@ def make_variant(task: VariantTask, renderer, seed: int) -> str | None:
 
 def clean_stale_temp(variant_dir: str | os.PathLike, older_than_s: float = 24 * 3600) -> int:
     """Remove temporary files left by killed runs (only old ones: another run may be live)."""
-    removed, now = 0, time.time()
-    for tmp in Path(variant_dir).rglob(".*.tmp.*"):
-        try:
-            if now - tmp.stat().st_mtime > older_than_s:
-                tmp.unlink()
-                removed += 1
-        except OSError:
-            pass
-    return removed
+    return remove_stale_files(variant_dir, ".*.tmp.*", older_than_s=older_than_s)
 
 
 def remove_failure_marks(tasks) -> None:
