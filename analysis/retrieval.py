@@ -67,13 +67,26 @@ def retrieval_chance(n_test: int, ks: Sequence[int] = (1, 5, 10)) -> dict:
     return out
 
 
+#: similarities held at once when ranking (float64): 2^24 = 128 MB, so 30,000 held-out pairs
+#: are ranked in blocks instead of one 7 GB matrix
+RANK_BLOCK = 1 << 24
+
+
 def retrieval_scores(Q: ArrayLike, G: ArrayLike) -> np.ndarray:
     """1-based rank [shape=(n,)] of the true partner G[i] among all rows of G for query Q[i]
-    (cosine similarity; ties count against the query)."""
-    S = l2_normalize(Q) @ l2_normalize(G).T
-    S = np.round(S, 12)
-    true = np.diag(S)
-    return 1 + np.sum(S > true[:, None], axis=1) + (np.sum(S == true[:, None], axis=1) - 1)
+    (cosine similarity; ties count against the query). Blocks of query rows: memory
+    O(RANK_BLOCK), time O(n^2 d)."""
+    Qn, Gn = l2_normalize(Q), l2_normalize(G)
+    n = Qn.shape[0]
+    ranks = np.empty(n, dtype=np.int64)
+    block = max(1, RANK_BLOCK // max(Gn.shape[0], 1))  # rows of similarities held at once
+    for start in range(0, n, block):
+        rows = np.arange(start, min(n, start + block))
+        S = np.round(Qn[rows] @ Gn.T, 12)
+        true = S[np.arange(len(rows)), rows]
+        ranks[rows] = (1 + np.sum(S > true[:, None], axis=1)
+                       + (np.sum(S == true[:, None], axis=1) - 1))
+    return ranks
 
 
 class _SplitPca:

@@ -206,8 +206,11 @@ class PairContext(_Cache):
     def __init__(self, X, Y, labels=None, *, seed: int = 0,
                  n_bootstrap: int = DEFAULT_N_BOOTSTRAP,
                  n_permutations: int = DEFAULT_N_PERMUTATIONS, test_fraction: float = 0.3,
-                 max_components: int = 64, retrieval_splits: int = DEFAULT_RETRIEVAL_SPLITS):
+                 max_components: int = 64, retrieval_splits: int = DEFAULT_RETRIEVAL_SPLITS,
+                 rsa_max_items: int | None = None):
         super().__init__()
+        #: RSA / Mantel subsample size (None: the module's RSA_MAX_ITEMS at compute time)
+        self.rsa_max_items = rsa_max_items
         X, Y, labels = crossspace.validate(X, Y, labels)
         self.X, self.Y = X, Y
         self.n = X.shape[0]
@@ -230,9 +233,9 @@ class PairContext(_Cache):
         costs O(n^2) per resample / permutation."""
         def compute():
             n = self.n
-            if n > RSA_MAX_ITEMS:
-                sub = np.sort(np.random.default_rng(self.seed).choice(n, RSA_MAX_ITEMS,
-                                                                      replace=False))
+            cap = RSA_MAX_ITEMS if self.rsa_max_items is None else int(self.rsa_max_items)
+            if n > cap:
+                sub = np.sort(np.random.default_rng(self.seed).choice(n, cap, replace=False))
             else:
                 sub = np.arange(n)
             n_r = len(sub)
