@@ -54,7 +54,8 @@ _READ = {
 _BETTER = {"recommend_precision_at_5": True, "recommend_precision_at_10": True,
            "recommend_coverage_at_10": True, "hubness_skewness_k10": False,
            "hubness_never_recommended_k10": False}
-_COST = {None: "O(n^2 dim) (one cosine neighbour list shared by the five)",
+_COST = {None: "O(n^2 dim) time, bounded blocks (the embedder's neighbour table, shared with "
+               "the k-NN metrics)",
          "mp": "O(n^2 dim + n^2) (mutual proximity of all distances, shared by the five)"}
 
 for _red in (None, "mp"):

@@ -134,7 +134,8 @@ _KMEANS = {"algorithm": "KMeans(n_clusters=n_classes, n_init=10) on L2-normalise
 _BOOT = "bootstrap (percentile, class-stratified, grouped by pair id)"
 _CP = "clopper-pearson over pieces"
 _BETA = "mean of per-class Beta draws (Clopper-Pearson families), monte carlo"
-_KNN_COST = "O(n^2 dim) (all cosine similarities, shared by every k-NN metric)"
+_KNN_COST = ("O(n^2 dim) time, O(n) memory per block: one exact neighbour table at k=10 "
+             "(float32 blocks, float64 re-scoring) shared by every k-NN and recommendation metric")
 _PROBE_COST = "O(folds x n dim x classes x iterations) (one probe shared by the three)"
 _KMEANS_COST = "O(n_init x iterations x n dim x classes) (one fit shared by the two)"
 
