@@ -40,3 +40,20 @@ def test_blocked_retrieval_ranks_equal_one_matrix(monkeypatch):
     want = 1 + np.sum(S > true[:, None], axis=1) + (np.sum(S == true[:, None], axis=1) - 1)
     monkeypatch.setattr(retrieval, "RANK_BLOCK", 300 * 7)   # 7 rows per block
     np.testing.assert_array_equal(retrieval.retrieval_scores(Q, G), want)
+
+
+def test_subspace_iteration_finds_the_top_pca_axes(monkeypatch):
+    # above PCA_EXACT_MAX_DIM the split PCA is iterative: its subspace must be the exact one's
+    # when the spectrum has a gap (the case PCA + Procrustes relies on)
+    rng = np.random.default_rng(2)
+    n, dim, d = 400, 60, 8
+    X = rng.normal(size=(n, d)) @ rng.normal(size=(d, dim)) * 3 + 0.3 * rng.normal(size=(n, dim))
+    tr, te = np.arange(300), np.arange(300, 400)
+    exact = retrieval._SplitPca(X).fit(tr, te, d)[1]
+    monkeypatch.setattr(retrieval, "PCA_EXACT_MAX_DIM", 10)
+    pca = retrieval._SplitPca(X)
+    for _ in range(2):  # cold, then warm-started
+        approx = pca.fit(tr, te, d)[1]
+        # same subspace: the projector difference vanishes
+        P, Q = exact @ exact.T, approx @ approx.T
+        assert np.linalg.norm(P - Q) < 1e-8
