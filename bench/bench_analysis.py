@@ -16,6 +16,10 @@ log(t2 / t1) / log(n2 / n1) of each stage and of the total. The machine's load a
 (:func:`bench.machine.describe_cpu`) are printed with the figures: on a shared machine they say
 how much the seconds mean.
 
+Each figure has wall seconds and CPU seconds (the process's, all threads): on a shared,
+loaded machine the CPU seconds are the comparable ones. Before / after figures: run the
+same script with ``--repo`` on the older checkout at the same time, side by side.
+
 Peak memory is sampled from /proc/self/status (VmRSS, every 20 ms) in a background thread:
 the peak inside a stage, not the process's all-time peak.
 
@@ -75,11 +79,14 @@ class PeakSampler:
     def window(self, record: dict):
         outer = self.current_peak
         self.current_peak = _rss_mb()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         try:
             yield
         finally:
             record["seconds"] = record.get("seconds", 0.0) + time.perf_counter() - t0
+            # CPU seconds of the whole process (all threads): on a machine shared with other
+            # jobs the wall clock mostly measures the others, the CPU time is this run's work
+            record["cpu_seconds"] = record.get("cpu_seconds", 0.0) + time.process_time() - c0
             peak = max(self.current_peak, _rss_mb())
             record["peak_rss_mb"] = max(record.get("peak_rss_mb", 0.0), peak)
             self.current_peak = max(outer, peak)
@@ -147,7 +154,8 @@ def measure(n: int, dim: int, *, classes: int, methods: tuple, sampler: PeakSamp
             with sampler.window(total):
                 run_analysis(sets, d / "out", plot_dir=d / "plots", cos_dir=d / "cos",
                              var_dir=d / "var", methods=methods, seed=0)
-    return {"n": n, "dim": dim, "seconds": total["seconds"], "peak_rss_mb": total["peak_rss_mb"],
+    return {"n": n, "dim": dim, "seconds": total["seconds"], "cpu_seconds": total["cpu_seconds"],
+            "peak_rss_mb": total["peak_rss_mb"],
             "rss_before_mb": base_rss, "vectors_mb": vectors_mb, "stages": stages,
             "metrics": per_metric}
 
@@ -181,25 +189,31 @@ def growth(r1: dict, r2: dict, t1: float, t2: float) -> str:
 def print_results(results: list, header: str) -> None:
     print(header)
     for r in results:
-        print(f"\n## n = {r['n']:,}, dim = {r['dim']}: {r['seconds']:.1f} s total, peak RSS "
+        print(f"\n## n = {r['n']:,}, dim = {r['dim']}: {r['seconds']:.1f} s total "
+              f"({r['cpu_seconds']:.1f} CPU s), peak RSS "
               f"{r['peak_rss_mb']:.0f} MB (vectors {r['vectors_mb']:.0f} MB, process before "
               f"{r['rss_before_mb']:.0f} MB)")
-        print(f"{'stage':<28}{'seconds':>10}{'peak MB':>10}")
+        print(f"{'stage':<28}{'seconds':>10}{'CPU s':>10}{'peak MB':>10}")
         for k, v in r["stages"].items():
-            print(f"{k:<28}{v['seconds']:>10.2f}{v['peak_rss_mb']:>10.0f}")
-        print(f"{'metric':<44}{'seconds':>10}{'peak MB':>10}")
-        for k, v in sorted(r["metrics"].items(), key=lambda kv: -kv[1]["seconds"]):
-            print(f"{k:<44}{v['seconds']:>10.2f}{v['peak_rss_mb']:>10.0f}")
+            print(f"{k:<28}{v['seconds']:>10.2f}{v['cpu_seconds']:>10.2f}"
+                  f"{v['peak_rss_mb']:>10.0f}")
+        print(f"{'metric':<44}{'seconds':>10}{'CPU s':>10}{'peak MB':>10}")
+        for k, v in sorted(r["metrics"].items(), key=lambda kv: -kv[1]["cpu_seconds"]):
+            print(f"{k:<44}{v['seconds']:>10.2f}{v['cpu_seconds']:>10.2f}"
+                  f"{v['peak_rss_mb']:>10.0f}")
     for r1, r2 in zip(results, results[1:]):
         print(f"\n## growth exponent {r1['n']:,} -> {r2['n']:,} (t ~ n^e)")
-        print(f"total: {growth(r1, r2, r1['seconds'], r2['seconds'])}")
+        print("(from CPU seconds)")
+        print(f"total: {growth(r1, r2, r1['cpu_seconds'], r2['cpu_seconds'])}")
         for k in r2["stages"]:
             if k in r1["stages"]:
-                print(f"  {k:<26}{growth(r1, r2, r1['stages'][k]['seconds'], r2['stages'][k]['seconds'])}")
-        slow = sorted(r2["metrics"].items(), key=lambda kv: -kv[1]["seconds"])[:10]
+                print(f"  {k:<26}"
+                      f"{growth(r1, r2, r1['stages'][k]['cpu_seconds'], r2['stages'][k]['cpu_seconds'])}")
+        slow = sorted(r2["metrics"].items(), key=lambda kv: -kv[1]["cpu_seconds"])[:10]
         for k, v in slow:
             if k in r1["metrics"]:
-                print(f"  {k:<42}{growth(r1, r2, r1['metrics'][k]['seconds'], v['seconds'])}")
+                print(f"  {k:<42}"
+                      f"{growth(r1, r2, r1['metrics'][k]['cpu_seconds'], v['cpu_seconds'])}")
 
 
 def main(argv=None) -> int:
@@ -227,7 +241,8 @@ def main(argv=None) -> int:
         r = measure(n, a.dim, classes=a.classes, methods=tuple(a.methods), sampler=sampler)
         r["load_after"] = os.getloadavg()
         results.append(r)
-        print(f"n={n:,}: {r['seconds']:.1f} s, peak {r['peak_rss_mb']:.0f} MB, load "
+        print(f"n={n:,}: {r['seconds']:.1f} s ({r['cpu_seconds']:.1f} CPU s), peak "
+              f"{r['peak_rss_mb']:.0f} MB, load "
               f"{r['load_after'][0]:.2f}", flush=True)
         if a.json:
             Path(a.json).write_text(json.dumps({"header": header, "results": results}, indent=1))
