@@ -105,44 +105,72 @@ def cosine_distance_matrix(X: np.ndarray) -> np.ndarray:
     return D
 
 
+#: float32 candidates kept beyond k: the float64 re-scoring needs the true k-th neighbour among
+#: them, which a float32 error can only miss when this many items sit within the error of it
+NEIGHBOUR_SLACK = 32
+#: elements of one block of similarities (float32): 2^25 = 128 MB, whatever n is
+NEIGHBOUR_BLOCK = 1 << 25
+
+
 def cosine_neighbors(X: np.ndarray, k: int, *, rows: ArrayLike | None = None,
-                     chunk: int = 2048) -> np.ndarray:
+                     chunk: int | None = None) -> np.ndarray:
     """Indices [shape=(len(rows), k)] of the k nearest neighbours (cosine) of each row, self
     excluded (``rows``: the query rows, default all).
 
-    Ties are broken by index, exactly as a stable sort of the whole row would (so the result is
-    deterministic), but only ~k candidates per row are sorted: a partial partition finds them,
-    and rows whose candidate boundary falls inside a run of tied values are sorted in full.
+    Exact brute force in blocks of query rows (no n x n matrix: a block holds at most
+    :data:`NEIGHBOUR_BLOCK` similarities): float32 similarities pick k + NEIGHBOUR_SLACK
+    candidates per row, which are scored again in float64 and sorted by (similarity rounded to
+    12 decimals, index) -- ties broken by index, exactly as a stable sort of the whole float64
+    row would. A row whose k-th float64 similarity is not clear of the last candidate's by
+    more than the float32 error bound, or sits in a tie with it, is sorted in full in float64;
+    so the result equals the float64 brute force's.
     """
     Xn = l2_normalize(X)
-    n = Xn.shape[0]
+    n, d = Xn.shape
     if not 1 <= k <= n - 1:
         raise UndefinedMetricError(f"{k} neighbours need at least {k + 1} items, got {n}")
     rows = np.arange(n) if rows is None else np.asarray(rows, dtype=np.int64)
     out = np.empty((len(rows), k), dtype=np.int64)
-    m = min(n - 1, k + 8)  # candidates kept beyond k, to tell a clean boundary from a tie
+    m = min(n - 1, k + NEIGHBOUR_SLACK)
+    # a float32 dot product of unit vectors errs by at most ~d * 2^-24 (plus the rounding of
+    # the unit vectors themselves): margins below 4x that are not trusted
+    margin = 4.0 * (d + 2) * 2.0 ** -24
+    X32 = Xn.astype(np.float32)
+    if chunk is None:
+        chunk = max(1, min(NEIGHBOUR_BLOCK // max(n, 1), NEIGHBOUR_BLOCK // max(m * d, 1) // 2))
     for start in range(0, len(rows), chunk):
         q = rows[start:start + chunk]
-        S = Xn[q] @ Xn.T
-        S[np.arange(len(q)), q] = -np.inf
-        # round to kill float noise so exact ties break by index
-        S = np.round(S, 12)
-        neg = -S
-        if m >= n - 1:
-            out[start:start + len(q)] = np.argsort(neg, axis=1, kind="stable")[:, :k]
-            continue
-        cand = np.argpartition(neg, m, axis=1)[:, :m + 1]  # the m+1 smallest of -S, unordered
-        cval = np.take_along_axis(neg, cand, axis=1)
-        order = np.lexsort((cand, cval), axis=1)  # by value, then by index
-        cand = np.take_along_axis(cand, order, axis=1)
-        cval = np.take_along_axis(cval, order, axis=1)
-        out[start:start + len(q)] = cand[:, :k]
-        # if the k-th value ties with the last candidate, items outside the candidates may
-        # share it (and have lower indices): sort those rows in full
-        unsure = np.flatnonzero(cval[:, k - 1] >= cval[:, m])
-        for r in unsure:
-            out[start + r] = np.argsort(neg[r], kind="stable")[:k]
+        out[start:start + len(q)] = _neighbour_block(Xn, X32, q, k, m, margin)
     return out
+
+
+def _neighbour_block(Xn, X32, q, k, m, margin) -> np.ndarray:
+    """The k neighbours of the query rows ``q`` (see :func:`cosine_neighbors`)."""
+    n = Xn.shape[0]
+    if m >= n - 1:  # every other item is a candidate: the float64 row, sorted stably
+        S = np.round(Xn[q] @ Xn.T, 12)
+        S[np.arange(len(q)), q] = -np.inf
+        return np.argsort(-S, axis=1, kind="stable")[:, :k]
+    S32 = X32[q] @ X32.T
+    S32[np.arange(len(q)), q] = -np.inf
+    cand = np.argpartition(-S32, m, axis=1)[:, :m + 1]   # the m+1 largest, unordered
+    del S32
+    sims = np.einsum("qd,qmd->qm", Xn[q], Xn[cand])       # the candidates again, in float64
+    sims[cand == q[:, None]] = -np.inf
+    neg = -np.round(sims, 12)
+    order = np.lexsort((cand, neg), axis=1)                # by value, then by index
+    cand = np.take_along_axis(cand, order, axis=1)
+    neg = np.take_along_axis(neg, order, axis=1)
+    res = cand[:, :k].copy()
+    # an item outside the candidates has a float64 similarity below the last candidate's plus
+    # the float32 error; where the k-th is not clear of that (or ties it: lower indices may be
+    # outside), sort the row in full
+    unsure = np.flatnonzero(neg[:, k - 1] >= neg[:, m] - margin)
+    for r in unsure:
+        row = np.round(Xn @ Xn[q[r]], 12)
+        row[q[r]] = -np.inf
+        res[r] = np.argsort(-row, kind="stable")[:k]
+    return res
 
 
 def finite_or_none(x: object) -> float | None:

@@ -21,7 +21,9 @@ from numpy.typing import ArrayLike
 
 from ._common import UndefinedMetricError, as_labels, as_matrix
 
-__all__ = ["SHRINKAGE", "validate", "gaussian", "frechet_distance", "frechet_from_gaussians",
+__all__ = ["SHRINKAGE", "validate", "gaussian", "fit_gaussian", "ClassGaussian",
+           "shrinkage_coefficient", "frechet_between", "frechet_distance",
+           "frechet_from_gaussians",
            "frechet_distance_inf", "frechet_class_matrix", "frechet_item_scores"]
 
 SHRINKAGE = ("ledoit-wolf", "oas", None)
@@ -82,6 +84,135 @@ def frechet_from_gaussians(mu_x, C_x, mu_y, C_y, *, sqrt_C_x: np.ndarray | None 
     return max(fd, 0.0)
 
 
+class ClassGaussian:
+    """A Gaussian fitted to n rows in d dimensions, kept in the form its covariance has:
+
+        C = basis @ diag(eig) @ basis.T + floor * (I - basis @ basis.T)
+
+    ``basis`` [shape=(d, r)] is orthonormal (the right singular vectors of the centred rows,
+    r <= min(n - 1, d)); a shrinkage covariance (1 - a) S + a tr(S)/d I acts as ``floor`` =
+    a tr(S)/d on everything orthogonal to the rows' span. Nothing d x d is stored, so a class
+    of 100 items in 6,144 dimensions costs 100 x 6,144 numbers, not 6,144^2.
+    """
+
+    def __init__(self, mean: np.ndarray, basis: np.ndarray, eig: np.ndarray, floor: float):
+        self.mean, self.basis, self.eig, self.floor = mean, basis, eig, float(floor)
+        self._dense_sqrt = None
+
+    @property
+    def dim(self) -> int:
+        return int(self.mean.shape[0])
+
+    @property
+    def rank(self) -> int:
+        return int(self.basis.shape[1])
+
+    def trace(self) -> float:
+        return float(np.sum(self.eig) + (self.dim - self.rank) * self.floor)
+
+    def dense(self) -> np.ndarray:
+        """The d x d covariance (only for the dense path and tests)."""
+        C = (self.basis * (self.eig - self.floor)) @ self.basis.T
+        C[np.diag_indices_from(C)] += self.floor
+        return C
+
+    def dense_sqrt(self) -> np.ndarray:
+        """C^1/2, computed once (the dense path reuses it across partners)."""
+        if self._dense_sqrt is None:
+            root = (self.basis * (np.sqrt(np.clip(self.eig, 0.0, None))
+                                  - np.sqrt(self.floor))) @ self.basis.T
+            root[np.diag_indices_from(root)] += np.sqrt(self.floor)
+            self._dense_sqrt = root
+        return self._dense_sqrt
+
+
+def shrinkage_coefficient(sq_singular: np.ndarray, row_sq_norms: np.ndarray, *, n: int, d: int,
+                          shrinkage: str) -> float:
+    """Ledoit-Wolf or OAS coefficient a from the centred rows' squared singular values and
+    squared row norms -- the same formulas as ``sklearn.covariance.ledoit_wolf_shrinkage`` and
+    ``OAS`` (which use ||Z^T Z||_F^2 = sum sigma^4 and tr(Z^T Z) = sum sigma^2), without the
+    d x d matrix.
+    """
+    if d == 1:
+        return 0.0
+    trace = float(np.sum(sq_singular)) / n          # tr of the ML covariance
+    mu = trace / d
+    frob2 = float(np.sum(sq_singular ** 2)) / n ** 2  # ||S||_F^2
+    if shrinkage == "ledoit-wolf":
+        beta_ = float(np.sum(row_sq_norms ** 2))
+        beta = (beta_ / n - frob2) / (d * n)
+        delta = (frob2 - d * mu ** 2) / d
+        beta = min(beta, delta)
+        # clipped to [0, 1]: round-off can make beta a hair below 0 (two items, rank 1), and a
+        # negative coefficient would give a negative variance floor
+        return 0.0 if beta <= 0 or delta <= 0 else min(beta / delta, 1.0)
+    alpha = frob2 / d ** 2
+    num = alpha + mu ** 2
+    den = (n + 1) * (alpha - mu ** 2 / d)
+    return 1.0 if den == 0 else min(num / den, 1.0)
+
+
+def fit_gaussian(X: ArrayLike, *, shrinkage="ledoit-wolf") -> ClassGaussian:
+    """:class:`ClassGaussian` of the rows of X [shape=(n, d)], the same covariance as
+    :func:`gaussian` (to round-off) from one thin SVD: O(n d min(n, d)) time, O(n d) memory."""
+    X = np.asarray(X, dtype=np.float64)
+    n, d = X.shape
+    mu = X.mean(axis=0)
+    Z = X - mu
+    _, sv, Vt = np.linalg.svd(Z, full_matrices=False)
+    sq = sv ** 2
+    keep = sq > (sq[0] if len(sq) else 0.0) * 1e-24  # centring leaves one null direction
+    if shrinkage is None:
+        a, m = 0.0, n - 1
+    else:
+        a, m = shrinkage_coefficient(sq, np.einsum("ij,ij->i", Z, Z), n=n, d=d,
+                                     shrinkage=shrinkage), n
+    floor = a * float(np.sum(sq)) / (n * d)
+    return ClassGaussian(mu, Vt[keep].T, (1.0 - a) * sq[keep] / m + floor, floor)
+
+
+def frechet_between(gx: ClassGaussian, gy: ClassGaussian) -> float:
+    """FD of two :class:`ClassGaussian` s, exact, without d x d work when r_x + r_y <= d.
+
+    Both covariances act as floor_x I and floor_y I on the complement of U = span of the two
+    bases (r = dim U), so C_x^1/2 C_y C_x^1/2 is block diagonal (U, complement) and
+
+        FD = |mu_x - mu_y|^2 + tr_U(A + B - 2 (A^1/2 B A^1/2)^1/2)
+             + (d - r) (sqrt(floor_x) - sqrt(floor_y))^2
+
+    with A, B the restrictions of C_x, C_y to U. In the basis U = [P_x, Q] (Q an orthonormal
+    basis of the part of P_y orthogonal to P_x), A is diagonal -- (eig_x, floor_x) -- and
+    B = floor_y I + W diag(eig_y - floor_y) W^T with W = U^T P_y = [P_x^T P_y; R], R from the
+    QR of P_y - P_x P_x^T P_y (W has orthonormal columns): O(d r_x r_y + d r_y^2 + r^3). Otherwise (r_x + r_y > d) the
+    dense d x d computation, O(d^3).
+    """
+    diff = gx.mean - gy.mean
+    d = gx.dim
+    if gx.rank < gy.rank:
+        gx, gy = gy, gx  # the QR below is over the smaller basis
+    if gx.rank + gy.rank > d:
+        return frechet_from_gaussians(gx.mean, gx.dense(), gy.mean, gy.dense(),
+                                      sqrt_C_x=gx.dense_sqrt())
+    M = gx.basis.T @ gy.basis                       # (r_x, r_y)
+    Q, R = np.linalg.qr(gy.basis - gx.basis @ M)    # (d, r_y), (r_y, r_y)
+    W = np.vstack([M, R])                           # U^T P_y, U = [P_x, Q]
+    a_diag = np.concatenate([gx.eig, np.full(gy.rank, gx.floor)])
+    r = len(a_diag)
+    # B = L L^T with L = [W diag(sqrt(eig_y - floor_y)), sqrt(floor_y) I], so the eigenvalues
+    # of A^1/2 B A^1/2 are the squared singular values of A^1/2 L: the trace of its square root
+    # is their sum, with no square root of a round-off eigenvalue (~1e-16 -> ~1e-8) when the
+    # covariances are singular (no shrinkage)
+    L = W * np.sqrt(np.clip(gy.eig - gy.floor, 0.0, None))
+    if gy.floor > 0:
+        L = np.hstack([L, np.sqrt(gy.floor) * np.eye(r)])
+    ra = np.sqrt(np.clip(a_diag, 0.0, None))
+    cross = float(np.sum(np.linalg.svd(ra[:, None] * L, compute_uv=False)))
+    trace_b = float(np.sum(gy.eig)) + (r - gy.rank) * gy.floor  # tr(W D W^T) = tr D: W^T W = I
+    fd = (float(diff @ diff) + float(np.sum(a_diag)) + trace_b - 2.0 * cross
+          + (d - r) * (np.sqrt(gx.floor) - np.sqrt(gy.floor)) ** 2)
+    return max(fd, 0.0)
+
+
 def frechet_distance(X: ArrayLike, Y: ArrayLike, *, shrinkage="ledoit-wolf") -> float:
     """Fréchet distance between the Gaussians fitted to two sets of vectors.
 
@@ -100,9 +231,8 @@ def frechet_distance(X: ArrayLike, Y: ArrayLike, *, shrinkage="ledoit-wolf") -> 
     0, and the result is clipped at 0: never complex, never negative.
     """
     X, Y = validate(X, Y, shrinkage=shrinkage)
-    mx, Cx = gaussian(X, shrinkage=shrinkage)
-    my, Cy = gaussian(Y, shrinkage=shrinkage)
-    return frechet_from_gaussians(mx, Cx, my, Cy)
+    return frechet_between(fit_gaussian(X, shrinkage=shrinkage),
+                           fit_gaussian(Y, shrinkage=shrinkage))
 
 
 def frechet_distance_inf(X: ArrayLike, Y: ArrayLike, *, shrinkage="ledoit-wolf",
@@ -136,8 +266,7 @@ def frechet_distance_inf(X: ArrayLike, Y: ArrayLike, *, shrinkage="ledoit-wolf",
     if len(sizes) < 2 or sizes[0] < 2 or sizes[-1] > n:
         raise UndefinedMetricError(f"FD∞ needs at least two subset sizes in 2..{n}, got "
                                    f"{sizes.tolist()}")
-    my, Cy = gaussian(Y, shrinkage=shrinkage)
-    Sy = _psd_sqrt(Cy)
+    gy = fit_gaussian(Y, shrinkage=shrinkage)
     rng = np.random.default_rng(seed)
     fds = []
     for s in sizes:
@@ -145,8 +274,7 @@ def frechet_distance_inf(X: ArrayLike, Y: ArrayLike, *, shrinkage="ledoit-wolf",
         vals = []
         for _ in range(draws):
             idx = rng.choice(n, s, replace=False) if s < n else np.arange(n)
-            mx, Cx = gaussian(X[idx], shrinkage=shrinkage)
-            vals.append(frechet_from_gaussians(my, Cy, mx, Cx, sqrt_C_x=Sy))
+            vals.append(frechet_between(gy, fit_gaussian(X[idx], shrinkage=shrinkage)))
         fds.append(float(np.mean(vals)))
     slope, intercept = np.polyfit(1.0 / sizes, np.asarray(fds), 1)
     return {"value": float(intercept), "slope": float(slope), "sizes": sizes.tolist(),
@@ -179,12 +307,11 @@ def frechet_class_matrix(X: ArrayLike, labels: ArrayLike, *,
     classes = sorted(np.unique(labels).tolist())
     if len(classes) < 2:
         raise UndefinedMetricError("class Fréchet distances need at least 2 classes")
-    gauss, roots = {}, {}
+    gauss = {}
     for c in classes:
         rows = X[labels == c]
         if len(rows) >= 2:
-            gauss[c] = gaussian(rows, shrinkage=shrinkage)
-            roots[c] = _psd_sqrt(gauss[c][1])
+            gauss[c] = fit_gaussian(rows, shrinkage=shrinkage)
     D = np.full((len(classes), len(classes)), np.nan)
     for i, a in enumerate(classes):
         if a in gauss:
@@ -192,8 +319,7 @@ def frechet_class_matrix(X: ArrayLike, labels: ArrayLike, *,
         for j in range(i + 1, len(classes)):
             b = classes[j]
             if a in gauss and b in gauss:
-                D[i, j] = D[j, i] = frechet_from_gaussians(*gauss[a], *gauss[b],
-                                                           sqrt_C_x=roots[a])
+                D[i, j] = D[j, i] = frechet_between(gauss[a], gauss[b])
     tv = total_variance(X)
     return {"classes": classes, "matrix": D, "normalized": D / tv if tv > 0 else D * np.nan,
             "total_variance": tv}
@@ -225,8 +351,13 @@ def frechet_item_scores(X: ArrayLike, labels: ArrayLike, *,
         idx = np.flatnonzero(labels == c)
         if len(idx) < 2:
             continue
-        mu, C = gaussian(X[idx], shrinkage=shrinkage)
-        Z = X[idx] - mu
-        sol = np.linalg.lstsq(C, Z.T, rcond=None)[0]  # solve; pseudo-inverse when singular
-        out[idx] = np.einsum("ij,ji->i", Z, sol) / X.shape[1]
+        g = fit_gaussian(X[idx], shrinkage=shrinkage)
+        Z = X[idx] - g.mean
+        P = Z @ g.basis                 # coordinates in the basis; the rest lies outside it
+        quad = np.einsum("ij,ij->i", P / g.eig, P)
+        if g.floor > 0:                 # C^-1 = P diag(1/eig) P^T + (I - P P^T) / floor
+            rest = np.einsum("ij,ij->i", Z, Z) - np.einsum("ij,ij->i", P, P)
+            quad = quad + np.clip(rest, 0.0, None) / g.floor
+        # without shrinkage C is singular: the pseudo-inverse, i.e. the basis part only
+        out[idx] = quad / X.shape[1]
     return out

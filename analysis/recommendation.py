@@ -215,7 +215,8 @@ def coverage(k_occ) -> float:
 
 
 def recommendation_quality(X, labels, *, ks=(5, 10), hubness_k: int = 10,
-                           hubness_reduction: str | None = None) -> dict:
+                           hubness_reduction: str | None = None,
+                           neighbors: np.ndarray | None = None) -> dict:
     """Every recommendation metric of one space, as ``metrics.json`` names them.
 
     Parameters
@@ -225,6 +226,9 @@ def recommendation_quality(X, labels, *, ks=(5, 10), hubness_k: int = 10,
     ks : precision cut-offs
     hubness_k : the k of coverage, hubness skewness and never-recommended share
     hubness_reduction : {None, "mp"}
+    neighbors : np.ndarray [shape=(n, >= max k)] or None
+        Precomputed cosine neighbour lists (``hubness_reduction=None`` only): shared with the
+        k-NN metrics instead of searched again.
 
     Returns
     -------
@@ -235,7 +239,10 @@ def recommendation_quality(X, labels, *, ks=(5, 10), hubness_k: int = 10,
     kmax = max(max(ks), hubness_k)
     X, labels = validate(X, labels, k=1)
     kmax = min(kmax, X.shape[0] - 1)
-    nb = neighbour_lists(X, k=kmax, hubness_reduction=hubness_reduction)
+    if neighbors is not None and hubness_reduction is None and neighbors.shape[1] >= kmax:
+        nb = np.asarray(neighbors)[:, :kmax]
+    else:
+        nb = neighbour_lists(X, k=kmax, hubness_reduction=hubness_reduction)
     out: dict = {}
     for k in ks:
         out[f"recommend_precision_at_{k}"] = (precision_at_k(nb[:, :k], labels)

@@ -99,11 +99,14 @@ def silhouette_cosine(X: ArrayLike, labels: ArrayLike) -> float:
 
 
 # ----------------------------------------------------------------------------- kNN
-def knn_predictions(X: ArrayLike, labels: ArrayLike, *, k: int = 1) -> np.ndarray:
+def knn_predictions(X: ArrayLike, labels: ArrayLike, *, k: int = 1,
+                    neighbors: np.ndarray | None = None) -> np.ndarray:
     """Leave-one-out k-nearest-neighbour (cosine) predicted labels [shape=(n,)].
 
     Majority vote among the k nearest other items; a tied vote goes to the tied class whose
-    member is nearest.
+    member is nearest. ``neighbors`` [shape=(n, >= k)]: precomputed
+    :func:`~analysis._common.cosine_neighbors` of X at some k' >= k (its first k columns are
+    the k-NN), so several k share one search.
     """
     X, labels, _ = validate(X, labels)
     if k < 1:
@@ -111,7 +114,7 @@ def knn_predictions(X: ArrayLike, labels: ArrayLike, *, k: int = 1) -> np.ndarra
     n = len(labels)
     if n < k + 1:
         raise UndefinedMetricError(f"leave-one-out {k}-NN needs at least {k + 1} items, got {n}")
-    nb = cosine_neighbors(X, k)
+    nb = cosine_neighbors(X, k) if neighbors is None else np.asarray(neighbors)[:, :k]
     pred = np.empty(n, dtype=labels.dtype)
     for i in range(n):
         votes = labels[nb[i]]

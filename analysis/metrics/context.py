@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import crossspace, separability
-from .._common import UndefinedMetricError, center_unit, cosine_distance_matrix, finite_or_none
+from .._common import (UndefinedMetricError, center_unit, cosine_distance_matrix,
+                       cosine_neighbors, finite_or_none)
 from ..bootstrap import bootstrap_ci, bootstrap_values
 from ..intervals import finalize_interval
 
@@ -33,6 +34,9 @@ RSA_CELL_BUDGET_PERM = 200_000_000
 RSA_MAX_ITEMS = 2500
 #: Retrieval is scored over this many seeded, label-stratified train/test splits.
 DEFAULT_RETRIEVAL_SPLITS = 20
+#: the neighbour table of an embedder is searched once at this k (the largest default k of the
+#: k-NN, recommendation and hubness metrics); a larger k asked for searches again
+NEIGHBOUR_TABLE_K = 10
 
 
 @dataclass
@@ -158,8 +162,17 @@ class EmbedderContext(_Cache):
     def knn_predictions(self, k: int) -> np.ndarray:
         def compute():
             separability.require_classes(self.labels, min_classes=2, what="kNN accuracy")
-            return separability.knn_predictions(self.X, self.labels, k=k)
+            nb = self.neighbours(k) if 1 <= k < self.n else None
+            return separability.knn_predictions(self.X, self.labels, k=k, neighbors=nb)
         return self.once(("knn", k), compute)
+
+    def neighbours(self, k: int) -> np.ndarray:
+        """The k nearest other items (cosine, uncentred) of every item [shape=(n, k)]: one
+        search at max(k, NEIGHBOUR_TABLE_K) shared by the k-NN and recommendation metrics (the
+        first k columns of a larger search are the k-NN: ties break by index either way)."""
+        kmax = min(max(k, NEIGHBOUR_TABLE_K), self.n - 1)
+        table = self.once(("neighbours", kmax), lambda: cosine_neighbors(self.X, kmax))
+        return table[:, :k]
 
     def probe(self) -> dict:
         return self.once("probe", lambda: separability.linear_probe(
@@ -214,8 +227,11 @@ class PairContext(_Cache):
     def __init__(self, X, Y, labels=None, *, seed: int = 0,
                  n_bootstrap: int = DEFAULT_N_BOOTSTRAP,
                  n_permutations: int = DEFAULT_N_PERMUTATIONS, test_fraction: float = 0.3,
-                 max_components: int = 64, retrieval_splits: int = DEFAULT_RETRIEVAL_SPLITS):
+                 max_components: int = 64, retrieval_splits: int = DEFAULT_RETRIEVAL_SPLITS,
+                 rsa_max_items: int | None = None):
         super().__init__()
+        #: RSA / Mantel subsample size (None: the module's RSA_MAX_ITEMS at compute time)
+        self.rsa_max_items = rsa_max_items
         X, Y, labels = crossspace.validate(X, Y, labels)
         self.X, self.Y = X, Y
         self.n = X.shape[0]
@@ -238,9 +254,9 @@ class PairContext(_Cache):
         costs O(n^2) per resample / permutation."""
         def compute():
             n = self.n
-            if n > RSA_MAX_ITEMS:
-                sub = np.sort(np.random.default_rng(self.seed).choice(n, RSA_MAX_ITEMS,
-                                                                      replace=False))
+            cap = RSA_MAX_ITEMS if self.rsa_max_items is None else int(self.rsa_max_items)
+            if n > cap:
+                sub = np.sort(np.random.default_rng(self.seed).choice(n, cap, replace=False))
             else:
                 sub = np.arange(n)
             n_r = len(sub)

@@ -20,7 +20,7 @@ SHRINKAGE = "ledoit-wolf"
 #: items listed as outliers per embedder (highest scores)
 N_OUTLIERS = 10
 #: FD∞ of each class against the rest: subset sizes and draws per size (each draw costs a
-#: covariance fit and a dim x dim eigendecomposition, so run_analysis keeps them few)
+#: thin SVD of the subset and, where class + rest outnumber dim, a dim x dim eigendecomposition)
 FD_INF_SIZES, FD_INF_DRAWS = 4, 2
 
 
@@ -86,9 +86,11 @@ def frechet_inf_to_reference(ctx: SetContext, *, shrinkage: str = SHRINKAGE) -> 
     return Measured(r["value"], None, {"sizes": r["sizes"], "fd": r["fd"], "slope": r["slope"]})
 
 
-_P = {"shrinkage": SHRINKAGE, "covariance": "sklearn.covariance.LedoitWolf per class",
+_P = {"shrinkage": SHRINKAGE,
+      "covariance": "Ledoit-Wolf per class (sklearn's formula), kept as basis + floor",
       "trace_term": "eigenvalues of the symmetric C_a^1/2 C_b C_a^1/2, clipped at 0"}
-_COST = "O(n dim^2 + classes^2 dim^3) (covariances, one eigendecomposition per class pair)"
+_COST = ("O(n dim min(n_c, dim)) for the class fits (one thin SVD each) + per class pair "
+         "O(dim n_a n_b + (n_a + n_b)^3) when n_a + n_b <= dim, else O(dim^3)")
 _INTERVAL = None  # an interval would need the class pairs' eigendecompositions per resample
 register("frechet_class_mean", kind="embedder", section="frechet", family="frechet",
          fn=frechet_class_mean, interval=_INTERVAL, cost=_COST, higher_is_better=True,
@@ -103,7 +105,8 @@ register("frechet_class_mean_raw", kind="embedder", section="frechet", family="f
               "scale-dependent, so compare it only within one embedder.")
 register("frechet_inf_class_vs_rest", kind="embedder", section="frechet", family="frechet",
          fn=frechet_inf_class_vs_rest, interval=_INTERVAL, higher_is_better=True,
-         cost="O(classes x sizes x draws x (n dim^2 + dim^3))", context_params={"seed": "seed"},
+         cost="O(classes x sizes x draws x (n_c dim min(n_c, dim) + pair cost as above)) + "
+              "O(classes x n dim min(n, dim)) for the rest's fits", context_params={"seed": "seed"},
          params={**_P, "normalization": "FD / trace of the covariance of all items",
                  "extrapolation": f"FD of class subsets of {FD_INF_SIZES} sizes "
                                   f"({FD_INF_DRAWS} draws each but the full one) vs the rest, "
@@ -113,14 +116,15 @@ register("frechet_inf_class_vs_rest", kind="embedder", section="frechet", family
               "but comparable across class sizes; near 0 = the class looks like the rest.")
 register("frechet_to_reference", kind="set", section="reference", family="frechet",
          fn=frechet_to_reference, interval=None, higher_is_better=False,
-         cost="O((n + m) dim^2 + dim^3)", params={**_P, "covariance": "LedoitWolf per set"},
+         cost="O((n + m) dim min(n + m, dim)), + O(dim^3) only when n + m > dim",
+         params={**_P, "covariance": "Ledoit-Wolf per set"},
          read="Fréchet distance between a collection and a reference collection in the same "
               "space (FAD / FMD): 0 = same Gaussian; squared units, grows with the bias of "
               "small n (use frechet_inf_to_reference to compare sets of different sizes).")
 register("frechet_inf_to_reference", kind="set", section="reference", family="frechet",
          fn=frechet_inf_to_reference, interval=None, higher_is_better=False,
-         cost="O(sizes x draws x (n dim^2 + dim^3))", context_params={"seed": "seed"},
-         params={**_P, "covariance": "LedoitWolf per set"},
+         cost="O(sizes x draws x (n dim min(n, dim) + pair cost of frechet_to_reference))",
+         context_params={"seed": "seed"}, params={**_P, "covariance": "Ledoit-Wolf per set"},
          read="FD of the collection against the reference extrapolated to infinitely many "
               "items (intercept in 1/n): comparable across collection sizes; scatters around 0 "
               "(may dip below) when both come from one distribution.")

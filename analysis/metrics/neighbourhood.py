@@ -34,7 +34,7 @@ def knn_jaccard(ctx: PairContext, *, k: int = JACCARD_K) -> Measured:
 register(f"knn_jaccard_k{JACCARD_K}", kind="pair", fn=partial(knn_jaccard, k=JACCARD_K),
          family="neighbourhood", section="between",
          interval="bootstrap of per-item values (percentile, class-stratified)",
-         cost="O(n^2 (dx + dy))", higher_is_better=True, chance="params.chance",
+         cost="O(n^2 (dx + dy)) time, bounded memory (blocked exact search)", higher_is_better=True, chance="params.chance",
          params={"k": JACCARD_K, "metric": "cosine", "centered": True},
          read=f"Mean Jaccard overlap of each shared item's {JACCARD_K} nearest neighbours "
               "(cosine, centred vectors) in the two spaces: 1 = identical neighbourhoods; "

@@ -17,8 +17,13 @@ MP_SUFFIX = "_mp"
 def recommend_metric(ctx: EmbedderContext, *, key: str,
                      hubness_reduction: str | None = None) -> Measured:
     """One recommendation-quality metric (all of them share one neighbour computation)."""
-    q = ctx.once(("recommend", hubness_reduction), lambda: kernel.recommendation_quality(
-        ctx.X, ctx.labels, hubness_reduction=hubness_reduction))
+    def compute():
+        nb = None
+        if hubness_reduction is None and ctx.n >= 2:
+            nb = ctx.neighbours(min(10, ctx.n - 1))  # the shared table (k-NN metrics too)
+        return kernel.recommendation_quality(ctx.X, ctx.labels,
+                                             hubness_reduction=hubness_reduction, neighbors=nb)
+    q = ctx.once(("recommend", hubness_reduction), compute)
     v = q[key]
     if v is None:
         raise UndefinedMetricError(f"{key}: undefined (too few items or constant occurrence)")
@@ -49,7 +54,8 @@ _READ = {
 _BETTER = {"recommend_precision_at_5": True, "recommend_precision_at_10": True,
            "recommend_coverage_at_10": True, "hubness_skewness_k10": False,
            "hubness_never_recommended_k10": False}
-_COST = {None: "O(n^2 dim) (one cosine neighbour list shared by the five)",
+_COST = {None: "O(n^2 dim) time, bounded blocks (the embedder's neighbour table, shared with "
+               "the k-NN metrics)",
          "mp": "O(n^2 dim + n^2) (mutual proximity of all distances, shared by the five)"}
 
 for _red in (None, "mp"):

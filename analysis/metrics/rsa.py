@@ -26,8 +26,9 @@ def rsa_mantel_p(ctx: PairContext) -> Measured:
     return Measured(r["p"], None, extra)
 
 
-_COST = ("O(n^2 (dx + dy) + n^2 log n) per resample, n capped at RSA_MAX_ITEMS and the "
-         "repetitions at a cell budget")
+_COST = ("O(m^2 (dx + dy) + m^2 log m) per resample on a seeded subsample of m = "
+         "min(n, RSA_MAX_ITEMS = 2500) items (params.items_subsampled), repetitions capped at a "
+         "cell budget: bounded in n")
 register("rsa_spearman", kind="pair", fn=rsa_spearman, section="between",
          interval="bootstrap (percentile, class-stratified, duplicated pairs left out)",
          cost=_COST, higher_is_better=True, chance=0.0,

@@ -184,7 +184,8 @@ _KMEANS = {"algorithm": "KMeans(n_clusters=n_classes, n_init=10) on L2-normalise
 _BOOT = "bootstrap (percentile, class-stratified, grouped by pair id)"
 _CP = "clopper-pearson over pieces"
 _BETA = "mean of per-class Beta draws (Clopper-Pearson families), monte carlo"
-_KNN_COST = "O(n^2 dim) (all cosine similarities, shared by every k-NN metric)"
+_KNN_COST = ("O(n^2 dim) time, O(n) memory per block: one exact neighbour table at k=10 "
+             "(float32 blocks, float64 re-scoring) shared by every k-NN and recommendation metric")
 #: seeded splits of the probe and k-means seeds of the cluster agreement (EmbedderContext)
 _R, _S = EmbedderContext.probe_repeats, EmbedderContext.kmeans_seeds
 _RUBIN_CP = (f"rubin (between {_R} seeded splits + within-split variance over pieces), "
