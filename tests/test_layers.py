@@ -333,3 +333,35 @@ def test_clamp2_layers_equal_single_layers_and_proj_is_the_default(tmp_path):
     assert got[midis[0]]["clamp2@1"].frames.shape[1] == several._model.cfg["hidden_size"]
     with pytest.raises(ConfigurationError, match="out of range"):
         get_embedder("clamp2", layer=3, **opts).load()
+
+
+@pytest.mark.slow
+def test_ray_engine_gives_every_layer_as_the_local_engine(tiny_model, corpus, tmp_path):
+    """The Ray actors compute every layer of a file at once and cache each like the local
+    engine (same keys, same numbers)."""
+    import logging
+    import os
+
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING,
+             log_to_driver=False, _node_ip_address="127.0.0.1",
+             runtime_env={"env_vars": {"PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+                                       "EMBCOMPARE_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}})
+    try:
+        results = {}
+        for engine in ("local", "ray"):
+            emb = get_embedder("hf-audio", model=str(tiny_model), layer="0,2")
+            results[engine] = embed_dataset(corpus, [emb], emb_dir=tmp_path / engine,
+                                            out_dir=tmp_path / f"o{engine}", progress=False,
+                                            engine=engine, workers=2 if engine == "ray" else 1)
+    finally:
+        ray.shutdown()
+    local, remote = results["local"], results["ray"]
+    assert list(remote.runs) == list(local.runs) == ["hf-audio@0", "hf-audio@2"]
+    for name in local.runs:
+        assert remote.runs[name].n_computed == local.runs[name].n_computed == 6
+        assert ([e.key for e in remote.runs[name].entries]
+                == [e.key for e in local.runs[name].entries])
+        np.testing.assert_allclose(remote.sets[name].vectors, local.sets[name].vectors,
+                                   rtol=0, atol=1e-6)
+    assert os.path.isdir(tmp_path / "ray" / "export" / "hf-audio@2")
