@@ -220,7 +220,8 @@ class CLaMP2Embedder(LayerSpaces, Embedder):
                        "layer": None}
     option_types = {"weights": str, "device": str, "layer": str}
     description = ("CLaMP 2 symbolic encoder (M3 + music projection, sander-wood/clamp2): "
-                   "MIDI→MTF text patches, 768-d, weighted mean of 512-patch segments")
+                   "MIDI→MTF text patches, 768-d, weighted mean of 512-patch segments (layer=all: one "
+                   "space per encoder layer)")
     parallel_files = False
 
     def validate_options(self) -> None:

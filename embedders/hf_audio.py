@@ -245,7 +245,7 @@ class HFAudioEmbedder(LayerSpaces, Embedder):
     version = "1"
     extensions = audio_io.AUDIO_EXTENSIONS
     description = ("Any Hugging Face transformers audio encoder (default wav2vec 2.0 base): one "
-                   "hidden layer over time in windows, mean-pooled clip")
+                   "hidden layer over time in windows, mean-pooled clip (layer=all: one space per layer)")
     parallel_files = False
     option_defaults = {
         "model": DEFAULT_MODEL,

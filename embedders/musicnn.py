@@ -179,7 +179,8 @@ class MusicnnEmbedder(LayerSpaces, Embedder):
     extensions = audio_io.AUDIO_EXTENSIONS
     description = ("musicnn 0.1.0 audio taggers, PyTorch port reading the published TF1 "
                    "checkpoints: model MTT_musicnn|MSD_musicnn|MTT_vgg|MSD_vgg, one vector per "
-                   "input_length-s patch (layer: penultimate, taggram, mean_pool, ... or pool1-5)")
+                   "input_length-s patch (layer: penultimate, taggram, mean_pool, ... or pool1-5; all: one "
+                   "space per layer)")
     option_defaults = {
         "model": "MTT_musicnn",
         "input_length": 3,
