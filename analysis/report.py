@@ -17,6 +17,7 @@ from .schema import (EMBEDDER_METRICS, FRECHET_METRICS, METRIC_HELP, PAIR_METRIC
 from common.fsutil import atomic_write_text
 
 from .io import jsonable
+from . import layers as layer_plots
 
 __all__ = ["write_report", "render_html", "render_markdown"]
 
@@ -322,6 +323,9 @@ def render_html(metrics: dict, images: dict, *, title: str = "", maps_html: str 
                                      for s in toc) + "</p>")
     _html_dataset_and_notes(parts, metrics)
     _html_summary(parts, metrics, images)
+    parts += layer_plots.report_section(  # metric by layer (layer=all), analysis/layers.py
+        images, heading=lambda t: f"<h3>{_e(t)}</h3>",
+        figure=lambda key, cap: [_img_tag(png, cap) for png in _pngs(images, key)])
     if maps_html:
         parts.append(maps_html)
     _html_maps(parts, images, metrics)
@@ -598,6 +602,7 @@ def render_markdown(metrics: dict, images: dict, out: Path, *, title: str = "",
                         + ["retrieval chance"], _pair_summary_rows(metrics)), ""]
     else:
         L += ["No embedder pairs.", ""]
+    L += layer_plots.report_section(images, heading=lambda t: f"### {t}\n", figure=link) + [""]
     L += ["## Maps", ""] + ([_maps_sentence(metrics), ""] if _maps_sentence(metrics) else [])
     for key in images:
         if key.startswith("all_"):

@@ -22,6 +22,7 @@ import numpy as np
 from common.progress import progress_bar
 
 from . import comparisons, outputs
+from . import layers as layer_plots
 from . import metrics as registry
 from .evaluate import evaluate_embedder_context, evaluate_pair
 from .io import jsonable, write_json_atomic
@@ -238,7 +239,7 @@ def run_analysis(sets: Sequence, out: str | Path, *, plot_dir: str | Path, cos_d
                  n_bootstrap: int = DEFAULT_N_BOOTSTRAP,
                  n_permutations: int = DEFAULT_N_PERMUTATIONS, progress: bool = False,
                  hubness_reduction: str | None = None, report_audio: str = "link",
-                 probe_dir: str | Path | None = None) -> dict:
+                 probe_dir: str | Path | None = None, layers: dict | None = None) -> dict:
     """Analyse every embedding set and every pair; write metrics, tables, plots and the report.
 
     Parameters
@@ -257,6 +258,9 @@ def run_analysis(sets: Sequence, out: str | Path, *, plot_dir: str | Path, cos_d
     report_audio : {"link", "embed"}
         How the report's interactive maps play audio: a link relative to ``out``, or an embedded
         excerpt (:mod:`analysis.interactive`).
+    layers : dict, optional
+        Embedder -> its layers' space names in order (``layer=all``); default: the dataset
+        summary's ``layers``. Recorded as ``metrics["layers"]``, drawn as metric by layer.
 
     Returns
     -------
@@ -278,6 +282,8 @@ def run_analysis(sets: Sequence, out: str | Path, *, plot_dir: str | Path, cos_d
     if not sets:
         notes.append("no embedding sets were given: nothing to analyse")
     sets = _unique_sets(sets, notes)
+    metrics["layers"] = layer_plots.layer_lists(
+        layers if layers is not None else dataset_summary.get("layers"), [s.name for s in sets])
     n_steps = len(sets) + len(sets) * (len(sets) - 1) // 2 + len(methods) * len(sets)
     bar = progress_bar(n_steps, desc="analysis", unit="step", enabled=progress, leave=False)
     params["hubness_reduction"] = hubness_reduction
@@ -291,6 +297,7 @@ def run_analysis(sets: Sequence, out: str | Path, *, plot_dir: str | Path, cos_d
     images = outputs.write_tables_and_figures(
         metrics, sets, *dirs, title=title, methods=methods, seed=seed,
         all_classes=all_classes, bar=bar, coords=coords)
+    layer_plots.add_layer_figures(metrics, images, dirs[1], prefix=f"{title}: " if title else "")
     bar.close()
     params["seconds_total"] = round(time.perf_counter() - t_start, 3)
     write_json_atomic(metrics, out / "metrics.json")

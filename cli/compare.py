@@ -411,7 +411,7 @@ def run(args: argparse.Namespace) -> int:
     print_summary(result, analysis_seconds)
     if not args.no_index:  # the search index follows the exports (python main.py recommend)
         from search.cli import index_after_run
-        index_after_run(plan.emb_dir, [emb.name for emb in plan.embedders], quiet=args.quiet)
+        index_after_run(plan.emb_dir, list(result.runs), quiet=args.quiet)  # one per space
     print(f"outputs in {plan.out} (manifest.csv"
           f"{', metrics.json, report.html' if not args.no_analysis else ''}); "
           f"embeddings in {plan.emb_dir}")

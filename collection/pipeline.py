@@ -12,6 +12,11 @@ running again computes only what is missing.
 Memory stays flat in the size of the collection: during a run only clip vectors, frame counts
 and item metadata are kept (:class:`RunEntry`); frames go from the embedder to the cache, and
 later from the cache to the export folder, one file (or block) at a time.
+
+An embedder may give several spaces from one computation (``layer=all``: one per layer, named
+``hf-audio@6``; :meth:`~embedders.base.Embedder.spaces`). Each file is then computed once, each
+space cached under its own key and exported under its own name, and the rest of the tool sees
+one ordinary run per space (:func:`embed_spaces`; ``DatasetEmbeddings.layers`` lists them).
 """
 from __future__ import annotations
 
@@ -21,14 +26,14 @@ from collections import Counter, deque
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
 from embedders import Embedder, Embedding
 from .export import ExportWriter, export_dir
 from .manifest import manifest_rows, write_manifest
-from .runs import CHUNK_FILES, RunEntry, store_result
+from .runs import CHUNK_FILES, RunEntry, store_result, store_spaces
 from .scan import EMBEDDED, SKIPPED, HashIndex, Item, ScanResult, hash_items, scan_dataset
 from .store import DamagedEntryError, EmbeddingStore, StoreError, cache_key  # noqa: F401
 from common.progress import progress_bar
@@ -39,7 +44,7 @@ ENGINES = ("local", "ray")
 
 @dataclass
 class EmbedderRun:
-    """What one embedder did over a dataset."""
+    """What one embedder did over a dataset: one space of it (usually its only one)."""
 
     name: str
     modality: str
@@ -51,6 +56,15 @@ class EmbedderRun:
     export_path: str = ""
     #: Content hashes the model was trained on (:meth:`Embedder.seen_in_training`).
     seen_in_training: frozenset = frozenset()
+    #: The embedder that computed it, whose cache folder holds its entries ("": ``name``).
+    embedder: str = ""
+    #: Its layer, when it is one of several layers of ``embedder`` (``hf-audio@6``: 6).
+    layer: Any = None
+
+    @property
+    def cache_name(self) -> str:
+        """The store folder of this run's entries (:meth:`EmbeddingStore.entry_path`)."""
+        return self.embedder or self.name
 
     @property
     def items(self) -> list[Item]:
@@ -115,6 +129,16 @@ class DatasetEmbeddings:
         """The sets to analyse: as :attr:`sets`, less the items each model was trained on."""
         return {name: run.embedding_set(unseen_only=True) for name, run in self.runs.items()}
 
+    @property
+    def layers(self) -> dict[str, list[str]]:
+        """Per embedder asked for several layers, its layers' space names in the network's
+        order (``{"hf-audio": ["hf-audio@0", ...]}``); empty when there are none."""
+        out: dict[str, list[str]] = {}
+        for name, run in self.runs.items():
+            if run.layer is not None:
+                out.setdefault(run.cache_name, []).append(name)
+        return out
+
     def n_seen_in_training(self) -> dict[str, int]:
         """Per embedder, how many embedded items it was trained on (only those with any)."""
         counts = {name: sum(e.item.content_hash in r.seen_in_training for e in r.entries)
@@ -133,6 +157,7 @@ class DatasetEmbeddings:
         out["noted"] = [(e.item.id, f"{name}: {'; '.join(e.notes)}")
                         for name, r in self.runs.items() for e in r.entries if e.notes]
         out["seen_in_training"] = self.n_seen_in_training()
+        out["layers"] = self.layers
         out["note_counts"] = {name: dict(Counter(n for e in r.entries for n in e.notes))
                               for name, r in self.runs.items()}
         return out
@@ -160,14 +185,14 @@ def _worker_init(name: str, options: dict) -> None:
 
 def _worker_embed(path: str):
     try:
-        return path, _worker_embedder.compute(path)
+        return path, _worker_embedder.compute_spaces(path)
     except Exception as exc:  # returned, not raised: one bad file must not end the pool
         return path, exc
 
 
 def _embed_stream(embedder: Embedder, paths: list[str], workers: int
-                  ) -> Iterator[tuple[str, Embedding | Exception]]:
-    """``embedder.embed_many`` in chunks, or a process pool for per-file embedders."""
+                  ) -> Iterator[tuple[str, dict[str, Embedding] | Exception]]:
+    """``embedder.embed_many_spaces`` in chunks, or a process pool for per-file embedders."""
     if workers > 1 and embedder.parallel_files and len(paths) > 1:
         with ProcessPoolExecutor(max_workers=workers, initializer=_worker_init,
                                  initargs=(embedder.name, dict(embedder.options))) as pool:
@@ -180,7 +205,7 @@ def _embed_stream(embedder: Embedder, paths: list[str], workers: int
                 window.extend(pool.submit(_worker_embed, p) for p in _take(todo, 1))
         return
     for start in range(0, len(paths), CHUNK_FILES):
-        yield from embedder.embed_many(paths[start:start + CHUNK_FILES])
+        yield from embedder.embed_many_spaces(paths[start:start + CHUNK_FILES])
 
 
 def _take(iterator: Iterator[str], n: int) -> list[str]:
@@ -188,20 +213,27 @@ def _take(iterator: Iterator[str], n: int) -> list[str]:
 
 
 def local_results(todo: list[Item], embedder: Embedder, store: EmbeddingStore, *,
-                  keys: dict[str, str], options: dict, workers: int = 1
-                  ) -> Iterator[tuple[Item, RunEntry | str]]:
+                  keys: dict[str, dict[str, str]], options: dict[str, dict], workers: int = 1
+                  ) -> Iterator[tuple[Item, dict[str, RunEntry] | str]]:
     """The in-process engine: embed ``todo`` here (or in ``workers`` processes) and cache it.
+
+    Parameters
+    ----------
+    keys : dict
+        Item id -> {space: cache key}.
+    options : dict
+        Space -> its cache options (:meth:`Embedder.spaces`).
 
     Yields
     ------
-    (Item, RunEntry or str)
-        Per item, as it finishes: its run entry, or the reason it is skipped.
+    (Item, dict or str)
+        Per item, as it finishes: its run entry per space, or the reason it is skipped.
     """
     by_path = {it.path: it for it in todo}
     for path, out in _embed_stream(embedder, [it.path for it in todo], workers):
         it = by_path[path]
-        entry = store_result(it, out, embedder, store, key=keys[it.id], options=options)
-        del out  # this file's frames are in the cache now; keep only its clip vector
+        entry = store_spaces(it, out, embedder, store, keys=keys[it.id], options=options)
+        del out  # this file's frames are in the cache now; keep only its clip vectors
         yield it, entry
 
 
@@ -216,7 +248,7 @@ def embed_items(items: Iterable[Item], embedder: Embedder, store: EmbeddingStore
     items : iterable of Item
         Usable, hashed items (other modalities are ignored).
     embedder : Embedder
-        Loaded or not; it is loaded here.
+        Loaded or not; it is loaded here. One space only (for several, :func:`embed_spaces`).
     store : EmbeddingStore
     workers : int
         Processes for embedders that embed file by file (``parallel_files``).
@@ -240,58 +272,100 @@ def embed_items(items: Iterable[Item], embedder: Embedder, store: EmbeddingStore
     ------
     StoreError
         The store cannot be written (e.g. the disk is full); finished entries stay valid.
+    ValueError
+        The embedder gives several spaces (``layer=all``).
+    """
+    embedder.load()
+    spaces = list(embedder.spaces())
+    if len(spaces) != 1:
+        raise ValueError(f"{embedder.name} gives {len(spaces)} spaces ({', '.join(spaces)}): "
+                         f"use embed_spaces")
+    runs = embed_spaces(items, embedder, store, workers=workers, progress=progress,
+                        on_result=on_result, engine=engine, engine_options=engine_options)
+    return runs[spaces[0]]
+
+
+def embed_spaces(items: Iterable[Item], embedder: Embedder, store: EmbeddingStore, *,
+                 workers: int = 1, progress: bool = True,
+                 on_result: Callable[[Item, str], None] | None = None,
+                 engine: str = "local", engine_options: dict | None = None
+                 ) -> dict[str, EmbedderRun]:
+    """:func:`embed_items` for an embedder with one or several spaces (``layer=all``).
+
+    Each file is computed once (one forward pass gives every space); each space is looked up
+    and cached under its own key. A file is computed again when any of its spaces is missing.
+
+    Returns
+    -------
+    dict
+        Space name -> its :class:`EmbedderRun`, in the embedder's order. ``seconds`` of each is
+        the time of the one computation they share.
     """
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
     t0 = time.perf_counter()
     embedder.load()
-    options = embedder.cache_options()
-    run = EmbedderRun(name=embedder.name, modality=embedder.modality, options=options,
-                      seen_in_training=frozenset(embedder.seen_in_training()))
+    spaces = embedder.spaces()
+    layers = embedder.space_layers()
+    seen = frozenset(embedder.seen_in_training())
+    runs = {space: EmbedderRun(name=space, modality=embedder.modality, options=options,
+                               seen_in_training=seen, embedder=embedder.name,
+                               layer=layers.get(space))
+            for space, options in spaces.items()}
     mine = [it for it in items if not it.skip_reason and it.modality == embedder.modality]
-    run.n_found = len(mine)
-    entries, reasons, keys, todo = _look_up(mine, embedder, store, options)
+    entries, reasons, keys, todo = _look_up(mine, embedder, store, spaces)
     if engine == "ray":
         from .ray_engine import ray_results as engine_results  # Ray only when asked for
         extra = dict(engine_options or {})
     else:
         engine_results, extra = local_results, {}
-    results = engine_results(todo, embedder, store, keys=keys, options=options,
+    results = engine_results(todo, embedder, store, keys=keys, options=spaces,
                              workers=workers, **extra)
     bar = progress_bar(len(todo), desc=f"embedding with {embedder.name}", unit="file",
                        enabled=progress and bool(todo))
     _collect(results, entries, reasons, bar=bar, on_result=on_result)
-    run.record(mine, entries, reasons)
-    run.seconds = time.perf_counter() - t0
-    return run
+    seconds = time.perf_counter() - t0
+    for space, run in runs.items():
+        run.n_found = len(mine)
+        run.record(mine, entries[space], reasons)
+        run.seconds = seconds
+    return runs
 
 
-def _look_up(mine: list[Item], embedder: Embedder, store: EmbeddingStore, options: dict
-             ) -> tuple[dict[str, RunEntry], dict[str, str], dict[str, str], list[Item]]:
-    """The store's answer for each item: ``entries`` (id -> cached run entry: clip and frame
-    count, the frames stay on disk), ``reasons`` (id -> why the embedder cannot take it),
-    ``keys`` (id -> cache key) and ``todo`` (the items to embed)."""
-    entries: dict[str, RunEntry] = {}
+def _look_up(mine: list[Item], embedder: Embedder, store: EmbeddingStore,
+             spaces: dict[str, dict]
+             ) -> tuple[dict[str, dict[str, RunEntry]], dict[str, str], dict[str, dict[str, str]],
+                        list[Item]]:
+    """The store's answer for each item: ``entries`` (space -> id -> cached run entry: clip
+    and frame count, the frames stay on disk), ``reasons`` (id -> why the embedder cannot take
+    it), ``keys`` (id -> space -> cache key) and ``todo`` (the items with a space to compute)."""
+    entries: dict[str, dict[str, RunEntry]] = {space: {} for space in spaces}
     reasons: dict[str, str] = {}
-    keys: dict[str, str] = {}
+    keys: dict[str, dict[str, str]] = {}
     todo: list[Item] = []
     for it in mine:
         if not embedder.accepts(it.path):
             reasons[it.id] = f"{embedder.name} does not read {os.path.splitext(it.path)[1]} files"
             continue
-        keys[it.id] = cache_key(embedder.name, embedder.version, options, it.content_hash)
-        cached = store.peek(embedder.name, keys[it.id])
-        if cached is not None:
-            entries[it.id] = RunEntry(item=it, key=keys[it.id], clip=cached.clip,
-                                      n_frames=cached.n_frames, computed=False,
-                                      notes=cached.notes)
+        keys[it.id] = {space: cache_key(embedder.name, embedder.version, options, it.content_hash)
+                       for space, options in spaces.items()}
+        found = {}
+        for space, key in keys[it.id].items():
+            cached = store.peek(embedder.name, key)
+            if cached is None:
+                break  # one forward pass computes every space again
+            found[space] = RunEntry(item=it, key=key, clip=cached.clip, n_frames=cached.n_frames,
+                                    computed=False, notes=cached.notes)
         else:
-            todo.append(it)
+            for space, entry in found.items():
+                entries[space][it.id] = entry
+            continue
+        todo.append(it)
     return entries, reasons, keys, todo
 
 
-def _collect(results: Iterator[tuple[Item, RunEntry | str]], entries: dict[str, RunEntry],
-             reasons: dict[str, str], *, bar,
+def _collect(results: Iterator[tuple[Item, dict[str, RunEntry] | str]],
+             entries: dict[str, dict[str, RunEntry]], reasons: dict[str, str], *, bar,
              on_result: Callable[[Item, str], None] | None) -> None:
     """Take an engine's results into ``entries`` / ``reasons`` as they come, ticking ``bar``."""
     try:
@@ -301,7 +375,8 @@ def _collect(results: Iterator[tuple[Item, RunEntry | str]], entries: dict[str, 
                     reasons[it.id] = entry
                     status = SKIPPED
                 else:
-                    entries[it.id] = entry
+                    for space, space_entry in entry.items():
+                        entries[space][it.id] = space_entry
                     status = EMBEDDED
                 bar.update(1)
                 if on_result is not None:
@@ -320,7 +395,8 @@ def export_run(run: EmbedderRun, embedder: Embedder, store: EmbeddingStore, *, m
     Returns
     -------
     Path
-        The export folder, ``<emb-dir>/export/<embedder>``.
+        The export folder, ``<emb-dir>/export/<embedder>`` (``run.name``: one layer's space
+        is exported under its own name, e.g. ``export/hf-audio@6``).
     """
     kept: list[RunEntry] = []
     bar = progress_bar(len(run.entries), desc=f"exporting {run.name}", unit="file",
@@ -332,11 +408,11 @@ def export_run(run: EmbedderRun, embedder: Embedder, store: EmbeddingStore, *, m
             fields = dict(id=it.id, label=it.label, path=it.path, pair_id=it.pair_id,
                           content_hash=it.content_hash)
             try:
-                blocks = store.iter_frames(run.name, entry.key)  # read and checked as copied
+                blocks = store.iter_frames(run.cache_name, entry.key)  # checked as copied
                 entry.n_frames = writer.add_item(**fields, clip=entry.clip, frame_blocks=blocks)
             except DamagedEntryError:
                 try:
-                    out = embedder.compute(it.path)
+                    out = embedder.compute_spaces(it.path)[run.name]
                 except Exception as exc:  # any model error skips this file, as in the run
                     out = exc
                 fresh = store_result(it, out, embedder, store, key=entry.key,
@@ -367,7 +443,8 @@ def embed_dataset(root: str | os.PathLike, embedders: list[Embedder], *,
         Dataset folder (``ROOT/<label>/.../<file>``).
     embedders : list of Embedder
         Distinct names. They are loaded before any file is touched, so a weights problem
-        stops the run early.
+        (or a layer the model lacks) stops the run early. An embedder with several spaces
+        (``layer=all``) gives one run and one export per space, keyed by the space's name.
     emb_dir : path
         The embeddings folder: content-addressed cache and per-embedder export folders.
     out_dir : path
@@ -385,6 +462,9 @@ def embed_dataset(root: str | os.PathLike, embedders: list[Embedder], *,
         raise ValueError(f"embedder names must be distinct, got {names}")
     for emb in embedders:
         emb.load()
+    spaces = [space for emb in embedders for space in emb.spaces()]
+    if len(set(spaces)) != len(spaces):
+        raise ValueError(f"space names must be distinct, got {spaces}")
     scan = scan if scan is not None else scan_dataset(root)
     store = EmbeddingStore(emb_dir)
     store.clean_stale_temp()
@@ -398,14 +478,15 @@ def embed_dataset(root: str | os.PathLike, embedders: list[Embedder], *,
     out_dir = Path(out_dir)
     manifest_path = out_dir / "manifest.csv"
     for emb in embedders:
-        run = embed_items(scan.usable, emb, store, workers=workers, progress=progress,
-                          engine=engine, engine_options=engine_options)
-        runs[emb.name] = run
-        export = export_run(run, emb, store,
-                            meta={"embedder": emb.name, "modality": emb.modality,
-                                  "version": emb.version, "options": run.options,
-                                  "dataset": scan.root}, progress=progress)
-        run.export_path = str(export)
+        for space, run in embed_spaces(scan.usable, emb, store, workers=workers,
+                                       progress=progress, engine=engine,
+                                       engine_options=engine_options).items():
+            runs[space] = run
+            meta = {"embedder": space, "modality": emb.modality, "version": emb.version,
+                    "options": run.options, "dataset": scan.root}
+            if run.layer is not None:  # one layer of several: which model, which layer
+                meta.update(layer_of=emb.name, layer=run.layer)
+            run.export_path = str(export_run(run, emb, store, meta=meta, progress=progress))
     write_manifest(manifest_path, manifest_rows(scan, runs))
     return DatasetEmbeddings(scan=scan, runs=runs, manifest_path=str(manifest_path),
                              damaged_cache_entries=list(store.damaged))

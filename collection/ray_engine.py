@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Iterator
 
 from embedders import Embedder, get_embedder
-from .runs import CHUNK_FILES, RunEntry, store_result
+from .runs import CHUNK_FILES, RunEntry, store_spaces
 from .scan import Item
 from .store import EmbeddingStore
 
@@ -137,15 +137,16 @@ class EmbedWorker:
         self.embedder = get_embedder(name, **options).load()
         self.store = EmbeddingStore(store_root)
 
-    def embed(self, items: list[Item], keys: dict[str, str], options: dict
-              ) -> list[tuple[str, RunEntry | str]]:
-        """Embed and cache ``items``; per item, ``(item id, run entry or skip reason)``."""
+    def embed(self, items: list[Item], keys: dict[str, dict[str, str]], options: dict
+              ) -> list[tuple[str, dict[str, RunEntry] | str]]:
+        """Embed and cache ``items``; per item, ``(item id, {space: run entry} or skip reason)``
+        (``keys``: item id -> space -> cache key; ``options``: space -> cache options)."""
         by_path = {it.path: it for it in items}
         done = []
-        for path, out in self.embedder.embed_many(list(by_path)):
+        for path, out in self.embedder.embed_many_spaces(list(by_path)):
             it = by_path[path]
-            done.append((it.id, store_result(it, out, self.embedder, self.store,
-                                             key=keys[it.id], options=options)))
+            done.append((it.id, store_spaces(it, out, self.embedder, self.store,
+                                             keys=keys[it.id], options=options)))
             del out  # cached now; only the clip vector travels back
         return done
 
@@ -208,9 +209,9 @@ def ray_results(todo: list[Item], embedder: Embedder, store: EmbeddingStore, *,
     embedder : Embedder
         Its name, options and registering module are sent to the actors, not the object.
     keys : dict
-        Item id → cache key.
+        Item id → space → cache key (one space unless the embedder gives several layers).
     options : dict
-        The embedder's cache options (stored in each entry's meta).
+        Space → its cache options (stored in each entry's meta).
     workers : int
         Actors to start; 0: one per CPU of the cluster (or per ``gpus_per_worker`` GPUs).
     address : str, optional
@@ -335,5 +336,6 @@ def _task_results(ray, ref, batch: list[Item]):
     for it in batch:
         entry = done.get(it.id, "not returned by its Ray worker; run again")
         # the driver's own Item, not the copy that travelled
-        yield it, entry if isinstance(entry, str) else dataclasses.replace(entry, item=it)
+        yield it, entry if isinstance(entry, str) else {
+            space: dataclasses.replace(e, item=it) for space, e in entry.items()}
     return False

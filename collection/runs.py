@@ -76,3 +76,27 @@ def store_result(it: Item, out: Embedding | Exception, embedder: Embedder,
     # a copy, so that a clip that is a view into the frames does not keep them alive
     return RunEntry(item=it, key=key, clip=out.clip.copy(), n_frames=out.frames.shape[0],
                     computed=True, notes=tuple(out.info.get("notes", ())))
+
+
+def store_spaces(it: Item, out: dict[str, Embedding] | Exception, embedder: Embedder,
+                 store: EmbeddingStore, *, keys: dict[str, str], options: dict[str, dict]
+                 ) -> dict[str, RunEntry] | str:
+    """Cache every space of one computed file (:meth:`Embedder.compute_spaces`); the run entry
+    of each space, or the reason the item is skipped.
+
+    Each space goes under the embedder's cache folder with its own key and options (a layer's
+    space is keyed like the single-layer embedder computing it alone, so they share entries).
+    """
+    if isinstance(out, Exception):
+        return skip_reason(out)
+    missing = sorted(set(keys) - set(out))
+    if missing:
+        return f"{embedder.name} gave no {', '.join(missing)}"
+    entries: dict[str, RunEntry] = {}
+    for space, key in keys.items():
+        entry = store_result(it, out[space], embedder, store, key=key, options=options[space])
+        if isinstance(entry, str):
+            return entry
+        entries[space] = entry
+    return entries
+

@@ -7,6 +7,13 @@ Subclasses set the class attributes ``name``, ``modality``, ``version``, ``exten
 ``option_defaults`` (plus ``option_types`` for options whose default is ``None``), and implement
 :meth:`Embedder._embed_file` (and, if they batch across files, :meth:`Embedder.embed_many`).
 Registering is one decorator, :func:`embedders.register`.
+
+Several spaces from one computation: an embedder asked for several layers (``layer=all``)
+gives one *space* per layer, named ``NAME@LAYER`` (:meth:`Embedder.spaces`), all from one
+forward pass per file (:meth:`Embedder.compute_spaces`, :meth:`Embedder.embed_many_spaces`,
+which subclasses implement through :meth:`Embedder._embed_file_spaces`). The pipeline stores,
+exports and analyses each space as it does an ordinary embedder. An ordinary embedder has one
+space, named after itself, and needs none of this.
 """
 from __future__ import annotations
 
@@ -22,6 +29,9 @@ MODALITIES = (AUDIO, SYMBOLIC)
 
 #: Options that change how fast, not what, an embedder computes: never part of a cache key.
 RUNTIME_OPTIONS = frozenset({"device", "batch_size", "workers", "weights", "verbose"})
+
+#: Joins an embedder's name and a layer into the name of that layer's space: ``hf-audio@6``.
+SPACE_SEPARATOR = "@"
 
 #: The value types an option may declare; text (``--set NAME.OPTION=VALUE``) is read as one.
 OPTION_TYPES = (bool, int, float, str)
@@ -315,6 +325,47 @@ class Embedder:
         if wid is not None:
             opts["weights_identity"] = wid
         return opts
+
+    # -- several spaces from one computation -------------------------------------------------
+    def spaces(self) -> dict[str, dict[str, Any]]:
+        """The embedding spaces one computation of a file gives, in order: name -> cache options.
+
+        One space named after the embedder, keyed by :meth:`cache_options`, unless the embedder
+        was asked for several (e.g. ``layer=all``): then one per layer, ``NAME@LAYER``, each
+        keyed by the cache options of the single-layer embedder that would compute it alone
+        (so both find the same cache entries). May load the model (the number of layers).
+        """
+        return {self.name: self.cache_options()}
+
+    def space_layers(self) -> dict[str, Any]:
+        """Space name -> its layer, for an embedder giving one space per layer; else ``{}``."""
+        return {}
+
+    def _embed_file_spaces(self, path: str) -> dict[str, Embedding]:
+        """Every space's embedding of one file from one computation (keys as :meth:`spaces`).
+        Raise :class:`InputError` for a file that cannot be embedded."""
+        return {self.name: self._embed_file(path)}
+
+    def compute_spaces(self, path: str | os.PathLike) -> dict[str, Embedding]:
+        """Every space's embedding of one file, from one computation."""
+        self.load()
+        return self._embed_file_spaces(str(path))
+
+    def embed_many_spaces(self, paths: Iterable[str]
+                          ) -> Iterator[tuple[str, dict[str, Embedding] | Exception]]:
+        """:meth:`embed_many` for every space: ``(path, {space: Embedding})`` or
+        ``(path, exception)`` per file. An embedder with one space batches as its
+        :meth:`embed_many` does; override to batch several spaces across files."""
+        if list(self.spaces()) == [self.name]:
+            for path, out in self.embed_many(paths):
+                yield path, out if isinstance(out, Exception) else {self.name: out}
+            return
+        self.load()
+        for path in paths:
+            try:
+                yield path, self._embed_file_spaces(str(path))
+            except Exception as exc:  # one bad file must not end the run
+                yield path, exc
 
     def __repr__(self) -> str:
         opts = ", ".join(f"{k}={v!r}" for k, v in self.options.items())

@@ -21,11 +21,18 @@ padded only to the longest one in the batch (padding is masked out of attention 
 this equals the reference's padding to 512), attention uses ``scaled_dot_product_attention``.
 The opt-in ``precision`` option (bfloat16 / float16 autocast) does change the maths.
 
+Layers (``layer`` option): by default the model's output, the projection above (``proj``). An
+integer ``k`` instead gives the masked mean, per segment, of the encoder's hidden states after
+``k`` layers (0: the embedding layer's output; no projection: it was trained on the last layer
+only); ``all`` (0 … N, then ``proj``) or a list gives one space per layer, ``clamp2@LAYER``, from
+one forward pass.
+
 Inputs: every MIDI file the reference converter accepts (see ``embedders/lib/mtf.py``); unusual
 ones (SMPTE division, no sounding note, ...) carry ``Embedding.info["notes"]``.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -43,6 +50,7 @@ from .base import (
     WeightsError,
     resolve_device,
 )
+from .lib.layers import ALL, LayerSpaces, parse_layers
 from .lib.weights import hf_cache_dir
 from .lib.mtf import (
     PATCH_LENGTH,
@@ -68,6 +76,9 @@ MIN_FILL = 0.875
 PRECISIONS = ("float32", "bfloat16", "float16")
 #: Device types each reduced precision runs on.
 PRECISION_DEVICES = {"bfloat16": ("cpu", "cuda"), "float16": ("cuda",)}
+
+#: The ``layer`` naming the projected output (the default; ``None`` in the options).
+PROJ = "proj"
 
 MIDI_EXTENSIONS = (".mid", ".midi")
 MTF_EXTENSIONS = (".mtf",)
@@ -176,7 +187,7 @@ def weighted_clip(segments: np.ndarray, weights: list[int]) -> np.ndarray:
 # the embedder
 
 @register
-class CLaMP2Embedder(Embedder):
+class CLaMP2Embedder(LayerSpaces, Embedder):
     """CLaMP 2 music encoder: MIDI / MTF → one vector per ≤512-patch segment, weighted clip mean.
 
     Options
@@ -195,16 +206,22 @@ class CLaMP2Embedder(Embedder):
         encoder layers under ``torch.autocast``: ``bfloat16`` (CPU and CUDA) or ``float16`` (CUDA
         only). It changes the numbers (see docs/models.md for the measured cost), so it is part of
         the cache key; pooling and the projection stay in float32.
+    layer : int, str, list or None
+        ``None`` / ``proj`` (default): the projected output. ``k``: masked mean of the hidden
+        states after ``k`` encoder layers (0: embeddings; negative counts from the last).
+        ``all`` or a list (``4,8,proj``): one space per layer, ``clamp2@LAYER``.
     """
 
     name = "clamp2"
     modality = SYMBOLIC
     version = "1"
     extensions = MIDI_EXTENSIONS + MTF_EXTENSIONS
-    option_defaults = {"weights": None, "device": None, "batch_size": 8, "precision": "float32"}
-    option_types = {"weights": str, "device": str}
+    option_defaults = {"weights": None, "device": None, "batch_size": 8, "precision": "float32",
+                       "layer": None}
+    option_types = {"weights": str, "device": str, "layer": str}
     description = ("CLaMP 2 symbolic encoder (M3 + music projection, sander-wood/clamp2): "
-                   "MIDI→MTF text patches, 768-d, weighted mean of 512-patch segments")
+                   "MIDI→MTF text patches, 768-d, weighted mean of 512-patch segments (layer=all: one "
+                   "space per encoder layer)")
     parallel_files = False
 
     def validate_options(self) -> None:
@@ -223,6 +240,36 @@ class CLaMP2Embedder(Embedder):
                                      f"got {prec!r}")
         if dev not in (None, "", "auto"):  # an automatic device is checked once resolved
             self._check_precision(dev)
+        layer = parse_layers(self.options["layer"])
+        self.options["layer"] = None if layer == PROJ else layer  # the default, as a name
+        for v in (layer if isinstance(layer, tuple) else (layer,)) if layer != ALL else ():
+            if v not in (None, PROJ) and (isinstance(v, bool) or not isinstance(v, int)):
+                raise ConfigurationError(f"clamp2 layer must be an integer, proj, a list of them "
+                                         f"or all, got {v!r}")
+
+    def _check_layers(self) -> None:
+        """Every integer layer asked for exists in the loaded model (0 … num_layers)."""
+        n = int(self._model.cfg["num_layers"])
+        layer = self.options["layer"]
+        for v in (layer if isinstance(layer, tuple) else (layer,)) if layer != ALL else ():
+            if isinstance(v, int) and not -(n + 1) <= v <= n:
+                raise ConfigurationError(f"clamp2 layer {v} is out of range: the model has "
+                                         f"{n + 1} hidden states (0 … {n}, or negative from the "
+                                         f"last), and proj")
+
+    def selected_layers(self) -> list:
+        self.load()
+        layer = self.options["layer"]
+        if layer == ALL:
+            return list(range(int(self._model.cfg["num_layers"]) + 1)) + [PROJ]
+        return list(layer) if isinstance(layer, tuple) else [layer]
+
+    def layer_cache_options(self, base: dict, layer) -> dict:
+        """The projection's space is keyed as a plain clamp2 run (no ``layer`` in its key)."""
+        opts = {**base, "layer": layer}
+        if layer in (None, PROJ):
+            opts.pop("layer")
+        return opts
 
     def _check_precision(self, device: str) -> None:
         prec = self.options["precision"]
@@ -238,10 +285,16 @@ class CLaMP2Embedder(Embedder):
         opts = super().cache_options()
         if opts.get("precision") == "float32":
             opts.pop("precision")
+        if opts.get("layer", 0) is None:  # the default: keys stay as before the option
+            opts.pop("layer")
         return opts
 
     @property
     def dim(self) -> int | None:
+        if self.several_layers:
+            return None
+        if isinstance(self.options["layer"], int) and getattr(self, "_model", None) is not None:
+            return int(self._model.cfg["hidden_size"])
         if getattr(self, "_model", None) is not None:
             return int(self._model.cfg["output_size"])
         return None
@@ -266,6 +319,7 @@ class CLaMP2Embedder(Embedder):
         self._model = model.to(self._device)
         self._segment_length = min(PATCH_LENGTH, int(model.cfg["max_positions"]))
         self._torch = torch
+        self._check_layers()
 
     @classmethod
     def from_state_dict(cls, state: dict, *, name: str = "<in-memory>", **options: Any) -> CLaMP2Embedder:
@@ -286,6 +340,7 @@ class CLaMP2Embedder(Embedder):
         self._torch = torch
         self._weights_path = None
         self._identity = str(name)
+        self._check_layers()
         self._loaded = True
         return self
 
@@ -320,8 +375,9 @@ class CLaMP2Embedder(Embedder):
             raise InputError(path, str(exc)) from exc
 
     # -- model side ---------------------------------------------------------------------------
-    def _run_segments(self, segs: list[np.ndarray]) -> list[np.ndarray]:
-        """Vectors of many segments (each [n_i, patch_size]); batched by length, in input order."""
+    def _run_segments(self, segs: list[np.ndarray]) -> list[list[np.ndarray]]:
+        """Vectors of many segments (each [n_i, patch_size]), one per computed layer (see
+        :meth:`_forward`); batched by length, in input order."""
         torch = self._torch
         out: list[np.ndarray | None] = [None] * len(segs)
         order = sorted(range(len(segs)), key=lambda i: -len(segs[i]))
@@ -347,29 +403,48 @@ class CLaMP2Embedder(Embedder):
                     n = len(segs[j])
                     ids[r, :n] = segs[j]
                     mask[r, :n] = 1.0
-                vec = self._forward(torch.from_numpy(ids).to(self._device),
-                                    torch.from_numpy(mask).to(self._device))
-                vec = vec.float().cpu().numpy()
+                vecs = self._forward(torch.from_numpy(ids).to(self._device),
+                                     torch.from_numpy(mask).to(self._device))
+                vecs = [v.float().cpu().numpy() for v in vecs]
                 for r, j in enumerate(idx):
-                    out[j] = vec[r]
+                    out[j] = [v[r] for v in vecs]
                 i += count
         return out  # type: ignore[return-value]
 
-    def _forward(self, ids, mask):
-        """Segment vectors; with reduced ``precision`` only the encoder runs under autocast."""
+    def _computed_layers(self) -> list:
+        """The layers one forward pass gives, in order (``None``: the projection)."""
+        return self.selected_layers() if self.several_layers else [self.options["layer"]]
+
+    def _forward(self, ids, mask) -> list:
+        """Segment vectors of every computed layer ([B, d] each, :meth:`_computed_layers`);
+        with reduced ``precision`` only the encoder runs under autocast."""
         prec = self.options["precision"]
-        if prec == "float32":
-            return self._model(ids, mask)
+        layers = self._computed_layers()
+        if prec == "float32" and layers == [None]:
+            return [self._model(ids, mask)]
         torch = self._torch
-        with torch.autocast(torch.device(self._device).type, dtype=getattr(torch, prec)):
-            x = self._model.hidden_states(ids, mask)
-        # the masked mean and the projection (one small matrix product) in float32
-        x = x.float()
-        m = mask.to(x.dtype).unsqueeze(-1)
-        return self._model.proj((x * m).sum(1) / m.sum(1))
+        with (torch.autocast(torch.device(self._device).type, dtype=getattr(torch, prec))
+              if prec != "float32" else contextlib.nullcontext()):
+            states = self._model.hidden_states(ids, mask, every_layer=True)
+        # the masked means and the projection (one small matrix product) in float32
+        m = mask.to(torch.float32).unsqueeze(-1)
+        out = []
+        for layer in layers:
+            x = states[-1 if layer in (None, PROJ) else layer].float()
+            pooled = (x * m).sum(1) / m.sum(1)
+            out.append(self._model.proj(pooled) if layer in (None, PROJ) else pooled)
+        return out
 
     def _embed_patches(self, patches_by_file: list[np.ndarray],
                        notes_by_file: list[list[str]] | None = None) -> list[Embedding]:
+        """Per file, its Embedding (one layer)."""
+        self.refuse_several()
+        layer = self.options["layer"]
+        return [d[layer] for d in self._embed_patch_layers(patches_by_file, notes_by_file)]
+
+    def _embed_patch_layers(self, patches_by_file: list[np.ndarray],
+                            notes_by_file: list[list[str]] | None = None) -> list[dict]:
+        """Per file, layer -> Embedding for every computed layer (one forward pass)."""
         L = self._segment_length
         if notes_by_file is None:
             notes_by_file = [[] for _ in patches_by_file]
@@ -382,26 +457,54 @@ class CLaMP2Embedder(Embedder):
         per_file: list[list[np.ndarray]] = [[] for _ in patches_by_file]
         for f, v in zip(owners, vecs):
             per_file[f].append(v)
+        layers = self._computed_layers()
         result = []
         for x, vs, notes in zip(patches_by_file, per_file, notes_by_file):
-            frames = np.stack(vs).astype(np.float32)
             w = segment_weights(len(x), L)
             info = {"n_patches": len(x), "n_segments": len(vs), "segment_weights": w}
             if notes:  # unusual but accepted input (SMPTE division, no sounding notes, ...)
                 info["notes"] = list(notes)
-            result.append(Embedding(frames=frames, clip=weighted_clip(frames, w), timestamps=None,
-                                    info=info))
+            by_layer = {}
+            for i, layer in enumerate(layers):
+                frames = np.stack([v[i] for v in vs]).astype(np.float32)
+                by_layer[layer] = Embedding(
+                    frames=frames, clip=weighted_clip(frames, w), timestamps=None,
+                    info=info if layer is None else dict(info, layer=layer))
+            result.append(by_layer)
         return result
 
     def _embed_file(self, path: str) -> Embedding:
+        self.refuse_several()
+        return self._embed_layers(path)[self.options["layer"]]
+
+    def _embed_layers(self, path: str) -> dict:
         x, notes = self.patches_and_notes(path)
-        return self._embed_patches([x], [notes])[0]
+        return self._embed_patch_layers([x], [notes])[0]
 
     def embed_many(self, paths: Iterable[str]) -> Iterator[tuple[str, Embedding | Exception]]:
         """Embed many files, batching the segments of up to ``FILES_PER_CHUNK`` files together.
 
         Yields ``(path, Embedding)`` or ``(path, exception)``; a bad file never stops the others.
         """
+        self.refuse_several()
+        layer = self.options["layer"]
+        for path, out in self._embed_chunks(paths):
+            yield path, out if isinstance(out, Exception) else out[layer]
+
+    def embed_many_spaces(self, paths: Iterable[str]
+                          ) -> Iterator[tuple[str, dict[str, Embedding] | Exception]]:
+        """:meth:`embed_many` for every space, batched across files the same way."""
+        if not self.several_layers:
+            yield from super().embed_many_spaces(paths)
+            return
+        spaces = self.space_layers()
+        for path, out in self._embed_chunks(paths):
+            yield path, (out if isinstance(out, Exception)
+                         else {space: out[layer] for space, layer in spaces.items()})
+
+    def _embed_chunks(self, paths: Iterable[str]) -> Iterator[tuple[str, dict | Exception]]:
+        """``(path, {layer: Embedding})`` or ``(path, exception)``, ``FILES_PER_CHUNK`` files
+        parsed and batched together at a time."""
         self.load()
         chunk: list[str] = []
         for path in paths:
@@ -412,7 +515,7 @@ class CLaMP2Embedder(Embedder):
         if chunk:
             yield from self._embed_chunk(chunk)
 
-    def _embed_chunk(self, paths: list[str]) -> Iterator[tuple[str, Embedding | Exception]]:
+    def _embed_chunk(self, paths: list[str]) -> Iterator[tuple[str, dict | Exception]]:
         good_paths, good, good_notes = [], [], []
         for path in paths:
             try:
@@ -426,12 +529,12 @@ class CLaMP2Embedder(Embedder):
         if not good:
             return
         try:
-            embs = self._embed_patches(good, good_notes)
+            embs = self._embed_patch_layers(good, good_notes)
         except Exception:
             # a failure in a shared batch (e.g. out of memory): fall back to one file at a time
             for path, x, notes in zip(good_paths, good, good_notes):
                 try:
-                    yield path, self._embed_patches([x], [notes])[0]
+                    yield path, self._embed_patch_layers([x], [notes])[0]
                 except Exception as exc:
                     yield path, exc
             return

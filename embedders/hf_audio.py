@@ -47,6 +47,7 @@ from . import register
 from .base import (AUDIO, ConfigurationError, Embedder, Embedding, InputError, WeightsError,
                    mean_pool, resolve_device)
 from .lib import audio_io, hf_models
+from .lib.layers import ALL, LayerSpaces, parse_layers
 from .lib.hf_models import conv_frames, conv_geometry, needs_remote_code  # noqa: F401 (API)
 
 DEFAULT_MODEL = "facebook/wav2vec2-base"
@@ -210,7 +211,7 @@ def resolve_model(model: str, *, revision: str | None = None, name: str = "hf-au
 # the embedder
 
 @register
-class HFAudioEmbedder(Embedder):
+class HFAudioEmbedder(LayerSpaces, Embedder):
     """A ``transformers`` audio encoder: one hidden layer's vectors over time, mean as clip.
 
     Options
@@ -219,9 +220,10 @@ class HFAudioEmbedder(Embedder):
         Hugging Face id or local ``save_pretrained`` folder (default ``facebook/wav2vec2-base``).
     revision : str or None
         Branch, tag or commit of a hub model; the resolved commit is what the cache key holds.
-    layer : int
+    layer : int, list of int or "all"
         Index into ``hidden_states`` (0: the encoder's input, i.e. the projected convolutional
-        features; ``-1``: the last layer).
+        features; ``-1``: the last layer). ``all`` or a list (``2,4,6``): one space per layer,
+        ``hf-audio@LAYER``, from one forward pass per file (:mod:`embedders.lib.layers`).
     window_seconds : float or None
         Window length; ``None``: 5 s for MERT, 10 s for the others.
     hop_seconds : float or None
@@ -243,7 +245,7 @@ class HFAudioEmbedder(Embedder):
     version = "1"
     extensions = audio_io.AUDIO_EXTENSIONS
     description = ("Any Hugging Face transformers audio encoder (default wav2vec 2.0 base): one "
-                   "hidden layer over time in windows, mean-pooled clip")
+                   "hidden layer over time in windows, mean-pooled clip (layer=all: one space per layer)")
     parallel_files = False
     option_defaults = {
         "model": DEFAULT_MODEL,
@@ -267,8 +269,11 @@ class HFAudioEmbedder(Embedder):
         o["model"] = str(o["model"])
         if o["revision"] is not None and not isinstance(o["revision"], str):
             raise ConfigurationError(f"{name} revision must be text, got {o['revision']!r}")
-        if isinstance(o["layer"], bool) or not isinstance(o["layer"], int):
-            raise ConfigurationError(f"{name} layer must be an integer, got {o['layer']!r}")
+        o["layer"] = layer = parse_layers(o["layer"])
+        if layer != ALL and any(isinstance(v, bool) or not isinstance(v, int)
+                                for v in (layer if isinstance(layer, tuple) else (layer,))):
+            raise ConfigurationError(f"{name} layer must be an integer, a list of integers "
+                                     f"(2,4,6) or all, got {o['layer']!r}")
         for key in ("window_seconds", "hop_seconds"):
             v = o[key]
             if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))
@@ -352,11 +357,7 @@ class HFAudioEmbedder(Embedder):
         self._identity = identity
         self._sr = int(extractor.sampling_rate)
         cfg = model.config
-        n_hidden = int(getattr(cfg, "num_hidden_layers", 0)) + 1
-        if n_hidden > 1 and not -n_hidden <= o["layer"] < n_hidden:
-            raise ConfigurationError(f"{name} layer {o['layer']} is out of range: the model has "
-                                     f"{n_hidden} hidden states (0 … {n_hidden - 1}, or -1 for "
-                                     f"the last)")
+        self._layers = self._check_layers(int(getattr(cfg, "num_hidden_layers", 0)) + 1)
         kernels, strides = getattr(cfg, "conv_kernel", None), getattr(cfg, "conv_stride", None)
         self._geometry = conv_geometry(kernels, strides) if kernels and strides else None
         seconds = o["window_seconds"] or MODEL_WINDOW_SECONDS.get(cfg.model_type,
@@ -370,6 +371,26 @@ class HFAudioEmbedder(Embedder):
             raise ConfigurationError(f"{name} hop_seconds needs a model with a convolutional "
                                      f"front-end; {cfg.model_type} windows do not overlap")
         self._torch = torch
+
+    def _check_layers(self, n_hidden: int) -> list[int]:
+        """The selected indexes into ``hidden_states``, checked against the model's count."""
+        name, layer = self.name, self.options["layer"]
+        if layer == ALL:
+            if n_hidden <= 1:
+                raise ConfigurationError(f"{name} layer=all: the model's config does not say how "
+                                         f"many layers it has (num_hidden_layers); list them")
+            return list(range(n_hidden))
+        layers = list(layer) if isinstance(layer, tuple) else [layer]
+        for v in layers:
+            if n_hidden > 1 and not -n_hidden <= v < n_hidden:
+                raise ConfigurationError(f"{name} layer {v} is out of range: the model has "
+                                         f"{n_hidden} hidden states (0 … {n_hidden - 1}, or -1 "
+                                         f"for the last)")
+        return layers
+
+    def selected_layers(self) -> list[int]:
+        self.load()
+        return list(self._layers)
 
     # -- audio --------------------------------------------------------------------------------
     def read_signal(self, path: str) -> tuple[np.ndarray, int, int]:
@@ -390,11 +411,13 @@ class HFAudioEmbedder(Embedder):
 
     # -- model --------------------------------------------------------------------------------
     def _forward(self, windows: list[np.ndarray]) -> np.ndarray:
-        """``hidden_states[layer]`` of equally long windows.
+        """``hidden_states[layer]`` of equally long windows; with several layers, every selected
+        one from the same forward pass (stacked on a layer axis after the frames).
 
         Returns
         -------
-        np.ndarray [shape=(n_windows, n_frames, dim), dtype=float32]
+        np.ndarray [shape=(n_windows, n_frames, dim) or (n_windows, n_frames, n_layers, dim),
+        dtype=float32]
         """
         torch = self._torch
         inputs = self._extractor(windows, sampling_rate=self._sr, return_tensors="pt")
@@ -405,7 +428,10 @@ class HFAudioEmbedder(Embedder):
                     out = self._model(**inputs, output_hidden_states=True)
             else:
                 out = self._model(**inputs, output_hidden_states=True)
-            return out.hidden_states[self.options["layer"]].float().cpu().numpy()
+            if not self.several_layers:
+                return out.hidden_states[self.options["layer"]].float().cpu().numpy()
+            return torch.stack([out.hidden_states[i] for i in self._layers], dim=2) \
+                .float().cpu().numpy()
 
     def _run_windows(self, signal: np.ndarray, bounds: list[tuple[int, int]]) -> list[np.ndarray]:
         """Hidden states of each window ``signal[a:b]``, windows of equal length batched."""
@@ -421,6 +447,7 @@ class HFAudioEmbedder(Embedder):
         Returns
         -------
         frames : np.ndarray [shape=(n_frames, dim), dtype=float32]
+            With several layers ``(n_frames, n_layers, dim)``, layers as :meth:`selected_layers`.
         timestamps : np.ndarray [shape=(n_frames,)]
             Seconds (centre of each frame's receptive field).
 
@@ -446,6 +473,22 @@ class HFAudioEmbedder(Embedder):
                               batch_size=self.options["batch_size"])
 
     def _embed_file(self, path: str) -> Embedding:
+        self.refuse_several()
+        frames, timestamps, info = self._frames_of_file(path)
+        return Embedding(frames=frames, clip=mean_pool(frames), timestamps=timestamps, info=info)
+
+    def _embed_layers(self, path: str) -> dict[int, Embedding]:
+        frames, timestamps, info = self._frames_of_file(path)
+        out = {}
+        for i, layer in enumerate(self._layers):
+            # a contiguous copy per layer; the stacked array is dropped right after
+            x = np.ascontiguousarray(frames[:, i, :])
+            out[layer] = Embedding(frames=x, clip=mean_pool(x), timestamps=timestamps,
+                                   info=dict(info, layer=layer))
+        return out
+
+    def _frames_of_file(self, path: str) -> tuple[np.ndarray, np.ndarray, dict]:
+        """Frames (of every selected layer), timestamps and info of one file."""
         signal, sr_in, channels = self.read_signal(path)
         try:
             frames, timestamps = self.embed_signal(signal)
@@ -459,4 +502,4 @@ class HFAudioEmbedder(Embedder):
             "window_samples": self._window,
             "device": self._device,
         }
-        return Embedding(frames=frames, clip=mean_pool(frames), timestamps=timestamps, info=info)
+        return frames, timestamps, info

@@ -28,6 +28,8 @@ models), ``mean_pool``/``max_pool`` (753), ``taggram`` (50, sigmoid tag probabil
 maps, pooled by their mean over the patch's time (and frequency) axes: ``timbral`` (408),
 ``temporal`` (153), ``cnn1``/``cnn2``/``cnn3`` (64); VGG: ``pool1``-``pool5`` (128 each, mean over
 time and frequency; ``pool5``, the map the VGG's dense layer reads, is the default).
+``layer=all`` (every layer above, in the network's order) or a list (``penultimate,taggram``)
+gives one space per layer, ``musicnn@LAYER``, from one pass of the network per file.
 """
 from __future__ import annotations
 
@@ -41,6 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from .lib import audio_io, weights as wts
+from .lib.layers import ALL, LayerSpaces, parse_layers
 from .base import (AUDIO, ConfigurationError, Embedder, Embedding, InputError, WeightsError,
                    mean_pool, resolve_device)
 from . import register
@@ -167,7 +170,7 @@ def fetch_checkpoints(dest: Path, how: str) -> Path:
 
 
 @register
-class MusicnnEmbedder(Embedder):
+class MusicnnEmbedder(LayerSpaces, Embedder):
     """musicnn 0.1.0 taggers (MTT/MSD x musicnn/vgg), per-patch features or tags."""
 
     name = "musicnn"
@@ -176,7 +179,8 @@ class MusicnnEmbedder(Embedder):
     extensions = audio_io.AUDIO_EXTENSIONS
     description = ("musicnn 0.1.0 audio taggers, PyTorch port reading the published TF1 "
                    "checkpoints: model MTT_musicnn|MSD_musicnn|MTT_vgg|MSD_vgg, one vector per "
-                   "input_length-s patch (layer: penultimate, taggram, mean_pool, ... or pool1-5)")
+                   "input_length-s patch (layer: penultimate, taggram, mean_pool, ... or pool1-5; all: one "
+                   "space per layer)")
     option_defaults = {
         "model": "MTT_musicnn",
         "input_length": 3,
@@ -212,11 +216,15 @@ class MusicnnEmbedder(Embedder):
                                      f"the reference names it) must be false or a number of "
                                      f"seconds >= {(N_FFT // 2 + HOP) / SR}, got {O!r}")
         layers = self.layers()
+        o["layer"] = parse_layers(o["layer"])
         if o["layer"] is None:
             o["layer"] = DEFAULT_LAYER[self.family]
-        if o["layer"] not in layers:
-            raise ConfigurationError(f"musicnn: layer must be one of {', '.join(layers)} for "
-                                     f"{o['model']}, got {o['layer']!r}")
+        asked = o["layer"] if isinstance(o["layer"], tuple) else (o["layer"],)
+        for layer in asked if o["layer"] != ALL else ():
+            if not isinstance(layer, str) or layer not in layers:
+                raise ConfigurationError(f"musicnn: layer must be one of {', '.join(layers)} "
+                                         f"for {o['model']}, a list of them or all, got "
+                                         f"{layer!r}")
         bs = o["batch_size"]
         if isinstance(bs, bool) or not isinstance(bs, int) or bs < 1:
             raise ConfigurationError(f"musicnn: batch_size must be a positive integer, got {bs!r}")
@@ -232,9 +240,14 @@ class MusicnnEmbedder(Embedder):
         """The selectable layers of this model with their per-patch dimension."""
         return dict(VGG_LAYERS if self.family == "vgg" else MUSICNN_LAYERS)
 
+    def selected_layers(self) -> list[str]:
+        layer = self.options["layer"]
+        return list(self.layers()) if layer == ALL else list(layer)
+
     @property
-    def dim(self) -> int:
-        return self.layers()[self.options["layer"]]
+    def dim(self) -> int | None:
+        """Per-patch dimension of the layer (``None`` with several layers: one per space)."""
+        return None if self.several_layers else self.layers()[self.options["layer"]]
 
     @property
     def tag_names(self) -> list[str]:
@@ -360,14 +373,22 @@ class MusicnnEmbedder(Embedder):
             .astype(np.float32)
 
     def _embed_file(self, path: str) -> Embedding:
+        self.refuse_several()
+        return self._embed_layers(path)[self.options["layer"]]
+
+    def _embed_layers(self, path: str) -> dict[str, Embedding]:
+        """Every selected layer of one file from one pass of the network."""
         batch, starts = self.input_patches(path)
-        layer = self.options["layer"]
-        out = self.run_network(batch, outputs=(layer,))
-        frames = self._vector(layer, out[layer])
-        info = {"n_patches": int(batch.shape[0]), "patch_frames": int(batch.shape[1]),
-                "layer": layer, "model": self.options["model"], "device": self.device}
-        return Embedding(frames=frames, clip=mean_pool(frames), timestamps=starts * HOP / SR,
-                         info=info)
+        layers = self.selected_layers() if self.several_layers else [self.options["layer"]]
+        out = self.run_network(batch, outputs=tuple(layers))
+        result = {}
+        for layer in layers:
+            frames = self._vector(layer, out.pop(layer))
+            info = {"n_patches": int(batch.shape[0]), "patch_frames": int(batch.shape[1]),
+                    "layer": layer, "model": self.options["model"], "device": self.device}
+            result[layer] = Embedding(frames=frames, clip=mean_pool(frames),
+                                      timestamps=starts * HOP / SR, info=info)
+        return result
 
     # -- the reference's other outputs -----------------------------------------------------------
     def features(self, path: str | os.PathLike) -> dict[str, np.ndarray]:

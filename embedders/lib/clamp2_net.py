@@ -106,15 +106,19 @@ class M3MusicEncoder(nn.Module):
         out = F.embedding_bag(flat, self.patch_table, mode="sum")
         return (out + self.patch_bias).view(b, n, -1)
 
-    def hidden_states(self, ids, mask):
-        """Encoder output [B, L, h] for ids [B, L, ps] and a 0/1 mask [B, L]."""
+    def hidden_states(self, ids, mask, *, every_layer: bool = False):
+        """Encoder output [B, L, h] for ids [B, L, ps] and a 0/1 mask [B, L]; with
+        ``every_layer`` the list [embeddings, after layer 1, ..., after layer N] of such."""
         n = ids.shape[1]
         x = self.patch_embed(ids) + self.pos[:n] + self.type0
         x = self.emb_ln(x)
+        states = [x] if every_layer else None
         attn = mask.bool()[:, None, None, :]
         for layer in self.layers:
             x = layer(x, attn)
-        return x
+            if every_layer:
+                states.append(x)
+        return states if every_layer else x
 
     def forward(self, ids, mask):
         """Segment vectors [B, output_size]: ``proj(masked mean of the encoder output)``."""
