@@ -138,6 +138,8 @@ def category_probe(X: ArrayLike, y: ArrayLike, groups: ArrayLike | None = None, 
     ValueError
         Bad shapes, or fewer than 2 classes large enough (:func:`variation_problem`).
     """
+    # Long mostly by its docstring; the body is one grouped cross-validation loop and its
+    # interval, kept together so the folds and the scores cannot drift apart.
     # checks, folds, fit, per-class recalls and interval in sequence (over 60 lines with its
     # docstring); the shared steps are _folds and validate
     from sklearn.linear_model import LogisticRegression

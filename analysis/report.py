@@ -569,6 +569,8 @@ def render_markdown(metrics: dict, images: dict, out: Path, *, title: str = "",
                     sections_md: Sequence[str] = ()) -> str:
     """The Markdown twin; images are linked by path relative to ``out``; ``sections_md`` as
     :func:`render_html`'s ``sections_html``."""
+    # Long because it is the Markdown report's sections in reading order, one short block each
+    # (the HTML twin delegates to helpers; splitting this one would only scatter the order).
     out = Path(out)
     t = title or "Embedding comparison"
 

@@ -266,6 +266,8 @@ def run_analysis(sets: Sequence, out: str | Path, *, plot_dir: str | Path, cos_d
     -------
     dict: the content of metrics.json.
     """
+    # Long mostly by its docstring (every parameter documented); the body is the run's stages in
+    # order (metrics, early metrics.json, tables and figures, maps, probes section, report).
     t_start = time.perf_counter()
     dirs = _make_dirs(out, plot_dir, cos_dir, var_dir)
     out = dirs[0]

@@ -224,6 +224,8 @@ def ray_results(todo: list[Item], embedder: Embedder, store: EmbeddingStore, *,
     (Item, RunEntry or str)
         As the in-process engine (:func:`collection.pipeline.local_results`).
     """
+    # Long by one generator's life cycle (start actors, submit, poll with the liveness check,
+    # retry, shut down) that must stay in one frame so its finally-clause can clean up.
     if not todo:
         return
     ray = require_ray()
