@@ -152,7 +152,12 @@ async function upload() {
     await loadSpace();
     $('embedder').onchange = loadSpace;
     $('go').onclick = neighbours; $('send').onclick = upload;
-    $('player').addEventListener('playing', () => { document.body.dataset.playing = '1'; });
+    // The player's state on <body data-audio>: 'loaded' once the browser has decoded the header of
+    // what the server rendered, 'playing' once it plays, 'error N' (a MediaError code) otherwise.
+    const state = s => () => { if (document.body.dataset.audio !== 'playing') document.body.dataset.audio = s; };
+    $('player').addEventListener('loadedmetadata', state('loaded'));
+    $('player').addEventListener('playing', () => { document.body.dataset.audio = 'playing'; });
+    $('player').addEventListener('error', () => { document.body.dataset.audio = 'error ' + ($('player').error || {}).code; });
     if (params.get('item')) {
       $('item').value = params.get('item');
       // auto=1: act as a click on the item's point (the browser test drives the page so)
