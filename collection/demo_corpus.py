@@ -88,11 +88,13 @@ class _Score:
     def __init__(self, rng: np.random.Generator):
         import pretty_midi
 
-        self.rng, self.pretty_midi, self.pm = rng, pretty_midi, None
+        self.rng, self.pretty_midi, self.pm, self.gain = rng, pretty_midi, None, 0
 
     def start(self, low_bpm: float, high_bpm: float) -> float:
         """Draw the tempo, start the MIDI; the length of one beat in seconds."""
         bpm = float(self.rng.uniform(low_bpm, high_bpm))
+        # a whole piece played softer or louder: per-piece variation the audio hears strongly
+        self.gain = int(self.rng.integers(-24, 13))
         self.pm = self.pretty_midi.PrettyMIDI(initial_tempo=bpm)
         return 60.0 / bpm
 
@@ -105,7 +107,7 @@ class _Score:
         return int(programs[int(self.rng.integers(0, len(programs)))])
 
     def note(self, i, pitch, start, dur, vel) -> None:
-        vel = int(np.clip(vel + self.rng.integers(-6, 7), 1, 127))
+        vel = int(np.clip(vel + self.gain + self.rng.integers(-6, 7), 1, 127))
         i.notes.append(self.pretty_midi.Note(velocity=vel, pitch=int(pitch), start=float(start),
                                              end=float(start + dur)))
 
@@ -150,7 +152,7 @@ def _chamber(score: _Score, key: int, bars: int) -> None:
                 score.note(piano, p, t + 2 * h * beat, 2 * beat * 0.9, 58)
         for q in range(4):
             pos = int(np.clip(pos + score.rng.choice([-2, -1, 1, 2]), 0, 9))
-            p = 67 + key % 7 + HARMONIC_MINOR[pos % 7] + 12 * (pos // 7)
+            p = 60 + key % 7 + HARMONIC_MINOR[pos % 7] + 12 * (pos // 7)
             score.note(strings, p, t + q * beat, beat * 0.95, 70)  # stepwise line
             score.note(cello, ch[q % 3] - 12, t + q * beat, beat * 0.9, 62)
 

@@ -19,7 +19,7 @@ import pytest
 from analysis import interactive
 from analysis.compare import run_analysis
 from collection import EmbeddingSet
-from conftest import write_wav
+from conftest import write_midi, write_wav
 from test_report import _chromium
 
 CLASSES = ["blues", "jazz", "rock"]
@@ -38,6 +38,9 @@ def _sets(root: Path, n_per: int = 6, seed: int = 0):
     audio_ids[n_per] = EVIL
     for i, item in enumerate(audio_ids):
         write_wav(root / item, seconds=4.0, sr=8000, freq=200.0 + 40 * i)
+    for i, stem in enumerate(stems):  # 10 s of notes: the excerpt takes the first 5 s
+        write_midi(root / f"{stem}.mid", pitches=[48 + (i + 2 * j) % 24 for j in range(20)],
+                   note_seconds=0.5)
     centres = rng.normal(size=(len(CLASSES), 8)) * 4
     latent = centres[np.repeat(np.arange(len(CLASSES)), n_per)] + rng.normal(size=(n, 8))
     out = []
@@ -88,7 +91,14 @@ def test_fragment_json_round_trips_and_cannot_be_broken_out_of(tmp_path):
     assert EVIL in items["file"]
     assert items["pair"][:len(sets[0])] == sets[0].pair_ids.tolist()
     assert items["label"][:len(sets[0])] == sets[0].labels.tolist()
-    assert all(items["audio"][i] is None for i, m in enumerate(items["modality"]) if m != "audio")
+    # a MIDI item links (without --report-audio embed) to the audio file of its pair
+    midi = [i for i, m in enumerate(items["modality"]) if m == "symbolic"]
+    assert midi and all(items["audio_from"][i] == "pair" for i in midi)
+    for i in midi:
+        target = (tmp_path / "out" / _unquote(items["audio"][i])).resolve()
+        partner = items["pair"].index(items["pair"][i])  # the audio item comes first
+        assert items["modality"][partner] == "audio"
+        assert target == (tmp_path / "data" / items["file"][partner]).resolve()
     # links are relative to the report folder and lead to the file
     for i in audio:
         target = (tmp_path / "out" / _unquote(items["audio"][i])).resolve()
@@ -128,6 +138,34 @@ def test_embedded_excerpts_are_short_and_bounded(tmp_path, monkeypatch):
     assert any("linked, not embedded" in n for n in notes)  # ... and says so
     with pytest.raises(ValueError, match="audio must be one of"):
         interactive.map_data(coords, sets, report_dir=tmp_path, audio="stream")
+
+
+def test_midi_items_play_rendered_excerpts_or_nothing_without_a_pair(tmp_path):
+    import soundfile as sf
+    sets = _sets(tmp_path / "data", n_per=2)
+    midi_set = sets[2]
+    midi_set.pair_ids[0] = ""  # one MIDI file without a pair
+    coords = {"pca": {s.name: np.zeros((len(s), 2)) for s in sets}}
+    data, notes = interactive.map_data(coords, sets, report_dir=tmp_path, audio="embed")
+    items = data["items"]
+    midi = [i for i, m in enumerate(items["modality"]) if m == "symbolic"]
+    assert [items["audio_from"][i] for i in midi] == ["render"] * len(midi)
+    mime, b64 = re.match(r"data:(audio/\w+);base64,(.*)", items["audio"][midi[1]]).groups()
+    y, sr = sf.read(io.BytesIO(base64.b64decode(b64)))
+    assert sr == interactive.EXCERPT_SR  # the first 5 s of 10 s of notes, and not silent
+    assert abs(len(y) / sr - interactive.EXCERPT_SECONDS) < 0.05 and np.abs(y).max() > 0.1
+    # its pitch: the first note (pitch 49, 138.6 Hz) is the strongest partial of the first 0.4 s
+    spectrum = np.abs(np.fft.rfft(y[:int(0.4 * sr)]))
+    assert abs(np.argmax(spectrum) * sr / int(0.4 * sr) - 138.6) < 4
+    assert not notes
+    data, _ = interactive.map_data(coords, sets, report_dir=tmp_path, audio="link")
+    row = data["items"]["file"].index(midi_set.ids[0])
+    assert data["items"]["audio"][row] is None and data["items"]["audio_from"][row] is None
+    (tmp_path / "data" / midi_set.ids[1]).write_bytes(b"MThd nonsense")  # unreadable: the pair
+    data, notes = interactive.map_data(coords, sets, report_dir=tmp_path, audio="embed")
+    row = data["items"]["file"].index(midi_set.ids[1])
+    assert data["items"]["audio_from"][row] == "pair"
+    assert any("could not be read or rendered" in n for n in notes)
 
 
 def _high_fd(fd: int) -> int:
