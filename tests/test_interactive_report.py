@@ -253,6 +253,19 @@ _POINT_XY = """(function(){
 })()"""
 
 
+# the player took a source it can decode: playing, or (headless Chromium without an audio
+# device may hold playback) at least its metadata loaded; no load error either way
+_PLAYABLE = ("(function(){var a = document.getElementById('imap-audio');"
+             "return a.error === null && a.src !== '' && "
+             "((!a.paused && a.currentTime > 0) || a.readyState >= 1);})()")
+
+
+def _click_item(cdp, plot: int, file: str) -> None:
+    x, y = cdp.js(_POINT_XY % (plot, json.dumps(file)))
+    cdp.mouse("mousePressed", x, y)
+    cdp.mouse("mouseReleased", x, y)
+
+
 @pytest.fixture(scope="module")
 def report_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("interactive")
@@ -317,6 +330,14 @@ def test_hover_click_play_neighbours_partner_in_chromium(report_run, tmp_path):
         assert [m[0] for m in marked] == [1, 1, 1] and marked[2][1:] == midi_xy
         partners = cdp.js("document.getElementById('imap-partners').textContent")
         assert "midi-a (symbolic): partner jazz/piece06.mid" in partners
+        # a MIDI point plays the audio file of its pair (no --report-audio embed)
+        _click_item(cdp, 2, "rock/piece12.mid")
+        cdp.wait_for("document.body.getAttribute('data-imap-playing') === 'pair'", timeout=10)
+        cdp.wait_for(_PLAYABLE, timeout=10)
+        src = cdp.js("document.getElementById('imap-audio').src")
+        assert Path(_unquote(src[len("file://"):])) == out.parent / "data" / "rock/piece12.wav"
+        assert "playing the audio of its pair" in cdp.js(
+            "document.getElementById('imap-selected').textContent")
         # the legend toggles a class in every map
         lx, ly = cdp.js("(function(){var b = embcompareMaps.plots[0].div.querySelector("
                         "'.legend .traces').getBoundingClientRect();"
@@ -357,5 +378,11 @@ def test_embedded_excerpt_plays_in_chromium(tmp_path):
                       "return !a.paused && a.error === null && "
                       "a.src.indexOf('data:audio/ogg;base64,') === 0;})()")
         assert "blues/piece01.wav" in cdp.js("document.getElementById('imap-selected').textContent")
+        # a MIDI point plays its own notes, rendered into the page
+        _click_item(cdp, 2, "jazz/piece04.mid")
+        cdp.wait_for("document.body.getAttribute('data-imap-playing') === 'render'", timeout=10)
+        cdp.wait_for(_PLAYABLE, timeout=10)
+        assert cdp.js("document.getElementById('imap-audio').src.indexOf('data:audio/') === 0")
+        assert "jazz/piece04.mid" in cdp.js("document.getElementById('imap-selected').textContent")
     finally:
         cdp.close()
