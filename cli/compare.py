@@ -132,8 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "(Schnitzer et al. 2012), side by side with the plain ones")
     an.add_argument("--report-audio", choices=["link", "embed"], default="link",
                     help="how the report's interactive maps play audio: link (relative link to "
-                         "the file, default) or embed (first 5 s of each file, mono 16 kHz Ogg, "
-                         "in the page; at most 8 MiB in all, the rest linked)")
+                         "the file, default; a MIDI item plays its pair's audio file) or embed "
+                         "(first 5 s of each file, MIDI rendered by the built-in synthesizer, "
+                         "mono 16 kHz Ogg, in the page; at most 8 MiB in all, the rest linked)")
     an.add_argument("--no-analysis", action="store_true",
                     help="only embed (manifest, cache, exports); skip maps, metrics and report")
     an.add_argument("--probes", action="store_true",
