@@ -15,6 +15,7 @@ from collection.sources import (DATASET, SourceError, add_source_arguments,
                                 source_from_args)
 from common.exits import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK,  # noqa: F401 (as before)
                           EXIT_USAGE, OneLineParser, fail, positive_int)
+from common.exits import program_name
 from common.fsutil import ensure_writable_folder
 
 from .params import UsageError, expand_argv
@@ -39,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser; ``--help`` documents every flag."""
     # Long on purpose: one declaration per flag, in the order --help lists them.
     p = OneLineParser(
-        prog="main.py",
+        prog=program_name(),
         description="Embed a genre-labelled music collection (ROOT/<genre>/.../<file>) with "
                     "audio and symbolic embedders, cache the vectors, and compare the spaces "
                     "(maps, centroids, cosine matrices, variance, separability, cross-model "
