@@ -29,7 +29,8 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 __all__ = ["AUDIO_MODES", "EXCERPT_SECONDS", "EXCERPT_SR", "EMBED_BUDGET_BYTES", "MapsHTML",
-           "cosine_top_k", "audio_excerpt_uri", "map_data", "maps_html", "plotly_bundle"]
+           "cosine_top_k", "audio_excerpt_uri", "midi_excerpt_uri", "map_data", "maps_html",
+           "plotly_bundle"]
 
 AUDIO_MODES = ("link", "embed")
 #: ``--report-audio embed``: the first EXCERPT_SECONDS of each audio file, mono, EXCERPT_SR Hz
@@ -125,6 +126,29 @@ def audio_excerpt_uri(path: str | Path, *, seconds: float = EXCERPT_SECONDS,
     if native != sr and len(y):
         import soxr
         y = soxr.resample(y, native, sr).astype(np.float32)
+    return _audio_uri(y, sr)
+
+
+def midi_excerpt_uri(path: str | Path, *, seconds: float = EXCERPT_SECONDS,
+                     sr: int = EXCERPT_SR) -> str:
+    """A ``data:`` URI of the first ``seconds`` of a MIDI file rendered to audio with the
+    project's built-in synthesizer (:func:`collection.demo_corpus.synthesize`: no program, no
+    soundfont, deterministic). Raises on an unreadable or empty MIDI file."""
+    import pretty_midi
+    from collection.demo_corpus import synthesize
+    pm = pretty_midi.PrettyMIDI(str(path))
+    for inst in pm.instruments:  # only what sounds in the excerpt is rendered
+        inst.notes = [n for n in inst.notes if n.start < seconds]
+        for n in inst.notes:
+            n.end = min(n.end, seconds)
+    if not any(inst.notes for inst in pm.instruments):
+        raise ValueError(f"{path}: no notes in the first {seconds:g} s")
+    return _audio_uri(synthesize(pm, sr)[:int(seconds * sr)], sr)
+
+
+def _audio_uri(y: np.ndarray, sr: int) -> str:
+    """Mono samples [shape=(n,)] as a data URI: Ogg Vorbis, or 16-bit WAV without Vorbis."""
+    import soundfile as sf
     buf = io.BytesIO()
     try:
         sf.write(buf, y, sr, format="OGG", subtype="VORBIS")
@@ -165,34 +189,71 @@ def _items_table(sets: Sequence) -> tuple[OrderedDict, dict]:
     return keys, cols
 
 
-def _audio_sources(cols: dict, *, report_dir: Path, audio: str, notes: list) -> list:
-    """Per item: the audio's URL (relative link or data URI) or None for non-audio items."""
-    out, used, linked, failed = [], 0, 0, 0
-    for path, modality in zip(cols["path"], cols["modality"]):
-        if modality != "audio":
-            out.append(None)
-            continue
-        if audio == "embed" and used < EMBED_BUDGET_BYTES:
-            try:
-                uri = audio_excerpt_uri(path)
-            except Exception:
-                failed += 1
-                uri = None
-            if uri is not None and used + len(uri) <= EMBED_BUDGET_BYTES:
-                used += len(uri)
-                out.append(uri)
-                continue
-            if uri is not None:
-                used = EMBED_BUDGET_BYTES  # budget spent: link the rest
-        if audio == "embed":
-            linked += 1
-        out.append(_relative_url(path, os.path.abspath(report_dir)))
-    if failed:
-        notes.append(f"{failed} audio file(s) could not be read for an excerpt: linked instead")
-    if audio == "embed" and linked:
-        notes.append(f"{linked} audio item(s) linked, not embedded: the embedded excerpts reached "
-                     f"their bound of {EMBED_BUDGET_BYTES // (1024 * 1024)} MiB")
+class _EmbedBudget:
+    """The bound on all embedded excerpts of one report: ``take(uri)`` says whether it fits."""
+
+    def __init__(self):
+        self.used, self.spent, self.failed, self.linked = 0, False, 0, 0
+
+    def take(self, make_uri, path) -> str | None:
+        if self.spent:
+            return None
+        try:
+            uri = make_uri(path)
+        except Exception:
+            self.failed += 1
+            return None
+        if self.used + len(uri) > EMBED_BUDGET_BYTES:
+            self.spent = True  # budget spent: link the rest
+            return None
+        self.used += len(uri)
+        return uri
+
+
+def _paired_audio(cols: dict) -> dict:
+    """pair id -> row of the first audio item of that pair."""
+    out = {}
+    for row, (pair, modality) in enumerate(zip(cols["pair"], cols["modality"])):
+        if modality == "audio" and pair and pair not in out:
+            out[pair] = row
     return out
+
+
+def _audio_sources(cols: dict, *, report_dir: Path, audio: str, notes: list) -> tuple[list, list]:
+    """Per item, what the player gets: the source (relative link or data URI, None for nothing
+    to play) and where it comes from ("file", "render": the MIDI rendered here, "pair": the audio
+    file of the same pair, or None).
+
+    An audio item plays its own file (linked, or an excerpt with ``embed``). A MIDI item plays,
+    with ``embed``, an excerpt rendered from its notes; otherwise (or when it cannot be read)
+    the audio file of its pair, when the collection has one."""
+    budget, report_dir = _EmbedBudget(), os.path.abspath(report_dir)
+    pair_row = _paired_audio(cols)
+    src, origin = [], []
+    for path, modality, pair in zip(cols["path"], cols["modality"], cols["pair"]):
+        maker = {"audio": audio_excerpt_uri, "symbolic": midi_excerpt_uri}.get(modality)
+        uri = budget.take(maker, path) if audio == "embed" and maker else None
+        if uri is not None:
+            src.append(uri)
+            origin.append("file" if modality == "audio" else "render")
+        elif modality == "audio":
+            budget.linked += audio == "embed"
+            src.append(_relative_url(path, report_dir))
+            origin.append("file")
+        elif pair in pair_row:
+            budget.linked += audio == "embed"
+            src.append(_relative_url(cols["path"][pair_row[pair]], report_dir))
+            origin.append("pair")
+        else:
+            src.append(None)
+            origin.append(None)
+    if budget.failed:
+        notes.append(f"{budget.failed} file(s) could not be read or rendered for an excerpt: "
+                     "linked instead where there is a file to link")
+    if audio == "embed" and budget.linked:
+        notes.append(f"{budget.linked} item(s) linked, not embedded: the embedded excerpts reached "
+                     f"their bound of {EMBED_BUDGET_BYTES // (1024 * 1024)} MiB")
+    return src, origin
 
 
 def map_data(coords: Mapping[str, Mapping[str, ArrayLike]], sets: Sequence, *,
@@ -214,7 +275,8 @@ def map_data(coords: Mapping[str, Mapping[str, ArrayLike]], sets: Sequence, *,
     Returns
     -------
     data : dict
-        ``items`` (columns file, label, pair, modality, audio), ``spaces`` (per embedder: its
+        ``items`` (columns file, label, pair, modality, audio: the player's source or None,
+        audio_from: "file", "render", "pair" or None), ``spaces`` (per embedder: its
         rows' item numbers and top-k neighbours), ``maps`` (method, space number, x, y),
         ``classes`` and ``colors``.
     notes : list of str
@@ -225,7 +287,8 @@ def map_data(coords: Mapping[str, Mapping[str, ArrayLike]], sets: Sequence, *,
     drawn = {name for per in coords.values() for name in per}
     sets = [s for s in sets if s.name in drawn]
     keys, cols = _items_table(sets)
-    cols["audio"] = _audio_sources(cols, report_dir=Path(report_dir), audio=audio, notes=notes)
+    cols["audio"], cols["audio_from"] = _audio_sources(cols, report_dir=Path(report_dir),
+                                                       audio=audio, notes=notes)
     del cols["path"]
     spaces, space_of = [], {}
     for s in sets:
@@ -279,7 +342,9 @@ font-size:0.85em;max-height:40vh;overflow-y:auto}
 """
 
 _INTRO = ("Hover a point for its file, label and pair; click a class in a legend to hide or show "
-          "it in every map; click a point to hear it (audio items), to list its {k} nearest "
+          "it in every map; click a point to hear it (an audio item plays its file; a MIDI item "
+          "plays its notes rendered by the built-in synthesizer with --report-audio embed, "
+          "else the audio file of its pair), to list its {k} nearest "
           "neighbours in that embedder's full space (cosine) and to see it marked (★) in the "
           "other maps of the method: the same file in maps of its own modality, its partner (same "
           "pair id) in maps of the other modality. Each panel is one embedder's map; the panels "
@@ -359,9 +424,12 @@ function mark(P, rows, which){
 }
 function select(P, row){
   var sp = P.space, it = sp.item[row];
-  var heard = play(it);
+  var heard = play(it), from = {render: ' (playing its notes, rendered)',
+                                 pair: ' (playing the audio of its pair)'}[I.audio_from[it]];
+  document.body.setAttribute('data-imap-playing', heard ? I.audio_from[it] : 'none');
   text(document.getElementById('imap-selected'), describe(it) + ' — ' + sp.embedder + ', ' +
-       P.map.title + (heard ? '' : ' (no audio: ' + I.modality[it] + ' item)'));
+       P.map.title + (heard ? (from || '') : ' (no audio: ' + I.modality[it] +
+       ' item without a paired audio file; --report-audio embed renders MIDI)'));
   var ol = document.getElementById('imap-neighbours'); ol.textContent = '';
   sp.nb[row].forEach(function(r, j){
     var li = document.createElement('li');

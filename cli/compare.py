@@ -15,6 +15,7 @@ from collection.sources import (DATASET, SourceError, add_source_arguments,
                                 source_from_args)
 from common.exits import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK,  # noqa: F401 (as before)
                           EXIT_USAGE, OneLineParser, fail, positive_int)
+from common.exits import program_name
 from common.fsutil import ensure_writable_folder
 
 from .params import UsageError, expand_argv
@@ -39,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser; ``--help`` documents every flag."""
     # Long on purpose: one declaration per flag, in the order --help lists them.
     p = OneLineParser(
-        prog="main.py",
+        prog=program_name(),
         description="Embed a genre-labelled music collection (ROOT/<genre>/.../<file>) with "
                     "audio and symbolic embedders, cache the vectors, and compare the spaces "
                     "(maps, centroids, cosine matrices, variance, separability, cross-model "
@@ -132,8 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "(Schnitzer et al. 2012), side by side with the plain ones")
     an.add_argument("--report-audio", choices=["link", "embed"], default="link",
                     help="how the report's interactive maps play audio: link (relative link to "
-                         "the file, default) or embed (first 5 s of each file, mono 16 kHz Ogg, "
-                         "in the page; at most 8 MiB in all, the rest linked)")
+                         "the file, default; a MIDI item plays its pair's audio file) or embed "
+                         "(first 5 s of each file, MIDI rendered by the built-in synthesizer, "
+                         "mono 16 kHz Ogg, in the page; at most 8 MiB in all, the rest linked)")
     an.add_argument("--no-analysis", action="store_true",
                     help="only embed (manifest, cache, exports); skip maps, metrics and report")
     an.add_argument("--probes", action="store_true",

@@ -1,19 +1,25 @@
 """A small synthetic, paired, genre-labelled corpus for the offline demo and the benchmarks.
 
-Five genres whose pieces differ the way real genres do, in tempo, rhythm, harmony and
-instrumentation. Each piece is written as MIDI (pretty_midi) and rendered to audio from that same
+Five genres that overlap on purpose, so that audio and symbolic embedders have something to
+disagree about. Each piece is written as MIDI (pretty_midi) and rendered to audio from that same
 MIDI, so every piece is an audio/MIDI pair (same folder, same stem). Key, tempo, progression,
-melody and (within a genre's palette) instruments vary from piece to piece:
+melody and (within a genre's palette) instruments vary from piece to piece (seeded):
 
 ============  =======  ==========================================  ===============================
 genre         tempo    harmony / rhythm                            instruments (General MIDI)
 ============  =======  ==========================================  ===============================
-ballad        64-76    major diatonic I-vi-IV-V, arpeggios          piano, strings pad, no drums
-rock          124-140  power chords in eighths, backbeat             overdriven guitar, bass, drums
+ballad        64-76    major I-vi-IV-V, piano arpeggios in eighths  piano, string ensemble, cello
+chamber       88-100   harmonic minor i-iv-V-i, stepwise quarters   piano, string ensemble, cello
+rock          120-132  minor loop, root-fifth chords in eighths     overdriven guitar, bass, kit
+electronic    120-132  the same drive, drawn alike                  square lead, synth bass, 808ish
 jazz          100-132  ii-V-I seventh chords, swung walking bass    piano comping, upright bass, ride
-electronic    122-128  minor loops, four-on-the-floor, 16th hats    saw lead, synth bass, pad, drums
-chamber       84-100   harmonic minor, i-iv-V-i, legato lines       violin, cello, flute, no drums
 ============  =======  ==========================================  ===============================
+
+The designed overlaps: **ballad and chamber share their instruments** and differ in harmony,
+rhythm and tempo (a timbre-driven audio space should confuse them, a symbolic one should not);
+**rock and electronic share tempo, harmony, rhythm and drum pattern** and differ in sound only
+(programs, and drums of the same kind: kick 36/35, snare/clap 38/39, crash/splash 49/55), so a
+symbolic descriptor sees them apart only through the instrument family.
 
 Audio is rendered with the ``fluidsynth`` program and the General MIDI soundfont that pretty_midi
 ships, when both are present; otherwise with a small additive synthesizer written here (sine and
@@ -34,7 +40,7 @@ import numpy as np
 
 from common.fsutil import atomic_path
 
-CORPUS_VERSION = 1
+CORPUS_VERSION = 2
 GENRES = ("ballad", "rock", "jazz", "electronic", "chamber")
 SAMPLE_RATE = 22050
 SYNTHS = ("auto", "fluidsynth", "builtin")
@@ -82,11 +88,13 @@ class _Score:
     def __init__(self, rng: np.random.Generator):
         import pretty_midi
 
-        self.rng, self.pretty_midi, self.pm = rng, pretty_midi, None
+        self.rng, self.pretty_midi, self.pm, self.gain = rng, pretty_midi, None, 0
 
     def start(self, low_bpm: float, high_bpm: float) -> float:
         """Draw the tempo, start the MIDI; the length of one beat in seconds."""
         bpm = float(self.rng.uniform(low_bpm, high_bpm))
+        # a whole piece played softer or louder: per-piece variation the audio hears strongly
+        self.gain = int(self.rng.integers(-24, 13))
         self.pm = self.pretty_midi.PrettyMIDI(initial_tempo=bpm)
         return 60.0 / bpm
 
@@ -99,15 +107,21 @@ class _Score:
         return int(programs[int(self.rng.integers(0, len(programs)))])
 
     def note(self, i, pitch, start, dur, vel) -> None:
-        vel = int(np.clip(vel + self.rng.integers(-6, 7), 1, 127))
+        vel = int(np.clip(vel + self.gain + self.rng.integers(-6, 7), 1, 127))
         i.notes.append(self.pretty_midi.Note(velocity=vel, pitch=int(pitch), start=float(start),
                                              end=float(start + dur)))
 
 
+#: The instruments ballad and chamber share (General MIDI): piano, string ensemble, cello.
+CLASSICAL_BAND = (0, 48, 42)
+#: The tempo range rock and electronic share (beats per minute).
+DRIVE_TEMPO = (120.0, 132.0)
+
+
 def _ballad(score: _Score, key: int, bars: int) -> None:
-    """Arpeggiated piano over a pad, a slow melody on chord tones."""
+    """Slow major I-vi-IV-V: piano arpeggios in eighths, a string pad, cello roots."""
     beat = score.start(64, 76)
-    piano, pad = score.inst(score.pick(0, 0, 4, 24)), score.inst(score.pick(48, 49, 89))
+    piano, strings, cello = (score.inst(p) for p in CLASSICAL_BAND)
     prog = [0, 5, 3, 4] if score.rng.random() < 0.5 else [0, 3, 4, 0]
     for b in range(bars):
         t = b * 4 * beat
@@ -115,32 +129,69 @@ def _ballad(score: _Score, key: int, bars: int) -> None:
         for k, p in enumerate(ch + [ch[0] + 12, ch[1] + 12, ch[2], ch[1]]):  # arpeggio
             score.note(piano, p, t + k * beat / 2, beat * 1.5, 60)
         for p in ch:
-            score.note(pad, p + 12, t, 4 * beat, 45)
+            score.note(strings, p + 12, t, 4 * beat, 45)
+        score.note(cello, ch[0] - 12, t, 4 * beat, 55)
         for k in range(2):  # slow melody, half notes on chord tones
             top = ch[int(score.rng.integers(0, 3))] + 24
             score.note(piano, top, t + 2 * k * beat, 2 * beat, 72)
 
 
-def _rock(score: _Score, key: int, bars: int) -> None:
-    """Power chords and bass in straight eighths, backbeat drums."""
-    beat = score.start(124, 140)
-    gtr, bass = score.inst(score.pick(30, 29, 27)), score.inst(score.pick(33, 34))
-    drums = score.inst(0, is_drum=True)
-    prog = [0, 6, 3, 4] if score.rng.random() < 0.5 else [0, 3, 4, 3]
+def _chamber(score: _Score, key: int, bars: int) -> None:
+    """The ballad's instruments in another idiom: harmonic minor i-iv-V-i, a stepwise string
+    line in quarters, piano chords on half notes, cello walking in quarters."""
+    beat = score.start(88, 100)
+    piano, strings, cello = (score.inst(p) for p in CLASSICAL_BAND)
+    prog = [0, 3, 4, 0] if score.rng.random() < 0.5 else [0, 5, 4, 0]
+    pos = 3
     for b in range(bars):
         t = b * 4 * beat
-        root = 40 + key % 7 + NATURAL_MINOR[prog[b % 4]]
-        for e in range(8):  # power chords and bass in straight eighths
+        deg = prog[b % 4]
+        ch = _chord(48 + key % 7, HARMONIC_MINOR, deg)
+        for h in range(2):  # piano: block chords, half notes
+            for p in ch:
+                score.note(piano, p, t + 2 * h * beat, 2 * beat * 0.9, 58)
+        for q in range(4):
+            pos = int(np.clip(pos + score.rng.choice([-2, -1, 1, 2]), 0, 9))
+            p = 60 + key % 7 + HARMONIC_MINOR[pos % 7] + 12 * (pos // 7)
+            score.note(strings, p, t + q * beat, beat * 0.95, 70)  # stepwise line
+            score.note(cello, ch[q % 3] - 12, t + q * beat, beat * 0.9, 62)
+
+
+def _drive(score: _Score, key: int, bars: int, *, chords: int, bass: int, kit: tuple) -> None:
+    """What rock and electronic share: tempo, a minor four-chord loop, chords and bass in straight
+    eighths, kick on every beat with a backbeat snare and eighth hats. Only the sound differs: the
+    two programs, and ``kit`` (kick, snare, crash) picks other drums of the same kind."""
+    beat = score.start(*DRIVE_TEMPO)
+    chord_inst, bass_inst = score.inst(chords), score.inst(bass)
+    drums = score.inst(0, is_drum=True)
+    kick, snare, crash = kit
+    prog = [0, 5, 2, 6] if score.rng.random() < 0.5 else [0, 3, 4, 3]
+    for b in range(bars):
+        t = b * 4 * beat
+        root = 45 + key % 7 + NATURAL_MINOR[prog[b % 4]]
+        for e in range(8):
             s = t + e * beat / 2
-            for p in (root + 12, root + 19, root + 24):
-                score.note(gtr, p, s, beat / 2 * 0.9, 100)
-            score.note(bass, root, s, beat / 2 * 0.9, 95)
+            for p in (root + 12, root + 19, root + 24):  # root, fifth, octave
+                score.note(chord_inst, p, s, beat / 2 * 0.9, 96)
+            score.note(bass_inst, root - 12, s, beat / 2 * 0.9, 95)
             score.note(drums, 42, s, 0.05, 80)
         for q in range(4):
-            score.note(drums, 36 if q % 2 == 0 else 38, t + q * beat, 0.1, 110)
-        if score.rng.random() < 0.5:
-            score.note(drums, 36, t + 2.5 * beat, 0.1, 100)
-        score.note(drums, 49, t, 0.3, 100)
+            score.note(drums, kick, t + q * beat, 0.1, 115)
+            if q % 2 == 1:
+                score.note(drums, snare, t + q * beat, 0.1, 105)
+        score.note(drums, crash, t, 0.3, 100)
+
+
+def _rock(score: _Score, key: int, bars: int) -> None:
+    """Overdriven or distortion guitar power chords and electric bass over the shared drive."""
+    _drive(score, key, bars, chords=score.pick(29, 30), bass=score.pick(33, 34),
+           kit=(36, 38, 49))
+
+
+def _electronic(score: _Score, key: int, bars: int) -> None:
+    """Square-wave synth lead, synth bass, electronic kick, clap and splash over the shared
+    drive."""
+    _drive(score, key, bars, chords=80, bass=score.pick(38, 39), kit=(35, 39, 55))
 
 
 def _jazz(score: _Score, key: int, bars: int) -> None:
@@ -167,55 +218,6 @@ def _jazz(score: _Score, key: int, bars: int) -> None:
             if q % 2 == 1:
                 score.note(drums, 51, t + q * beat + swing, 0.2, 55)
                 score.note(drums, 44, t + q * beat, 0.1, 60)
-
-
-def _electronic(score: _Score, key: int, bars: int) -> None:
-    """Four on the floor, a pad, a sixteenth-note lead from a repeated motif."""
-    beat = score.start(122, 128)
-    lead, sbass = score.inst(score.pick(81, 80, 87)), score.inst(score.pick(38, 39))
-    pad = score.inst(score.pick(89, 90))
-    drums = score.inst(0, is_drum=True)
-    prog = [0, 5, 2, 6]
-    motif = score.rng.integers(0, 7, size=8)
-    for b in range(bars):
-        t = b * 4 * beat
-        deg = prog[b % 4]
-        for p in _chord(57 + key % 5, NATURAL_MINOR, deg):
-            score.note(pad, p, t, 4 * beat, 50)
-        for s in range(16):  # sixteenth-note arpeggiated lead from a repeated motif
-            step = deg + int(motif[s % 8])
-            p = 69 + key % 5 + NATURAL_MINOR[step % 7] + 12 * (step // 7)
-            if s % 4 != 3:
-                score.note(lead, p, t + s * beat / 4, beat / 4 * 0.8, 90)
-            score.note(drums, 42, t + s * beat / 4, 0.05, 60 if s % 2 else 80)
-        for q in range(4):
-            score.note(drums, 36, t + q * beat, 0.1, 120)  # four on the floor
-            score.note(sbass, 33 + key % 5 + NATURAL_MINOR[deg], t + q * beat + beat / 2,
-                 beat / 2 * 0.8, 100)
-            if q % 2 == 1:
-                score.note(drums, 39, t + q * beat, 0.1, 100)  # clap
-
-
-def _chamber(score: _Score, key: int, bars: int) -> None:
-    """Cello roots, a stepwise violin line, a flute on chord tones above."""
-    beat = score.start(84, 100)
-    violin, cello = score.inst(score.pick(40, 41)), score.inst(42)
-    flute = score.inst(score.pick(73, 71, 68))
-    prog = [0, 3, 4, 0] if score.rng.random() < 0.5 else [0, 5, 4, 0]
-    pos = 3
-    for b in range(bars):
-        t = b * 4 * beat
-        deg = prog[b % 4]
-        ch = _chord(36 + key % 7, HARMONIC_MINOR, deg)
-        score.note(cello, ch[0], t, 2 * beat, 70)
-        score.note(cello, ch[2] - 12 if ch[2] - 12 >= 36 else ch[2], t + 2 * beat, 2 * beat, 65)
-        for q in range(4):  # violin: stepwise line in quarter notes
-            pos = int(np.clip(pos + score.rng.choice([-2, -1, 1, 2]), 0, 9))
-            p = 67 + key % 7 + HARMONIC_MINOR[pos % 7] + 12 * (pos // 7)
-            score.note(violin, p, t + q * beat, beat * 0.95, 70)
-        for h in range(2):  # flute: chord tones, half notes, above the violin
-            score.note(flute, ch[int(score.rng.integers(0, 3))] + 36, t + 2 * h * beat, 2 * beat * 0.95,
-                 60)
 
 
 #: Genre -> the function writing its bars.
@@ -293,8 +295,10 @@ def synthesize(pm, sr: int = SAMPLE_RATE) -> np.ndarray:
                     sig = 0.5 * noise * np.exp(-t * decay)
             else:
                 f0 = 440.0 * 2 ** ((nt.pitch - 69) / 12)
-                if family in (3, 10):  # guitar / synth lead: saw-like, many partials
+                if family == 3:  # guitar: saw-like, many partials (driven below)
                     partials = [(k, 1.0 / k) for k in range(1, 12) if k * f0 < sr / 2]
+                elif family == 10:  # synth lead: square-like, odd partials only
+                    partials = [(k, 1.0 / k) for k in range(1, 16, 2) if k * f0 < sr / 2]
                 elif family in (4, ):  # bass: few partials
                     partials = [(1, 1.0), (2, 0.5), (3, 0.2)]
                 elif family in (5, 6, 11):  # strings / pads: odd-ish partials, slow attack
@@ -308,6 +312,8 @@ def synthesize(pm, sr: int = SAMPLE_RATE) -> np.ndarray:
                 sig = sig * _adsr(n, sr, attack, min(0.05, (nt.end - nt.start) / 2))
                 if family == 0:
                     sig *= np.exp(-t * 2.5)
+                elif family == 3:  # overdrive: soft clipping, so guitar and synth lead differ
+                    sig = np.tanh(2.5 * sig)
             i0 = int(nt.start * sr)
             seg = out[i0:i0 + len(sig)]
             seg += amp * sig[:len(seg)] * 0.3
@@ -360,15 +366,17 @@ def build_demo_corpus(root: str | os.PathLike, *, n_per_genre: int = 8,
             previous = {}
     if previous.get("synth") and previous.get("version") == CORPUS_VERSION:
         synth = previous["synth"]  # keep one renderer for the whole corpus
+    # a corpus of another version (other music) is written anew, not mixed with this one
+    stale = bool(previous) and previous.get("version") != CORPUS_VERSION
     made = 0
     for genre in genres:
         for i in range(n_per_genre):
             stem = root / genre / f"{genre}_{i:02d}"
             mid, wav = stem.with_suffix(".mid"), stem.with_suffix(".wav")
-            if mid.is_file() and wav.is_file():
+            if mid.is_file() and wav.is_file() and not stale:
                 continue
             pm = compose(genre, i, bars=bars)
-            if not mid.is_file():
+            if stale or not mid.is_file():
                 _atomic_write_bytes(mid, lambda p: pm.write(str(p)))
             if synth == "fluidsynth":
                 _atomic_write_bytes(wav, lambda p: render_fluidsynth(mid, p, sample_rate))

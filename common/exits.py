@@ -75,3 +75,11 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
     return value
+
+
+def program_name(subcommand: str = "") -> str:
+    """What usage lines call the tool: ``embcompare`` when run as the installed console command,
+    else ``main.py`` (a checkout, and the generated CLI reference); ``subcommand`` appended."""
+    from pathlib import Path
+    base = "embcompare" if Path(sys.argv[0]).name == "embcompare" else "main.py"
+    return f"{base} {subcommand}" if subcommand else base

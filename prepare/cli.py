@@ -7,6 +7,7 @@ import sys
 
 from common.exits import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, OneLineParser,
                           UsageError, fail)
+from common.exits import program_name
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -31,7 +32,7 @@ def _render_flags(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(prog="main.py prepare", description="Build paired audio/MIDI "
+    parser = OneLineParser(prog=program_name("prepare"), description="Build paired audio/MIDI "
                            "collections from a source collection.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
 

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from common.exits import positive_int
+from common.exits import program_name
 
 from .attributes import ATTRIBUTES, KEY_SOURCES
 from .interventions import INTERVENTIONS
@@ -27,7 +28,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="main.py probe",
+    p = _Parser(prog=program_name("probe"),
                 description="Attribute probes read from the MIDI, and controlled changes "
                             "rendered to audio, for every embedder.")
     p.add_argument("--dataset", required=True, metavar="DATA",

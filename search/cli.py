@@ -14,6 +14,7 @@ import os
 import sys
 
 from common.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE, OneLineParser, UsageError, fail
+from common.exits import program_name
 
 from .index import DamagedExportError, DamagedIndexError, SearchError
 
@@ -50,7 +51,7 @@ def index_main(argv: list[str]) -> int:
     """``python main.py index --emb-dir DIR [--embedders NAME ...] [--qdrant-url URL]``"""
     from .index import IndexMissingError, build_indexes, index_root
 
-    p = OneLineParser(prog="main.py index",
+    p = OneLineParser(prog=program_name("index"),
                       description="Build or update the vector index of every "
                                   "embedder's export (incremental, resumable).")
     _common(p)
@@ -126,7 +127,7 @@ def recommend_main(argv: list[str]) -> int:
     from .recommend import QueryError, Recommender
     from .text_query import TextQueryError, add_text_query_arguments, query_file_from_args
 
-    p = OneLineParser(prog="main.py recommend",
+    p = OneLineParser(prog=program_name("recommend"),
                       description="The items of the collection nearest to a file.")
     p.add_argument("query", nargs="?", help="any audio or MIDI file, in the collection or not")
     _common(p)
@@ -177,7 +178,7 @@ def recommend_main(argv: list[str]) -> int:
 def serve_main(argv: list[str]) -> int:
     """``python main.py serve --emb-dir DIR [--port 8501] [--host 127.0.0.1] [--allow-host
     NAME ...]``"""
-    p = OneLineParser(prog="main.py serve",
+    p = OneLineParser(prog=program_name("serve"),
                       description="A local web page: the collection's map, a player and the "
                                   "nearest neighbours of an item or an uploaded file.")
     p.add_argument("--emb-dir", default=os.path.join("results", "embeddings"))

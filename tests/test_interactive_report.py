@@ -19,7 +19,7 @@ import pytest
 from analysis import interactive
 from analysis.compare import run_analysis
 from collection import EmbeddingSet
-from conftest import write_wav
+from conftest import write_midi, write_wav
 from test_report import _chromium
 
 CLASSES = ["blues", "jazz", "rock"]
@@ -38,6 +38,9 @@ def _sets(root: Path, n_per: int = 6, seed: int = 0):
     audio_ids[n_per] = EVIL
     for i, item in enumerate(audio_ids):
         write_wav(root / item, seconds=4.0, sr=8000, freq=200.0 + 40 * i)
+    for i, stem in enumerate(stems):  # 10 s of notes: the excerpt takes the first 5 s
+        write_midi(root / f"{stem}.mid", pitches=[48 + (i + 2 * j) % 24 for j in range(20)],
+                   note_seconds=0.5)
     centres = rng.normal(size=(len(CLASSES), 8)) * 4
     latent = centres[np.repeat(np.arange(len(CLASSES)), n_per)] + rng.normal(size=(n, 8))
     out = []
@@ -88,7 +91,14 @@ def test_fragment_json_round_trips_and_cannot_be_broken_out_of(tmp_path):
     assert EVIL in items["file"]
     assert items["pair"][:len(sets[0])] == sets[0].pair_ids.tolist()
     assert items["label"][:len(sets[0])] == sets[0].labels.tolist()
-    assert all(items["audio"][i] is None for i, m in enumerate(items["modality"]) if m != "audio")
+    # a MIDI item links (without --report-audio embed) to the audio file of its pair
+    midi = [i for i, m in enumerate(items["modality"]) if m == "symbolic"]
+    assert midi and all(items["audio_from"][i] == "pair" for i in midi)
+    for i in midi:
+        target = (tmp_path / "out" / _unquote(items["audio"][i])).resolve()
+        partner = items["pair"].index(items["pair"][i])  # the audio item comes first
+        assert items["modality"][partner] == "audio"
+        assert target == (tmp_path / "data" / items["file"][partner]).resolve()
     # links are relative to the report folder and lead to the file
     for i in audio:
         target = (tmp_path / "out" / _unquote(items["audio"][i])).resolve()
@@ -128,6 +138,34 @@ def test_embedded_excerpts_are_short_and_bounded(tmp_path, monkeypatch):
     assert any("linked, not embedded" in n for n in notes)  # ... and says so
     with pytest.raises(ValueError, match="audio must be one of"):
         interactive.map_data(coords, sets, report_dir=tmp_path, audio="stream")
+
+
+def test_midi_items_play_rendered_excerpts_or_nothing_without_a_pair(tmp_path):
+    import soundfile as sf
+    sets = _sets(tmp_path / "data", n_per=2)
+    midi_set = sets[2]
+    midi_set.pair_ids[0] = ""  # one MIDI file without a pair
+    coords = {"pca": {s.name: np.zeros((len(s), 2)) for s in sets}}
+    data, notes = interactive.map_data(coords, sets, report_dir=tmp_path, audio="embed")
+    items = data["items"]
+    midi = [i for i, m in enumerate(items["modality"]) if m == "symbolic"]
+    assert [items["audio_from"][i] for i in midi] == ["render"] * len(midi)
+    mime, b64 = re.match(r"data:(audio/\w+);base64,(.*)", items["audio"][midi[1]]).groups()
+    y, sr = sf.read(io.BytesIO(base64.b64decode(b64)))
+    assert sr == interactive.EXCERPT_SR  # the first 5 s of 10 s of notes, and not silent
+    assert abs(len(y) / sr - interactive.EXCERPT_SECONDS) < 0.05 and np.abs(y).max() > 0.1
+    # its pitch: the first note (pitch 49, 138.6 Hz) is the strongest partial of the first 0.4 s
+    spectrum = np.abs(np.fft.rfft(y[:int(0.4 * sr)]))
+    assert abs(np.argmax(spectrum) * sr / int(0.4 * sr) - 138.6) < 4
+    assert not notes
+    data, _ = interactive.map_data(coords, sets, report_dir=tmp_path, audio="link")
+    row = data["items"]["file"].index(midi_set.ids[0])
+    assert data["items"]["audio"][row] is None and data["items"]["audio_from"][row] is None
+    (tmp_path / "data" / midi_set.ids[1]).write_bytes(b"MThd nonsense")  # unreadable: the pair
+    data, notes = interactive.map_data(coords, sets, report_dir=tmp_path, audio="embed")
+    row = data["items"]["file"].index(midi_set.ids[1])
+    assert data["items"]["audio_from"][row] == "pair"
+    assert any("could not be read or rendered" in n for n in notes)
 
 
 def _high_fd(fd: int) -> int:
@@ -215,6 +253,19 @@ _POINT_XY = """(function(){
 })()"""
 
 
+# the player took a source it can decode: playing, or (headless Chromium without an audio
+# device may hold playback) at least its metadata loaded; no load error either way
+_PLAYABLE = ("(function(){var a = document.getElementById('imap-audio');"
+             "return a.error === null && a.src !== '' && "
+             "((!a.paused && a.currentTime > 0) || a.readyState >= 1);})()")
+
+
+def _click_item(cdp, plot: int, file: str) -> None:
+    x, y = cdp.js(_POINT_XY % (plot, json.dumps(file)))
+    cdp.mouse("mousePressed", x, y)
+    cdp.mouse("mouseReleased", x, y)
+
+
 @pytest.fixture(scope="module")
 def report_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("interactive")
@@ -279,6 +330,14 @@ def test_hover_click_play_neighbours_partner_in_chromium(report_run, tmp_path):
         assert [m[0] for m in marked] == [1, 1, 1] and marked[2][1:] == midi_xy
         partners = cdp.js("document.getElementById('imap-partners').textContent")
         assert "midi-a (symbolic): partner jazz/piece06.mid" in partners
+        # a MIDI point plays the audio file of its pair (no --report-audio embed)
+        _click_item(cdp, 2, "rock/piece12.mid")
+        cdp.wait_for("document.body.getAttribute('data-imap-playing') === 'pair'", timeout=10)
+        cdp.wait_for(_PLAYABLE, timeout=10)
+        src = cdp.js("document.getElementById('imap-audio').src")
+        assert Path(_unquote(src[len("file://"):])) == out.parent / "data" / "rock/piece12.wav"
+        assert "playing the audio of its pair" in cdp.js(
+            "document.getElementById('imap-selected').textContent")
         # the legend toggles a class in every map
         lx, ly = cdp.js("(function(){var b = embcompareMaps.plots[0].div.querySelector("
                         "'.legend .traces').getBoundingClientRect();"
@@ -319,5 +378,11 @@ def test_embedded_excerpt_plays_in_chromium(tmp_path):
                       "return !a.paused && a.error === null && "
                       "a.src.indexOf('data:audio/ogg;base64,') === 0;})()")
         assert "blues/piece01.wav" in cdp.js("document.getElementById('imap-selected').textContent")
+        # a MIDI point plays its own notes, rendered into the page
+        _click_item(cdp, 2, "jazz/piece04.mid")
+        cdp.wait_for("document.body.getAttribute('data-imap-playing') === 'render'", timeout=10)
+        cdp.wait_for(_PLAYABLE, timeout=10)
+        assert cdp.js("document.getElementById('imap-audio').src.indexOf('data:audio/') === 0")
+        assert "jazz/piece04.mid" in cdp.js("document.getElementById('imap-selected').textContent")
     finally:
         cdp.close()

@@ -2,11 +2,13 @@
 layout, and builds a wheel whose ``embcompare`` command is the CLI."""
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
 import tomllib
 import zipfile
+from pathlib import Path
 
 import pytest
 from packaging.requirements import Requirement
@@ -56,14 +58,20 @@ def test_version_flag(capsys):
     assert capsys.readouterr().out.strip() == f"embcompare {_pyproject()['project']['version']}"
 
 
-@pytest.mark.slow
-def test_wheel_holds_every_package_and_the_command(tmp_path):
+def _source_copy(tmp_path) -> "Path":
+    """What `pip install .` reads from a checkout, copied (no build folders, no caches)."""
     src = tmp_path / "src"
     src.mkdir()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, src / name)
     for pkg in RANK:
         shutil.copytree(ROOT / pkg, src / pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    return src
+
+
+@pytest.mark.slow
+def test_wheel_holds_every_package_and_the_command(tmp_path):
+    src = _source_copy(tmp_path)
     r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
                         "-q", "-w", str(tmp_path / "dist"), str(src)],
                        capture_output=True, text=True, timeout=300)
@@ -77,3 +85,39 @@ def test_wheel_holds_every_package_and_the_command(tmp_path):
     entry = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry).decode()
     assert "embcompare = cli:main" in text
+
+
+@pytest.mark.slow
+def test_pip_install_in_a_fresh_venv_gives_a_working_command(tmp_path):
+    """`pip install .` into a new virtual environment, offline: the dependencies come from this
+    interpreter's site-packages (--system-site-packages), the build backend too (setuptools,
+    --no-build-isolation); the command runs, and the package it imports is the installed copy."""
+    pytest.importorskip("setuptools")
+    src, venv = _source_copy(tmp_path), tmp_path / "venv"
+    # --without-pip: Python 3.11's venv would seed its own setuptools 65 (no bdist_wheel
+    # without `wheel`), shadowing the setuptools>=68 the build needs; pip and setuptools come
+    # from the system site-packages instead
+    r = subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip",
+                        str(venv)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    py = venv / "bin" / "python"
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    env.update(PIP_NO_INDEX="1", PIP_DISABLE_PIP_VERSION_CHECK="1")
+    r = subprocess.run([str(py), "-m", "pip", "install", "-q", "--no-deps",
+                        "--no-build-isolation", str(src)],
+                       capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    shutil.rmtree(src)  # nothing may still come from the copy it was built from
+    r = subprocess.run([str(venv / "bin" / "embcompare"), "--help"], capture_output=True,
+                       text=True, timeout=120, env=env, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.startswith("usage: embcompare"), r.stdout[:300]
+    r = subprocess.run([str(py), "-c", "import cli, collection, embedders; "
+                        "print(cli.__file__); print(embedders.__file__)"],
+                       capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    for line in r.stdout.split():
+        path = Path(line).resolve()
+        assert venv.resolve() in path.parents and "site-packages" in path.parts, path
+        assert ROOT.resolve() not in path.parents, path

@@ -9,12 +9,13 @@ from collection.sources import (SOURCE_DESTS, SourceError, add_source_arguments,
                                 source_from_args)
 from common.exits import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK,  # noqa: F401 (as before)
                           EXIT_USAGE, OneLineParser, UsageError, fail)
+from common.exits import program_name
 from embedders import ConfigurationError, WeightsError
 from embedders.lib.trained_nets import CheckpointError
 from .data import TrainingUsageError
 from .runner import DEFAULTS, METHOD_DEFAULTS, METHODS
 
-PROG = "main.py train"
+PROG = program_name("train")
 
 
 def build_parser() -> argparse.ArgumentParser:
