@@ -251,7 +251,9 @@ def linear_probe(X: ArrayLike, labels: ArrayLike, groups: ArrayLike | None = Non
     ``y_true``, ``y_pred``, ``fold`` [shape=(n,)].
     """
     from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import accuracy_score, f1_score
+    from sklearn.metrics import accuracy_score
+
+    from .agreement import macro_f1
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
     X, labels, groups = validate(X, labels, groups)
@@ -270,7 +272,7 @@ def linear_probe(X: ArrayLike, labels: ArrayLike, groups: ArrayLike | None = Non
             model.fit(X[tr], labels[tr])
         pred[te] = model.predict(X[te])
     return {"accuracy": float(accuracy_score(labels, pred)),
-            "macro_f1": float(f1_score(labels, pred, average="macro", zero_division=0)),
+            "macro_f1": macro_f1(labels, pred),
             "n_splits": int(len(np.unique(fold))), "y_true": labels, "y_pred": pred,
             "fold": fold}
 
@@ -300,7 +302,7 @@ def kmeans_clusters(X: ArrayLike, labels: ArrayLike, *, seed: int = 0,
 
 def cluster_agreement(labels: ArrayLike, clusters: ArrayLike) -> dict:
     """V-measure and adjusted Rand index between ``labels`` [shape=(n,)] and ``clusters``."""
-    from .cluster_scores import adjusted_rand, contingency, v_measure
+    from .agreement import adjusted_rand, contingency, v_measure
     labels = np.asarray(labels)
     clusters = np.asarray(clusters)
     if len(labels) != len(clusters):
@@ -424,8 +426,7 @@ def repeated_linear_probe(X: ArrayLike, labels: ArrayLike, groups: ArrayLike | N
     plus ``macro_f1`` (mean), ``correct`` [shape=(m, n)] (per-repeat 0/1 correctness),
     ``y_pred`` [shape=(m, n)], ``folds`` [shape=(m, n)], ``seeds``, ``n_splits``, ``n_units``.
     """
-    from sklearn.metrics import f1_score
-
+    from .agreement import macro_f1
     from .intervals import rubin_interval
     X, labels, groups = validate(X, labels, groups)
     require_classes(labels, min_classes=2, min_items=4, what="linear probe")
@@ -440,8 +441,7 @@ def repeated_linear_probe(X: ArrayLike, labels: ArrayLike, groups: ArrayLike | N
     n_units = len(set(groups_or_self(groups, len(labels)).tolist()))
     res = {"correct": correct, "y_pred": preds, "folds": folds, "seeds": seeds,
            "n_splits": int(len(np.unique(folds[0]))), "n_units": n_units,
-           "macro_f1": float(np.mean([f1_score(labels, p, average="macro", zero_division=0)
-                                      for p in preds]))}
+           "macro_f1": float(np.mean([macro_f1(labels, p) for p in preds]))}
     for key, balanced in (("accuracy", False), ("balanced_accuracy", True)):
         w = item_weights(labels, balanced=balanced)
         per_split = correct @ w
@@ -457,7 +457,7 @@ def clustering_scores(labels: ArrayLike, clusters: ArrayLike) -> dict:
     """``adjusted_mutual_info`` (arithmetic normalisation: v_measure corrected for chance,
     about 0 for clusters unrelated to the labels), ``v_measure`` and ``adjusted_rand`` of
     ``clusters`` [shape=(n,)] against ``labels`` [shape=(n,)]."""
-    from .cluster_scores import adjusted_mutual_info, contingency
+    from .agreement import adjusted_mutual_info, contingency
     res = cluster_agreement(labels, clusters)
     res["adjusted_mutual_info"] = adjusted_mutual_info(contingency(labels, clusters))
     return {k: res[k] for k in ("adjusted_mutual_info", "v_measure", "adjusted_rand")}
@@ -467,7 +467,7 @@ CLUSTER_SCORE_BOUNDS = {"adjusted_mutual_info": (-1.0, 1.0), "v_measure": (0.0, 
                         "adjusted_rand": (-1.0, 1.0)}
 
 
-def _seed_cluster_scores(X, labels, units, *, seed: int, n_boot: int, n_init: int) -> tuple:
+def _seed_agreement(X, labels, units, *, seed: int, n_boot: int, n_init: int) -> tuple:
     """(scores, bootstrap variances) [shape=(3,)] each, in CLUSTER_SCORE_BOUNDS order, of one
     k-means seed; the bootstrap resamples whole pieces within classes, clusters held fixed."""
     from .bootstrap import bootstrap_values
@@ -517,7 +517,7 @@ def repeated_cluster_agreement(X: ArrayLike, labels: ArrayLike, groups: ArrayLik
     n_units = len(set(units.tolist()))
     seeds = [seed + s for s in range(n_seeds)]
     per_boot = max(20, n_boot // n_seeds)
-    per = [_seed_cluster_scores(X, labels, units, seed=s, n_boot=per_boot, n_init=n_init)
+    per = [_seed_agreement(X, labels, units, seed=s, n_boot=per_boot, n_init=n_init)
            for s in seeds]
     values, within = np.array([v for v, _ in per]), np.array([w for _, w in per])
     z = float(norm.ppf(1 - alpha / 2))

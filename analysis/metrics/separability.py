@@ -106,17 +106,15 @@ def probe_macro_f1(ctx: EmbedderContext) -> Measured:
     """Macro F1 of the linear probe, mean over the repeated splits; interval by Rubin's rules
     with bootstrap within-split variances (each split's pooled out-of-fold predictions, pieces
     resampled within classes), normal, clipped to [0, 1] -- as the cluster agreement."""
-    from sklearn.metrics import f1_score
-
+    from ..agreement import macro_f1
     from ..intervals import rubin_interval
     r = ctx.repeated_probe()
     y = ctx.labels
     per_boot = max(20, ctx.n_bootstrap // len(r["seeds"]))
     per_split, within = [], []
     for s, pred in zip(r["seeds"], r["y_pred"]):
-        per_split.append(f1_score(y, pred, average="macro", zero_division=0))
-        boot = bootstrap_values(lambda idx: f1_score(y[idx], pred[idx], average="macro",
-                                                     zero_division=0),
+        per_split.append(macro_f1(y, pred))
+        boot = bootstrap_values(lambda idx: macro_f1(y[idx], pred[idx]),
                                 ctx.n, n_boot=per_boot, seed=s, strata=y, groups=ctx.units)
         within.append(float(boot[:, 0].var(ddof=1)) if len(boot) > 1 else 0.0)
     ci, info = rubin_interval(per_split, within)

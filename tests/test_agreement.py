@@ -1,9 +1,9 @@
-"""analysis.cluster_scores against scikit-learn's definitions, on random and degenerate cases."""
+"""analysis.agreement against scikit-learn's definitions, on random and degenerate cases."""
 import numpy as np
 import pytest
 from sklearn.metrics import adjusted_mutual_info_score, adjusted_rand_score, v_measure_score
 
-from analysis import cluster_scores as cs
+from analysis import agreement as cs
 
 
 def _cases():
@@ -43,3 +43,18 @@ def test_known_answers():
     half = np.array([[2, 2], [2, 2]])
     assert cs.mutual_information(half) == 0.0 and cs.v_measure(half) == 0.0
     assert cs.adjusted_rand(half) < 0  # fewer agreeing pairs than chance
+
+
+@pytest.mark.parametrize("name,labels,clusters", list(_cases()), ids=[c[0] for c in _cases()])
+def test_macro_f1_equals_scikit_learn(name, labels, clusters):
+    from sklearn.metrics import f1_score
+    pred = clusters if clusters.dtype == labels.dtype else clusters.astype(labels.dtype)
+    want = f1_score(labels, pred, average="macro", zero_division=0)
+    assert cs.macro_f1(labels, pred) == pytest.approx(want, abs=1e-13)
+
+
+def test_macro_f1_known_answers():
+    assert cs.macro_f1([0, 0, 1, 1], [0, 0, 1, 1]) == 1.0
+    # class 0: TP 1, FN 1, FP 0 -> 2/3; class 1: TP 2, FP 1 -> 4/5; class 2 never occurs -> 0
+    assert cs.macro_f1([0, 0, 1, 1], [0, 1, 1, 1]) == pytest.approx((2 / 3 + 4 / 5) / 2)
+    assert cs.macro_f1(["a", "b"], ["c", "c"]) == 0.0  # a predicted-only value counts, as 0

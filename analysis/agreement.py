@@ -1,12 +1,13 @@
-"""Agreement between a labelling and a clustering, from their contingency table.
+"""Agreement between two labellings of the same items, from their contingency table.
 
-The same definitions as scikit-learn's ``v_measure_score``, ``adjusted_rand_score`` and
-``adjusted_mutual_info_score`` (arithmetic normalisation), computed with numpy from one
-contingency table. Why not call scikit-learn: the k-means agreement's interval recomputes the
-three scores on every bootstrap resample (10 seeds x 20 resamples per embedder), and
-scikit-learn's input validation and sparse tables cost ~9 ms a call where the arithmetic costs
-~0.1 ms; that made the scores most of a small run's analysis time. ``tests/test_cluster_scores.py``
-checks these functions against scikit-learn on random and degenerate labellings.
+Cluster agreement (labels vs k-means clusters): the same definitions as scikit-learn's
+``v_measure_score``, ``adjusted_rand_score`` and ``adjusted_mutual_info_score`` (arithmetic
+normalisation); and the probe's macro F1 (labels vs predictions) as ``f1_score(average="macro",
+zero_division=0)``. Computed with numpy from one contingency table. Why not call scikit-learn:
+the intervals recompute these scores on every bootstrap resample (10 seeds x 20 resamples per
+embedder and score), and scikit-learn's input validation costs ~9 ms a call where the arithmetic
+costs ~0.1 ms; that made them most of a small run's analysis time. ``tests/test_agreement.py``
+checks every function against scikit-learn on random and degenerate labellings.
 """
 from __future__ import annotations
 
@@ -112,3 +113,16 @@ def adjusted_mutual_info(table: np.ndarray) -> float:
     den = norm - emi
     den = min(den, -_EPS) if den < 0 else max(den, _EPS)
     return min(float((mi - emi) / den), 1.0)  # MI <= mean entropy; round-off could pass 1
+
+
+def macro_f1(y_true: ArrayLike, y_pred: ArrayLike) -> float:
+    """Unweighted mean over every value in ``y_true`` or ``y_pred`` [shape=(n,)] of its F1
+    score, 2 TP / (2 TP + FP + FN); a value with no true and no predicted item scores 0."""
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    values, inv = np.unique(np.concatenate([y_true, y_pred]), return_inverse=True)
+    t, p = inv[:len(y_true)], inv[len(y_true):]
+    k = len(values)
+    tp = np.bincount(t[t == p], minlength=k).astype(np.float64)
+    denom = np.bincount(t, minlength=k) + np.bincount(p, minlength=k)  # 2 TP + FP + FN
+    f1 = np.divide(2 * tp, denom, out=np.zeros(k), where=denom > 0)
+    return float(f1.mean()) if k else 0.0
