@@ -176,7 +176,9 @@ def recommend_main(argv: list[str]) -> int:
 @_usage_in_one_line
 def serve_main(argv: list[str]) -> int:
     """``python main.py serve --emb-dir DIR [--port 8501] [--host 127.0.0.1] [--allow-host
-    NAME ...]``"""
+    NAME ...] [--text-model ID_OR_PATH] [--device DEV]``"""
+    from .text_query import DEFAULT_TEXT_MODEL
+
     p = OneLineParser(prog="main.py serve",
                       description="A local web page: the collection's map, a player and the "
                                   "nearest neighbours of an item or an uploaded file.")
@@ -187,13 +189,23 @@ def serve_main(argv: list[str]) -> int:
     p.add_argument("--allow-host", action="append", default=[], metavar="NAME",
                    help="a host name the page may be reached by besides the loopback names "
                         "and --host (the Host header is checked against DNS rebinding)")
+    p.add_argument("--text-model", default=DEFAULT_TEXT_MODEL, metavar="ID_OR_PATH",
+                   help=f"text-to-audio pipeline of the page's text queries: Hugging Face id "
+                        f"(in the Hugging Face cache: serve never downloads it) or local "
+                        f"save_pretrained folder; 'none' turns them off (default "
+                        f"{DEFAULT_TEXT_MODEL})")
+    p.add_argument("--device", default=None, metavar="DEV",
+                   help="torch device for the text-to-audio model: auto (default), cpu, cuda, "
+                        "cuda:N, mps")
     args = p.parse_args(argv)
     if not 0 <= args.port <= 65535:
         return _fail(f"--port must be from 0 to 65535, got {args.port}", EXIT_USAGE)
     try:
         from .serve import serve
 
-        return serve(args.emb_dir, host=args.host, port=args.port, allow_hosts=args.allow_host)
+        return serve(args.emb_dir, host=args.host, port=args.port, allow_hosts=args.allow_host,
+                     text_model=None if args.text_model.lower() == "none" else args.text_model,
+                     device=args.device)
     except ImportError as exc:
         return _fail(f"serve needs starlette and uvicorn ({exc}); pip install -r "
                      f"requirements.txt", EXIT_FAILED)
