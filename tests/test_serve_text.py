@@ -200,3 +200,49 @@ def test_a_stuck_generation_is_cut_off_and_blocks_no_other_query(tiny_model, app
         t.join(60)
         assert answers["text"] == 504 and time.monotonic() - t0 < 30
     assert not list(app.state.text.cache.glob("*.wav"))
+
+
+@pytest.mark.slow
+def test_the_page_queries_with_a_text_in_chromium(corpus, tiny_model, tmp_path):
+    """The text box in headless Chromium: a description typed (auto=1 clicks the button) lists
+    neighbours and puts the generated tune in the player, served back by the server."""
+    import re
+    import subprocess
+    import sys
+    import urllib.request
+
+    from conftest import ROOT
+    from test_serve import _chromium, _free_port
+
+    exe = _chromium()
+    if exe is None:
+        pytest.skip("no chromium on this machine: the browser test of the text box is skipped")
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "main.py", "serve", "--emb-dir", str(corpus[1]),
+                             "--port", str(port), "--text-model", str(tiny_model), "--device",
+                             "cpu"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        t_end = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/text", timeout=5) as r:
+                    assert json.loads(r.read())["available"]
+                    break
+            except OSError:
+                assert time.monotonic() < t_end and proc.poll() is None, "serve did not come up"
+                time.sleep(0.2)
+        page = subprocess.run(
+            [exe, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=60000",
+             "--dump-dom", f"http://127.0.0.1:{port}/?embedder=audio-stats&k=3&seconds=1&"
+                           f"steps=1&auto=1&text=a%20bright%20bell"],
+            capture_output=True, text=True, timeout=180).stdout
+        assert re.search(r'<body[^>]*data-text="ready"', page), page[:600]
+        assert len(re.findall(r'<tr class="result"', page)) == 3, page[-2000:]
+        assert re.search(r'<audio id="player" controls="" src="/api/text-audio\?key=[0-9a-f]{64}"',
+                         page), page[:1500]
+    finally:
+        proc.terminate()
+        out = proc.communicate(timeout=20)[0].decode(errors="replace")
+    assert "Traceback" not in out and "text queries: " in out, out
