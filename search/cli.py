@@ -143,9 +143,18 @@ def recommend_main(argv: list[str]) -> int:
     p.add_argument("--hubness-reduction", choices=("none", "mp"), default="none",
                    help="mp: re-rank by mutual proximity (Schnitzer et al. 2012)")
     p.add_argument("--json", action="store_true", help="a JSON list instead of a table")
+    p.add_argument("--set", dest="set_options", action="append", default=[],
+                   metavar="NAME.OPTION=VALUE",
+                   help="an option of the query embedder overriding the index's (repeatable), "
+                        "e.g. --set hf-audio.model=PATH for a local model folder, which the "
+                        "index does not record; NAME is the embedder (hf-audio for hf-audio@6)")
     args = p.parse_args(argv)
     if not 1 <= args.k <= MAX_K:
         return _fail(f"-k must be between 1 and {MAX_K}, got {args.k}", EXIT_USAGE)
+    try:
+        options = _query_options(args.embedder, args.set_options)
+    except SearchError as exc:
+        return _fail(str(exc), EXIT_USAGE)
     try:  # --text: the generated query tune is the query file from here on
         args.query = query_file_from_args(args)
     except TextQueryError as exc:
@@ -159,7 +168,7 @@ def recommend_main(argv: list[str]) -> int:
         else:
             cls, extra = Recommender, {}
         rec = cls(args.emb_dir, embedder=args.embedder, target_embedder=args.target_embedder,
-                  hubness_reduction=args.hubness_reduction, **extra)
+                  hubness_reduction=args.hubness_reduction, options=options, **extra)
         results = rec.recommend(args.query, k=args.k, cross_modal=args.cross_modal,
                                 exclude_same_piece=args.exclude_same_piece, label=args.label)
     except (QueryError, IndexMissingError, DamagedIndexError, DamagedExportError) as exc:
@@ -171,6 +180,23 @@ def recommend_main(argv: list[str]) -> int:
     else:
         print(_table(results))
     return EXIT_OK
+
+
+def _query_options(space: str, set_options: list[str]) -> dict:
+    """The ``--set`` options of the query embedder of ``space`` (``NAME`` or ``NAME@LAYER``:
+    options of ``NAME``); SearchError (one line) for a bad one."""
+    from embedders import ConfigurationError, parse_option_setting
+    from embedders.base import SPACE_SEPARATOR
+
+    base = space.partition(SPACE_SEPARATOR)[0]
+    options = {}
+    for item in set_options:
+        try:
+            _, key, value = parse_option_setting(item, [base])
+        except ConfigurationError as exc:
+            raise SearchError(str(exc)) from None
+        options[key] = value
+    return options
 
 
 @_usage_in_one_line

@@ -196,6 +196,41 @@ def test_layer_out_of_range_is_one_line_exit_2_before_audio(tiny_model, corpus, 
     assert code == 2 and len(err.splitlines()) == 1 and "pool5" in err
 
 
+# -- search ---------------------------------------------------------------------------------------
+
+def test_a_layer_space_is_queried_with_the_base_embedder_at_that_layer(tiny_model, corpus,
+                                                                       tmp_path, capsys):
+    """``recommend --embedder hf-audio@1`` (issue 28's gap): the query is embedded by hf-audio at
+    layer 1, so an outside file's vector equals that single-layer embedder's; the CLI gives the
+    API's results, same- and cross-modal; a local model folder is given with --set."""
+    pytest.importorskip("qdrant_edge")
+    from search import Recommender, build_indexes
+
+    emb = tmp_path / "emb"
+    embed_dataset(corpus, [get_embedder("hf-audio", model=str(tiny_model), layer="all"),
+                           get_embedder("midi-stats")], emb_dir=emb, out_dir=tmp_path / "o",
+                  progress=False)
+    build_indexes(emb)
+    query = write_wav(tmp_path / "q.wav", seconds=0.6, sr=SR, freq=300.0)
+    rec = Recommender(emb, embedder="hf-audio@1", options={"model": str(tiny_model)})
+    vector, _, _ = rec.query_vector(query)
+    alone = get_embedder("hf-audio", model=str(tiny_model), layer=1).compute(str(query)).clip
+    np.testing.assert_allclose(vector, alone, rtol=1e-5, atol=1e-6)
+    other = get_embedder("hf-audio", model=str(tiny_model), layer=2).compute(str(query)).clip
+    assert not np.allclose(vector, other, atol=1e-3)  # the layer matters
+    args = ["recommend", str(query), "--emb-dir", str(emb), "--embedder", "hf-audio@1", "-k",
+            "3", "--set", f"hf-audio.model={tiny_model}", "--json"]
+    assert cli.main(args) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert [(r["path"], r["score"]) for r in got] == [(r.path, r.score)
+                                                      for r in rec.recommend(query, k=3)]
+    assert cli.main(args + ["--cross-modal"]) == 0
+    assert all(r["path"].endswith(".mid") for r in json.loads(capsys.readouterr().out))
+    assert cli.main(args[:-1] + ["--set", "midi-stats.x=1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "not selected (selected: hf-audio)" in err
+
+
 # -- the report ----------------------------------------------------------------------------------
 
 def test_metrics_json_lists_layers_in_order_and_the_report_draws_them(tiny_model, corpus,
