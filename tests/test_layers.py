@@ -231,6 +231,28 @@ def test_a_layer_space_is_queried_with_the_base_embedder_at_that_layer(tiny_mode
     assert len(err.splitlines()) == 1 and "not selected (selected: hf-audio)" in err
 
 
+def test_probe_gives_each_layer_space_the_numbers_of_its_single_layer_run(tiny_model, corpus,
+                                                                         tmp_path):
+    """``probe`` with ``layer=all`` probes every layer space (attributes and interventions);
+    each equals a probe run of that layer alone (separate folders: both compute)."""
+    from probe import run_probes
+
+    kw = dict(pieces=6, interventions=["transpose:+2", "gain:-12db"], synth="builtin",
+              progress=False)
+    every = run_probes(corpus, [get_embedder("hf-audio", model=str(tiny_model), layer="all")],
+                       out=tmp_path / "all", **kw)
+    layers = ["hf-audio@0", "hf-audio@1", "hf-audio@2"]
+    assert every["params"]["embedders"] == layers
+    assert every["params"]["modalities"] == {s: "audio" for s in layers}
+    assert list(every["interventions"]) == layers and list(every["attributes"]) == layers
+    alone = run_probes(corpus, [get_embedder("hf-audio", model=str(tiny_model), layer=1)],
+                       out=tmp_path / "one", **kw)
+    assert every["interventions"]["hf-audio@1"] == alone["interventions"]["hf-audio"]
+    assert every["attributes"]["hf-audio@1"] == alone["attributes"]["hf-audio"]
+    sens = [every["interventions"][s]["transpose:+2"]["sensitivity"]["value"] for s in layers]
+    assert len(set(sens)) == 3  # the layers differ: the test would pass trivially otherwise
+
+
 # -- the report ----------------------------------------------------------------------------------
 
 def test_metrics_json_lists_layers_in_order_and_the_report_draws_them(tiny_model, corpus,
