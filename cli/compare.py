@@ -170,7 +170,7 @@ def embedder_options(args: argparse.Namespace, names: list[str]) -> dict[str, di
     ``--set NAME.OPTION=VALUE`` values are read as the option's declared type
     (:meth:`embedders.Embedder.coerce_option`); a wrong one is a :class:`UsageError`.
     """
-    from embedders import ConfigurationError, get_embedder_class
+    from embedders import ConfigurationError, get_embedder_class, parse_option_setting
 
     generic = {"device": args.device, "batch_size": args.batch_size}
     specific = {
@@ -187,17 +187,11 @@ def embedder_options(args: argparse.Namespace, names: list[str]) -> dict[str, di
                 if v is not None and k in known}
         out[name] = opts
     for item in args.set_options:
-        target, sep, value = item.partition("=")
-        emb_name, dot, key = target.rpartition(".")
-        if not (sep and dot and emb_name and key):
-            raise UsageError(f"--set expects NAME.OPTION=VALUE, got {item!r}")
-        if emb_name not in out:
-            raise UsageError(f"--set {item!r}: embedder {emb_name!r} is not selected "
-                             f"(selected: {', '.join(names)})")
         try:
-            out[emb_name][key] = get_embedder_class(emb_name).coerce_option(key, value)
+            emb_name, key, value = parse_option_setting(item, out)
         except ConfigurationError as exc:
-            raise UsageError(f"--set {item}: {exc}") from None
+            raise UsageError(str(exc)) from None
+        out[emb_name][key] = value
     return out
 
 

@@ -19,7 +19,7 @@ from .base import (AUDIO, OPTION_TYPES, SYMBOLIC, ConfigurationError, Embedder, 
 
 __all__ = ["AUDIO", "SYMBOLIC", "ConfigurationError", "Embedder", "EmbedderError", "Embedding",
            "InputError", "WeightsError", "available_embedders", "get_embedder",
-           "get_embedder_class", "register"]
+           "get_embedder_class", "parse_option_setting", "register"]
 
 #: Model modules only: the contract (``base``) and the helpers in ``lib/`` register nothing.
 _REGISTRY: Registry[type[Embedder]] = Registry(__name__, __path__, kind="embedder")
@@ -64,3 +64,26 @@ def get_embedder_class(name: str) -> type[Embedder]:
 def get_embedder(name: str, **options: Any) -> Embedder:
     """Construct the embedder ``name`` with ``options`` (cheap: nothing is loaded yet)."""
     return get_embedder_class(name)(**options)
+
+
+def parse_option_setting(item: str, selected) -> tuple[str, str, Any]:
+    """One ``--set NAME.OPTION=VALUE`` as ``(NAME, OPTION, value)``, the value read as the
+    option's type (:meth:`Embedder.coerce_option`); ``selected``: the embedder names it may set.
+
+    Raises
+    ------
+    ConfigurationError
+        Not of that form, a NAME not selected, an unknown option or a bad value (one line).
+    """
+    target, sep, value = item.partition("=")
+    name, dot, key = target.rpartition(".")
+    if not (sep and dot and name and key):
+        raise ConfigurationError(f"--set expects NAME.OPTION=VALUE, got {item!r}")
+    selected = list(selected)
+    if name not in selected:
+        raise ConfigurationError(f"--set {item!r}: embedder {name!r} is not selected "
+                                 f"(selected: {', '.join(selected)})")
+    try:
+        return name, key, get_embedder_class(name).coerce_option(key, value)
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"--set {item}: {exc}") from None

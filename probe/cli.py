@@ -66,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def make_embedders(names: list[str], set_options: list[str]) -> list:
     """Construct the embedders (cheap); UsageLine on an unknown name or option."""
-    from embedders import ConfigurationError, get_embedder, get_embedder_class
+    from embedders import (ConfigurationError, get_embedder, get_embedder_class,
+                           parse_option_setting)
 
     if len(set(names)) != len(names):
         raise UsageLine(f"--embedders names a model twice: {' '.join(names)}")
@@ -75,12 +76,8 @@ def make_embedders(names: list[str], set_options: list[str]) -> list:
         for n in names:
             get_embedder_class(n)
         for item in set_options:
-            target, sep, value = item.partition("=")
-            emb, dot, key = target.rpartition(".")
-            if not (sep and dot and emb in options):
-                raise UsageLine(f"--set expects NAME.OPTION=VALUE with NAME among --embedders, "
-                                f"got {item!r}")
-            options[emb][key] = get_embedder_class(emb).coerce_option(key, value)
+            emb, key, value = parse_option_setting(item, options)
+            options[emb][key] = value
         return [get_embedder(n, **options[n]) for n in names]
     except ConfigurationError as exc:
         raise UsageLine(str(exc)) from None

@@ -21,7 +21,7 @@ import numpy as np
 
 from analysis import probing
 from collection import EmbeddingStore, Item, scan_dataset
-from collection.pipeline import embed_dataset, embed_items
+from collection.pipeline import embed_dataset, embed_spaces
 from collection.scan import hash_items
 from common.progress import progress_bar
 from embedders import AUDIO, SYMBOLIC
@@ -249,7 +249,9 @@ def measure_interventions(tasks: dict, failures: dict, labels: dict[str, str], e
                           engine_options: dict | None) -> dict:
     """Embed every made variant (through the cache) with every embedder, and measure.
 
-    Returns ``{embedder: {intervention: result}}`` (:func:`intervention_metrics`).
+    Returns ``{space: {intervention: result}}`` (:func:`intervention_metrics`): a space per
+    embedder, or one per layer (``NAME@LAYER``) for an embedder asked for several
+    (``layer=all``), all from one forward pass per file.
     """
     items = _variant_items(tasks, labels, failures)
     by_path = {}
@@ -259,15 +261,17 @@ def measure_interventions(tasks: dict, failures: dict, labels: dict[str, str], e
                 by_path[path] = (pid, name)
     out: dict = {}
     for emb in embedders:
-        run = embed_items(items, emb, store, workers=workers, progress=progress, engine=engine,
-                          engine_options=engine_options)
-        for it, reason in run.skipped:
+        runs = embed_spaces(items, emb, store, workers=workers, progress=progress,
+                            engine=engine, engine_options=engine_options)
+        # a file that cannot be embedded fails for every space alike: listed once
+        for it, reason in next(iter(runs.values())).skipped:
             skipped.append({"what": f"{emb.name} / {it.id}", "reason": reason})
-        clips: dict[str, dict] = {}
-        for e in run.entries:
-            pid, name = by_path[e.item.path]
-            clips.setdefault(name, {})[pid] = e.clip
-        out[emb.name] = intervention_metrics(clips, emb.modality, names, labels, seed=seed)
+        for space, run in runs.items():
+            clips: dict[str, dict] = {}
+            for e in run.entries:
+                pid, name = by_path[e.item.path]
+                clips.setdefault(name, {})[pid] = e.clip
+            out[space] = intervention_metrics(clips, emb.modality, names, labels, seed=seed)
     return out
 
 
@@ -369,11 +373,13 @@ def run_probes(dataset, embedders: list, *, out, emb_dir=None, variant_dir=None,
         engine_options=engine_options)
     seconds["embedding_variants"] = time.perf_counter() - t0
     seconds["total"] = time.perf_counter() - t_start
+    # the spaces in order: an embedder's, or each of its layers' (the models are loaded by now)
+    modalities = {space: e.modality for e in embedders for space in e.spaces()}
 
     probe = {"attributes": attr_results, "interventions": interventions_out,
              "skipped": skipped,
-             "params": {"dataset": str(dataset), "embedders": [e.name for e in embedders],
-                        "modalities": {e.name: e.modality for e in embedders},
+             "params": {"dataset": str(dataset), "embedders": list(modalities),
+                        "modalities": modalities,
                         "pieces_requested": int(pieces), "pieces": len(chosen),
                         "interventions": names, "attributes": attr_names, "seed": int(seed),
                         "renderer": renderer.identity(), "key_source": key_source,

@@ -144,9 +144,18 @@ def recommend_main(argv: list[str]) -> int:
     p.add_argument("--hubness-reduction", choices=("none", "mp"), default="none",
                    help="mp: re-rank by mutual proximity (Schnitzer et al. 2012)")
     p.add_argument("--json", action="store_true", help="a JSON list instead of a table")
+    p.add_argument("--set", dest="set_options", action="append", default=[],
+                   metavar="NAME.OPTION=VALUE",
+                   help="an option of the query embedder overriding the index's (repeatable), "
+                        "e.g. --set hf-audio.model=PATH for a local model folder, which the "
+                        "index does not record; NAME is the embedder (hf-audio for hf-audio@6)")
     args = p.parse_args(argv)
     if not 1 <= args.k <= MAX_K:
         return _fail(f"-k must be between 1 and {MAX_K}, got {args.k}", EXIT_USAGE)
+    try:
+        options = _query_options(args.embedder, args.set_options)
+    except SearchError as exc:
+        return _fail(str(exc), EXIT_USAGE)
     try:  # --text: the generated query tune is the query file from here on
         args.query = query_file_from_args(args)
     except TextQueryError as exc:
@@ -160,7 +169,7 @@ def recommend_main(argv: list[str]) -> int:
         else:
             cls, extra = Recommender, {}
         rec = cls(args.emb_dir, embedder=args.embedder, target_embedder=args.target_embedder,
-                  hubness_reduction=args.hubness_reduction, **extra)
+                  hubness_reduction=args.hubness_reduction, options=options, **extra)
         results = rec.recommend(args.query, k=args.k, cross_modal=args.cross_modal,
                                 exclude_same_piece=args.exclude_same_piece, label=args.label)
     except (QueryError, IndexMissingError, DamagedIndexError, DamagedExportError) as exc:
@@ -174,10 +183,29 @@ def recommend_main(argv: list[str]) -> int:
     return EXIT_OK
 
 
+def _query_options(space: str, set_options: list[str]) -> dict:
+    """The ``--set`` options of the query embedder of ``space`` (``NAME`` or ``NAME@LAYER``:
+    options of ``NAME``); SearchError (one line) for a bad one."""
+    from embedders import ConfigurationError, parse_option_setting
+    from embedders.base import SPACE_SEPARATOR
+
+    base = space.partition(SPACE_SEPARATOR)[0]
+    options = {}
+    for item in set_options:
+        try:
+            _, key, value = parse_option_setting(item, [base])
+        except ConfigurationError as exc:
+            raise SearchError(str(exc)) from None
+        options[key] = value
+    return options
+
+
 @_usage_in_one_line
 def serve_main(argv: list[str]) -> int:
     """``python main.py serve --emb-dir DIR [--port 8501] [--host 127.0.0.1] [--allow-host
-    NAME ...]``"""
+    NAME ...] [--text-model ID_OR_PATH] [--device DEV]``"""
+    from .text_query import DEFAULT_TEXT_MODEL
+
     p = OneLineParser(prog=program_name("serve"),
                       description="A local web page: the collection's map, a player and the "
                                   "nearest neighbours of an item or an uploaded file.")
@@ -188,13 +216,23 @@ def serve_main(argv: list[str]) -> int:
     p.add_argument("--allow-host", action="append", default=[], metavar="NAME",
                    help="a host name the page may be reached by besides the loopback names "
                         "and --host (the Host header is checked against DNS rebinding)")
+    p.add_argument("--text-model", default=DEFAULT_TEXT_MODEL, metavar="ID_OR_PATH",
+                   help=f"text-to-audio pipeline of the page's text queries: Hugging Face id "
+                        f"(in the Hugging Face cache: serve never downloads it) or local "
+                        f"save_pretrained folder; 'none' turns them off (default "
+                        f"{DEFAULT_TEXT_MODEL})")
+    p.add_argument("--device", default=None, metavar="DEV",
+                   help="torch device for the text-to-audio model: auto (default), cpu, cuda, "
+                        "cuda:N, mps")
     args = p.parse_args(argv)
     if not 0 <= args.port <= 65535:
         return _fail(f"--port must be from 0 to 65535, got {args.port}", EXIT_USAGE)
     try:
         from .serve import serve
 
-        return serve(args.emb_dir, host=args.host, port=args.port, allow_hosts=args.allow_host)
+        return serve(args.emb_dir, host=args.host, port=args.port, allow_hosts=args.allow_host,
+                     text_model=None if args.text_model.lower() == "none" else args.text_model,
+                     device=args.device)
     except ImportError as exc:
         return _fail(f"serve needs starlette and uvicorn ({exc}); pip install -r "
                      f"requirements.txt", EXIT_FAILED)

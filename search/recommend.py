@@ -59,7 +59,8 @@ class Recommender:
     embedder : str
         The space to search (and to embed query files with).
     options : dict, optional
-        Embedder options; they must give the configuration the index was built for.
+        Embedder options overriding those the index was built with (a local model folder, which
+        the index does not record); together they must give the configuration it was built for.
     target_embedder : str, optional
         For cross-modal queries: the other space (default: the only indexed one of the other
         modality).
@@ -133,19 +134,27 @@ class Recommender:
 
     def embedder(self):
         """The query embedder, checked against the configuration the index was built for
-        (constructed without loading its model; :meth:`query_vector` loads it when needed)."""
+        (constructed without loading its model; :meth:`query_vector` loads it when needed).
+
+        A layer space ``NAME@LAYER`` (``layer=all`` or a list) is queried with the embedder
+        ``NAME`` at that one layer: the single-layer embedder whose cache options that space
+        was built with."""
         if self._embedder is None:
             from embedders import EmbedderError, get_embedder
+            from embedders.base import SPACE_SEPARATOR
 
-            # by default the options the index was built with (the weights identity is not an
-            # option: it is checked below, from whatever weight file the options resolve to)
-            options = self.options or {k: v for k, v in config_identity(self.meta)["options"]
-                                       .items() if k != "weights_identity"}
+            # the options the index was built with, those given overriding them (the weights
+            # identity is not an option: it is checked below, from whatever weight file the
+            # options resolve to; a local model folder is not recorded, so it must be given)
+            options = {**{k: v for k, v in config_identity(self.meta)["options"].items()
+                          if k != "weights_identity"}, **self.options}
+            base, layered, _ = self.name.partition(SPACE_SEPARATOR)
             try:
-                emb = get_embedder(self.name, **options)
+                emb = get_embedder(base, **options)
                 # resolves (not loads) the weights, so the identity compares like the index's
-                mine = {"embedder": emb.name, "version": emb.version,
-                        "options": emb.cache_options()}
+                mine = {"embedder": emb.name + (f"{SPACE_SEPARATOR}{emb.options.get('layer')}"
+                                                if layered else ""),
+                        "version": emb.version, "options": emb.cache_options()}
             except EmbedderError as exc:  # weights not found, an option the index's build lacks
                 raise SearchError(f"cannot set up the query embedder {self.name!r}: "
                                   f"{str(exc).splitlines()[0]}") from exc

@@ -11,7 +11,11 @@ Endpoints (GET unless said):
   demo corpus's synthesizer, once, then cached);
 - ``POST /api/recommend`` (JSON ``{embedder, item, k, cross_modal, target, exclude_same_piece,
   label}``): the item's nearest neighbours, as ``recommend`` gives them;
-- ``POST /api/upload`` (multipart: ``file`` and the same fields): a file as the query.
+- ``POST /api/upload`` (multipart: ``file`` and the same fields): a file as the query;
+- ``GET /api/text``: whether text queries are available (the model, or the one-line reason);
+- ``POST /api/text`` (JSON: the fields of ``/api/recommend`` less ``item``, plus ``text``,
+  ``seconds``, ``steps``, ``seed``): a query tune generated from the text (``text_query``), then
+  queried as an upload is; ``GET /api/text-audio?key=KEY``: a tune this server answered with.
 
 What keeps the page safe (issue 25): the embedder and the item are looked up in the index's own
 lists (no path is ever built from a request) and anything unknown is one neutral ``404 not
@@ -22,7 +26,9 @@ server's work folder, checked for duration and embedded in a child process with 
 so neither a long nor a crashing file holds up other queries; items whose file resolves outside
 the collection are neither listed nor served; the server queries private copies of the shards
 (a file truncated under it cannot fault the process) and cleans the work folders of dead
-servers at start. Every bad request is a 4xx JSON answer.
+servers at start. A text query is generated in a child process too (one at a time, with a
+time limit), from a model resolved once at start and never downloaded by the server; only the
+tunes of requests it answered are served back. Every bad request is a 4xx JSON answer.
 """
 from __future__ import annotations
 
@@ -44,6 +50,7 @@ import numpy as np
 
 from .index import CROSS_SEPARATOR, SearchError, index_root, read_index_meta, shard_path
 from .recommend import Recommender
+from .text_query import DEFAULT_SEED, DEFAULT_SECONDS, DEFAULT_STEPS, DEFAULT_TEXT_MODEL
 
 MAX_UPLOAD_BYTES = 64 * 1024 * 1024
 #: Longest upload embedded (a 30-minute silent FLAC is 300 KB: bytes alone do not bound work).
@@ -58,6 +65,19 @@ READ_TIMEOUT_S = 15.0
 #: trickling header bytes would hold its connection, and limit_concurrency of them lock all out).
 HEAD_TIMEOUT_S = 10.0
 MAX_K = 1000
+#: Text queries: the longest description, generated length and step count a page may ask for.
+MAX_TEXT_CHARS = 500
+MAX_TEXT_SECONDS = 30.0
+MAX_TEXT_STEPS = 200
+#: Largest JSON body of a text query.
+MAX_TEXT_BODY = 16 * 1024
+#: Wall-clock limit of one generation: AudioLDM-S on a CPU takes about a minute per second of
+#: audio at 10 steps, loading included (docs/search.md); a GPU takes seconds.
+TEXT_TIMEOUT_S = 900.0
+#: Text queries generated at once; more get 503 (each is a process with the model in memory).
+MAX_PARALLEL_TEXT = 1
+#: Generated tunes a server remembers as its own (older ones are no longer served back).
+_TEXT_AUDIO_KEPT = 256
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 NOT_FOUND = "not found"
 PAGE_DIR = Path(__file__).with_name("page")
@@ -386,11 +406,11 @@ def embed_upload(emb_dir: str, name: str, path: str, max_seconds: float) -> tupl
     return ("ok", np.asarray(vector, dtype=np.float32).tolist(), content_hash)
 
 
-def _child(conn, fn, args) -> None:
+def _child(conn, fn, args, what: str) -> None:
     try:
         conn.send(fn(*args))
     except BaseException as exc:  # noqa: BLE001 - whatever it is, the parent gets one line
-        conn.send(("error", 422, f"cannot embed the upload ({type(exc).__name__})"))
+        conn.send(("error", 422, f"{what} failed ({type(exc).__name__})"))
     finally:
         conn.close()
 
@@ -398,26 +418,161 @@ def _child(conn, fn, args) -> None:
 _MP = multiprocessing.get_context("forkserver")
 
 
-def run_with_time_limit(fn, args: tuple, timeout_s: float):
+def run_with_time_limit(fn, args: tuple, timeout_s: float, *,
+                        what: str = "embedding the upload"):
     """``fn(*args)`` in a child process (forked from a clean fork server, not from this
     threaded one); the child is killed after ``timeout_s`` (RequestError 504) or answers
-    nothing because it crashed (RequestError 422)."""
+    nothing because it crashed (RequestError 422). ``what`` names the work in those messages."""
     parent, child = _MP.Pipe(duplex=False)
-    proc = _MP.Process(target=_child, args=(child, fn, args), daemon=True)
+    proc = _MP.Process(target=_child, args=(child, fn, args, what), daemon=True)
     proc.start()
     child.close()
     try:
         if not parent.poll(timeout_s):
-            raise RequestError(504, f"embedding the upload took over {timeout_s:.0f} s")
+            raise RequestError(504, f"{what} took over {timeout_s:.0f} s")
         try:
             return parent.recv()
         except EOFError:
-            raise RequestError(422, "embedding the upload crashed its worker") from None
+            raise RequestError(422, f"{what} crashed its worker") from None
     finally:
         parent.close()
         if proc.is_alive():
             proc.kill()
         proc.join(5)
+
+
+# -- text queries -------------------------------------------------------------------------------
+def generate_text_query(folder: str, dest: str, text: str, model: str, identity: str,
+                        seconds: float, steps: int, seed: int, device: str | None) -> tuple:
+    """In a child process: generate ``text`` into ``dest``; ``("ok",)`` or ``("error", status,
+    message)``. The message names neither the model folder nor ``dest`` (the pipeline's own
+    error goes to the server's stderr)."""
+    from .text_query import TextQueryError, generate_query_file
+
+    try:
+        generate_query_file(Path(dest), Path(folder), text, model=model, identity=identity,
+                            seconds=seconds, steps=steps, seed=seed, device=device)
+    except TextQueryError as exc:  # a device that is not there
+        return ("error", 409, str(exc))
+    except Exception as exc:  # noqa: BLE001 - out of memory, a broken model file: one line
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+        print(f"serve: text query: {type(exc).__name__}: {first}", file=sys.stderr, flush=True)
+        return ("error", 422, f"the text model failed to generate the query "
+                              f"({type(exc).__name__})")
+    return ("ok",)
+
+
+def _number(req: dict, key: str, default, *, kind, low, high) -> float | int:
+    """``req[key]`` (or ``default``) as ``kind`` within ``[low, high]``: RequestError 400."""
+    v = req.get(key, default)
+    ok = not isinstance(v, bool) and isinstance(v, (int, float) if kind is float else int)
+    if ok and kind is float:
+        ok = np.isfinite(v)
+    if not ok or not low <= v <= high:
+        raise RequestError(400, f"{key} must be {'a number' if kind is float else 'an integer'} "
+                                f"from {low:g} to {high:g}")
+    return kind(v)
+
+
+def text_request(req: dict) -> dict:
+    """The checked text, seconds, steps and seed of a text query (RequestError 400)."""
+    text = req.get("text")
+    if not isinstance(text, str) or not text.strip():
+        raise RequestError(400, "text must be a non-empty string")
+    if len(text) > MAX_TEXT_CHARS:
+        raise RequestError(400, f"text is over {MAX_TEXT_CHARS} characters")
+    return {"text": text,
+            "seconds": _number(req, "seconds", DEFAULT_SECONDS, kind=float, low=0.1,
+                               high=MAX_TEXT_SECONDS),
+            "steps": _number(req, "steps", DEFAULT_STEPS, kind=int, low=1, high=MAX_TEXT_STEPS),
+            "seed": _number(req, "seed", DEFAULT_SEED, kind=int, low=0, high=2 ** 63 - 1)}
+
+
+class _TextQueries:
+    """A server's text queries: the model resolved once at start (never downloaded: a page
+    must not start a 1 GB download) or the one-line reason they are unavailable; the folder
+    of generated tunes fixed at start; the tunes this server answered with, by key."""
+
+    def __init__(self, model: str | None, *, device: str | None):
+        from .text_query import (TextModelError, TextQueryError, query_cache_dir,
+                                 resolve_text_model)
+
+        self.model, self.device = model, device
+        self.folder = self.identity = None
+        self.message = ""
+        self.cache = query_cache_dir()
+        self.slots = threading.BoundedSemaphore(MAX_PARALLEL_TEXT)
+        self._served: OrderedDict[str, Path] = OrderedDict()
+        self._lock = threading.Lock()
+        if device not in (None, "", "auto") and str(device).split(":")[0] not in (
+                "cpu", "cuda", "mps"):
+            raise TextQueryError(f"unknown device {device!r}: use auto, cpu, cuda, cuda:N or mps")
+        if not model:
+            self.message = "text queries are off (serve --text-model ID_OR_PATH turns them on)"
+            return
+        try:
+            import importlib.util
+
+            if importlib.util.find_spec("diffusers") is None:
+                raise TextModelError("text queries need diffusers: pip install -r "
+                                     "requirements.txt")
+            self.folder, self.identity = resolve_text_model(model, download=False)
+        except TextModelError as exc:
+            self.message = str(exc)
+
+    def info(self) -> dict:
+        """What ``GET /api/text`` answers: availability, the model or the reason, the limits."""
+        return {"available": self.folder is not None, "model": self.model or "",
+                "message": self.message, "max_chars": MAX_TEXT_CHARS,
+                "max_seconds": MAX_TEXT_SECONDS, "max_steps": MAX_TEXT_STEPS,
+                "defaults": {"seconds": DEFAULT_SECONDS, "steps": DEFAULT_STEPS,
+                             "seed": DEFAULT_SEED}}
+
+    def tune(self, request: dict, *, generate, timeout_s: float) -> tuple[str, Path, bool]:
+        """``(key, WAV path, generated now)`` of a checked request: read from the cache, or
+        generated by ``generate`` in a child process (RequestError 409 when no model, 503 when
+        the generation slots are taken, 504 past ``timeout_s``)."""
+        from .text_query import cached_query_path, request_key
+
+        if self.folder is None:
+            raise RequestError(409, self.message)
+        key = request_key(self.identity, request["text"], seconds=request["seconds"],
+                          steps=request["steps"], seed=request["seed"])
+        dest = cached_query_path(key, folder=self.cache)
+        generated = not dest.is_file()
+        if generated:
+            if not self.slots.acquire(blocking=False):
+                raise RequestError(503, "a text query is being generated; try again")
+            try:
+                got = run_with_time_limit(generate, (
+                    str(self.folder), str(dest), request["text"], self.model, self.identity,
+                    request["seconds"], request["steps"], request["seed"], self.device),
+                    timeout_s, what="generating the text query")
+            finally:
+                self.slots.release()
+            if got[0] != "ok":
+                raise RequestError(got[1], got[2])
+        with self._lock:
+            self._served[key] = dest
+            self._served.move_to_end(key)
+            while len(self._served) > _TEXT_AUDIO_KEPT:
+                self._served.popitem(last=False)
+        return key, dest, generated
+
+    def audio(self, key) -> Path:
+        """The tune of ``key`` if this server answered with it (compared, never joined)."""
+        with self._lock:
+            path = self._served.get(key) if isinstance(key, str) else None
+        if path is None or not path.is_file():
+            raise RequestError(404, NOT_FOUND)
+        return path
+
+
+def _json_body(body: bytes):
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise RequestError(400, "the body is not JSON") from None
 
 
 # -- the app --------------------------------------------------------------------------------------
@@ -506,8 +661,11 @@ class BodyGuard:
 def make_app(emb_dir, *, host: str = "127.0.0.1", allow_hosts=(), work: Path | None = None,
              max_upload_bytes: int = MAX_UPLOAD_BYTES, max_upload_seconds: float =
              MAX_UPLOAD_SECONDS, upload_timeout_s: float = UPLOAD_TIMEOUT_S,
-             read_timeout_s: float = READ_TIMEOUT_S, embed=embed_upload):
-    """The ASGI app; ``app.state`` holds ``spaces`` (close it when done) and ``work``.
+             read_timeout_s: float = READ_TIMEOUT_S, embed=embed_upload,
+             text_model: str | None = DEFAULT_TEXT_MODEL, device: str | None = None,
+             text_timeout_s: float = TEXT_TIMEOUT_S, generate=generate_text_query):
+    """The ASGI app; ``app.state`` holds ``spaces`` (close it when done), ``work`` and ``text``
+    (the text queries: ``text_model`` None turns them off).
 
     Long on purpose: the routes are closures over one server's state, kept together so the
     whole surface a browser can reach is read in one place."""
@@ -530,6 +688,7 @@ def make_app(emb_dir, *, host: str = "127.0.0.1", allow_hosts=(), work: Path | N
         shutil.rmtree(work, ignore_errors=True)
         raise
     uploads = threading.BoundedSemaphore(MAX_PARALLEL_UPLOADS)
+    texts = _TextQueries(text_model, device=device)
 
     def answer(obj):
         return JSONResponse(obj, headers=_HEADERS)
@@ -569,10 +728,7 @@ def make_app(emb_dir, *, host: str = "127.0.0.1", allow_hosts=(), work: Path | N
         return Response(body, media_type=ctype, headers=_HEADERS)
 
     async def api_recommend(request):
-        try:
-            req = json.loads(await request.body())
-        except (ValueError, UnicodeDecodeError):
-            raise RequestError(400, "the body is not JSON") from None
+        req = _json_body(await request.body())
         from starlette.concurrency import run_in_threadpool
 
         return answer(await run_in_threadpool(item_query, spaces, req))
@@ -599,15 +755,54 @@ def make_app(emb_dir, *, host: str = "127.0.0.1", allow_hosts=(), work: Path | N
             with open(path, "wb") as out:
                 fileobj.seek(0)
                 shutil.copyfileobj(fileobj, out)
-            got = run_with_time_limit(embed, (str(spaces.emb_dir), opts["embedder"], str(path),
-                                              max_upload_seconds), upload_timeout_s)
+            vector, content_hash = embedded(opts, path, shown_name)
         finally:
             uploads.release()
             path.unlink(missing_ok=True)
+        return recommend(spaces, opts, vector, content_hash=content_hash, query_name=shown_name)
+
+    def embedded(opts: dict, path: Path, shown_name: str) -> tuple[np.ndarray, str]:
+        """A query file's vector [shape=(dim,)] and content hash, embedded in a child process
+        (the caller holds an upload slot); its errors name ``shown_name``, never ``path``."""
+        got = run_with_time_limit(embed, (str(spaces.emb_dir), opts["embedder"], str(path),
+                                          max_upload_seconds), upload_timeout_s)
         if got[0] != "ok":
             raise RequestError(got[1], got[2].replace(path.name, shown_name))
-        return recommend(spaces, opts, np.asarray(got[1], dtype=np.float64),
-                         content_hash=got[2], query_name=shown_name)
+        return np.asarray(got[1], dtype=np.float64), got[2]
+
+    def api_text_info(request):
+        return answer(texts.info())
+
+    async def api_text(request):
+        body = await request.body()
+        if len(body) > MAX_TEXT_BODY:
+            raise RequestError(413, f"a text query's body is over {MAX_TEXT_BODY} bytes")
+        req = _json_body(body)
+        from starlette.concurrency import run_in_threadpool
+
+        return answer(await run_in_threadpool(_text_query, req))
+
+    def _text_query(req) -> dict:
+        opts = query_options(spaces, req)
+        request = text_request(req)
+        if spaces.metas[opts["embedder"]].get("modality") != "audio":
+            raise RequestError(400, f"{opts['embedder']} embeds MIDI: a text query (generated "
+                                    f"audio) needs an audio space")
+        key, path, generated = texts.tune(request, generate=generate, timeout_s=text_timeout_s)
+        if not uploads.acquire(blocking=False):
+            raise RequestError(503, "too many uploads at once; try again")
+        try:
+            vector, content_hash = embedded(opts, path, "the generated query")
+        finally:
+            uploads.release()
+        res = recommend(spaces, opts, vector, content_hash=content_hash,
+                        query_name=request["text"])
+        res["query"].update(request, audio=f"/api/text-audio?key={key}", generated=generated)
+        return res
+
+    def api_text_audio(request):
+        path = texts.audio(request.query_params.get("key"))
+        return FileResponse(path, media_type="audio/wav", headers=_HEADERS)
 
     async def http_error(request, exc):
         return _error(exc.status_code, NOT_FOUND if exc.status_code == 404 else
@@ -625,13 +820,15 @@ def make_app(emb_dir, *, host: str = "127.0.0.1", allow_hosts=(), work: Path | N
         Route("/api/audio", api_audio),
         Route("/api/recommend", api_recommend, methods=["POST"]),
         Route("/api/upload", api_upload, methods=["POST"]),
+        Route("/api/text", api_text_info), Route("/api/text", api_text, methods=["POST"]),
+        Route("/api/text-audio", api_text_audio),
     ], exception_handlers={HTTPException: http_error, RequestError: request_error,
                            SearchError: search_error})
     hosts = {*LOOPBACK_HOSTS, host, *allow_hosts}
     guarded = BodyGuard(app, hosts=hosts, max_bytes=max_upload_bytes,
                         read_timeout_s=read_timeout_s)
     guarded.state = app.state
-    app.state.spaces, app.state.work = spaces, work
+    app.state.spaces, app.state.work, app.state.text = spaces, work, texts
     return guarded
 
 
@@ -690,15 +887,19 @@ def close(app) -> None:
     shutil.rmtree(app.state.work, ignore_errors=True)
 
 
-def serve(emb_dir, *, host: str = "127.0.0.1", port: int = 8501, allow_hosts=()) -> int:
+def serve(emb_dir, *, host: str = "127.0.0.1", port: int = 8501, allow_hosts=(),
+          text_model: str | None = DEFAULT_TEXT_MODEL, device: str | None = None) -> int:
     sock = _bound_socket(host, port)  # bound here: a taken port is an OSError, not exit(1)
     try:
         server = make_server(emb_dir, host=host, port=sock.getsockname()[1],
-                             allow_hosts=allow_hosts)
+                             allow_hosts=allow_hosts, text_model=text_model, device=device)
     except BaseException:
         sock.close()
         raise
     shown = f"[{host}]" if ":" in host else host
+    text = server.app.state.text
+    print(f"text queries: {text.model}" if text.folder is not None else
+          f"text queries unavailable: {text.message}", flush=True)
     print(f"serving {emb_dir} on http://{shown}:{sock.getsockname()[1]}/ (Ctrl-C to stop)",
           flush=True)
     try:

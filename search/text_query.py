@@ -93,13 +93,17 @@ def _check_pipeline_folder(folder: Path, model: str) -> None:
                              f"{how_to_provide(model, LOCAL_OPTION)}")
 
 
-def resolve_text_model(model: str = DEFAULT_TEXT_MODEL) -> tuple[Path, str]:
+def resolve_text_model(model: str = DEFAULT_TEXT_MODEL, *, download: bool = True
+                       ) -> tuple[Path, str]:
     """The folder of a text-to-audio pipeline and its identity for cache keys.
 
     Parameters
     ----------
     model : str
         A local folder written by ``save_pretrained`` or a Hugging Face id.
+    download : bool
+        False: a hub id is looked up in the Hugging Face cache only, even when online (``serve``
+        never starts a download from a page).
 
     Returns
     -------
@@ -126,7 +130,7 @@ def resolve_text_model(model: str = DEFAULT_TEXT_MODEL) -> tuple[Path, str]:
     if model.startswith(("/", ".", "~")) or model.count("/") > 1:
         raise TextModelError(f"text model folder {model!r} does not exist")
     hint = how_to_provide(model, LOCAL_OPTION)
-    cache, is_offline = str(hf_cache_dir()), offline()
+    cache, is_offline = str(hf_cache_dir()), offline() or not download
     try:
         import huggingface_hub
 
@@ -140,9 +144,10 @@ def resolve_text_model(model: str = DEFAULT_TEXT_MODEL) -> tuple[Path, str]:
                 local_files_only=is_offline))
     except Exception as exc:  # the hub's errors are many; each becomes one line
         if is_offline:
-            raise TextModelError(
-                f"text model {model!r} is not in the Hugging Face cache ({cache}) and downloads "
-                f"are off (HF_HUB_OFFLINE or EMBCOMPARE_OFFLINE is set). {hint}") from exc
+            why = ("downloads are off (HF_HUB_OFFLINE or EMBCOMPARE_OFFLINE is set)" if download
+                   else "the server does not download models")
+            raise TextModelError(f"text model {model!r} is not in the Hugging Face cache "
+                                 f"({cache}) and {why}. {hint}") from exc
         reason = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
         raise TextModelError(f"could not get text model {model!r}: {reason}. {hint}") from exc
     _check_pipeline_folder(folder, model)
@@ -155,11 +160,17 @@ def request_key(identity: str, text: str, *, seconds: float, steps: int, seed: i
     return hashlib.sha256(json.dumps(request, ensure_ascii=False).encode("utf-8")).hexdigest()
 
 
-def cached_query_path(key: str) -> Path:
-    """Where the generated query of ``key`` lives in the user cache folder."""
+def cached_query_path(key: str, *, folder: Path | None = None) -> Path:
+    """Where the generated query of ``key`` lives: in ``folder``, by default the user cache
+    folder's ``text_queries/`` (:func:`query_cache_dir`)."""
+    return (folder or query_cache_dir()) / f"{key[:32]}.wav"
+
+
+def query_cache_dir() -> Path:
+    """The folder of the generated queries in the user cache folder (not created here)."""
     from embedders.lib.weights import cache_dir
 
-    return cache_dir(CACHE_SUBDIR) / f"{key[:32]}.wav"
+    return cache_dir(CACHE_SUBDIR)
 
 
 def load_pipeline(folder: Path, device: str):
@@ -237,15 +248,28 @@ def text_query_audio(text: str, *, model: str = DEFAULT_TEXT_MODEL,
     TextQueryError
         A bad request; :class:`TextModelError` for a model that is not available.
     """
+    validate_request(text, seconds=seconds, steps=steps, seed=seed)
+    folder, identity = resolve_text_model(model)
+    dest = cached_query_path(request_key(identity, text, seconds=seconds, steps=steps,
+                                         seed=seed))
+    if dest.is_file():
+        return dest
+    return generate_query_file(dest, folder, text, model=model, identity=identity,
+                               seconds=seconds, steps=steps, seed=seed, device=device, log=log)
+
+
+def generate_query_file(dest: Path, folder: Path, text: str, *, model: str, identity: str,
+                        seconds: float, steps: int, seed: int, device: str | None = None,
+                        log=None) -> Path:
+    """Generate ``text`` with the pipeline in ``folder`` and write it to ``dest`` (no cache
+    look-up: the caller made ``dest`` from :func:`request_key` and found it absent).
+
+    ``model`` and ``identity`` are recorded in the JSON beside the WAV; the other parameters are
+    those of :func:`text_query_audio` (already validated). Returns ``dest``.
+    """
     from embedders import EmbedderError
     from embedders.base import resolve_device
 
-    validate_request(text, seconds=seconds, steps=steps, seed=seed)
-    folder, identity = resolve_text_model(model)
-    key = request_key(identity, text, seconds=seconds, steps=steps, seed=seed)
-    dest = cached_query_path(key)
-    if dest.is_file():
-        return dest
     try:
         dev = resolve_device(device)
     except EmbedderError as exc:
@@ -254,10 +278,10 @@ def text_query_audio(text: str, *, model: str = DEFAULT_TEXT_MODEL,
         log(f"generating {seconds:g} s of query audio with {model} on {dev} ({steps} steps)")
     waveform, sample_rate = generate_waveform(load_pipeline(folder, dev), text, seconds=seconds,
                                               steps=steps, seed=seed)
-    _write_query(dest, waveform, sample_rate, {
+    _write_query(Path(dest), waveform, sample_rate, {
         "text": text, "model": model, "identity": identity, "seconds": seconds, "steps": steps,
         "seed": seed, "device": dev, "sample_rate": sample_rate})
-    return dest
+    return Path(dest)
 
 
 def _write_query(dest: Path, waveform: np.ndarray, sample_rate: int, request: dict) -> None:

@@ -196,6 +196,63 @@ def test_layer_out_of_range_is_one_line_exit_2_before_audio(tiny_model, corpus, 
     assert code == 2 and len(err.splitlines()) == 1 and "pool5" in err
 
 
+# -- search ---------------------------------------------------------------------------------------
+
+def test_a_layer_space_is_queried_with_the_base_embedder_at_that_layer(tiny_model, corpus,
+                                                                       tmp_path, capsys):
+    """``recommend --embedder hf-audio@1`` (issue 28's gap): the query is embedded by hf-audio at
+    layer 1, so an outside file's vector equals that single-layer embedder's; the CLI gives the
+    API's results, same- and cross-modal; a local model folder is given with --set."""
+    pytest.importorskip("qdrant_edge")
+    from search import Recommender, build_indexes
+
+    emb = tmp_path / "emb"
+    embed_dataset(corpus, [get_embedder("hf-audio", model=str(tiny_model), layer="all"),
+                           get_embedder("midi-stats")], emb_dir=emb, out_dir=tmp_path / "o",
+                  progress=False)
+    build_indexes(emb)
+    query = write_wav(tmp_path / "q.wav", seconds=0.6, sr=SR, freq=300.0)
+    rec = Recommender(emb, embedder="hf-audio@1", options={"model": str(tiny_model)})
+    vector, _, _ = rec.query_vector(query)
+    alone = get_embedder("hf-audio", model=str(tiny_model), layer=1).compute(str(query)).clip
+    np.testing.assert_allclose(vector, alone, rtol=1e-5, atol=1e-6)
+    other = get_embedder("hf-audio", model=str(tiny_model), layer=2).compute(str(query)).clip
+    assert not np.allclose(vector, other, atol=1e-3)  # the layer matters
+    args = ["recommend", str(query), "--emb-dir", str(emb), "--embedder", "hf-audio@1", "-k",
+            "3", "--set", f"hf-audio.model={tiny_model}", "--json"]
+    assert cli.main(args) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert [(r["path"], r["score"]) for r in got] == [(r.path, r.score)
+                                                      for r in rec.recommend(query, k=3)]
+    assert cli.main(args + ["--cross-modal"]) == 0
+    assert all(r["path"].endswith(".mid") for r in json.loads(capsys.readouterr().out))
+    assert cli.main(args[:-1] + ["--set", "midi-stats.x=1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "not selected (selected: hf-audio)" in err
+
+
+def test_probe_gives_each_layer_space_the_numbers_of_its_single_layer_run(tiny_model, corpus,
+                                                                         tmp_path):
+    """``probe`` with ``layer=all`` probes every layer space (attributes and interventions);
+    each equals a probe run of that layer alone (separate folders: both compute)."""
+    from probe import run_probes
+
+    kw = dict(pieces=6, interventions=["transpose:+2", "gain:-12db"], synth="builtin",
+              progress=False)
+    every = run_probes(corpus, [get_embedder("hf-audio", model=str(tiny_model), layer="all")],
+                       out=tmp_path / "all", **kw)
+    layers = ["hf-audio@0", "hf-audio@1", "hf-audio@2"]
+    assert every["params"]["embedders"] == layers
+    assert every["params"]["modalities"] == {s: "audio" for s in layers}
+    assert list(every["interventions"]) == layers and list(every["attributes"]) == layers
+    alone = run_probes(corpus, [get_embedder("hf-audio", model=str(tiny_model), layer=1)],
+                       out=tmp_path / "one", **kw)
+    assert every["interventions"]["hf-audio@1"] == alone["interventions"]["hf-audio"]
+    assert every["attributes"]["hf-audio@1"] == alone["attributes"]["hf-audio"]
+    sens = [every["interventions"][s]["transpose:+2"]["sensitivity"]["value"] for s in layers]
+    assert len(set(sens)) == 3  # the layers differ: the test would pass trivially otherwise
+
+
 # -- the report ----------------------------------------------------------------------------------
 
 def test_metrics_json_lists_layers_in_order_and_the_report_draws_them(tiny_model, corpus,

@@ -5,6 +5,7 @@ const $ = id => document.getElementById(id);
 const SVG = 'http://www.w3.org/2000/svg';
 const params = new URLSearchParams(location.search);
 let spaces = [], items = [], labels = [];
+let textInfo = {available: false, message: ''};
 
 function el(tag, text, cls) {
   const e = document.createElement(tag);
@@ -83,6 +84,7 @@ async function loadSpace() {
   target.replaceChildren(...s.cross_targets.map(t => { const o = el('option', t); o.value = t; return o; }));
   $('cross').disabled = target.disabled = !s.cross_targets.length;
   legend();
+  textControls();
   drawMap(s.name, items, null);
   document.body.dataset.points = items.length;
 }
@@ -141,6 +143,40 @@ async function upload() {
   catch (e) { $('err').textContent = e.message; $('status').textContent = ''; }
 }
 
+// Text queries: the server says whether it has a text-to-audio model; the controls work for
+// audio spaces only (the generated tune is audio). <body data-text> says which state they are in.
+async function textSetup() {
+  textInfo = await getJSON('/api/text');
+  $('textstate').textContent = textInfo.available ? 'model: ' + textInfo.model
+    : 'text queries unavailable: ' + textInfo.message;
+  $('text').maxLength = textInfo.max_chars;
+  $('tseconds').max = textInfo.max_seconds; $('tsteps').max = textInfo.max_steps;
+  textControls();
+}
+function textControls() {
+  const s = space();
+  const audio = !!s && s.modality === 'audio';
+  for (const id of ['text', 'tseconds', 'tsteps', 'tseed', 'tsend']) $(id).disabled = !(textInfo.available && audio);
+  document.body.dataset.text = !textInfo.available ? 'unavailable' : audio ? 'ready' : 'audio spaces only';
+}
+
+async function textQuery() {
+  const text = $('text').value.trim();
+  if (!text) { $('err').textContent = 'describe a sound first'; return; }
+  $('err').textContent = ''; $('status').textContent = '(generating the query audio: minutes on a CPU)';
+  $('tsend').disabled = true;
+  try {
+    const body = Object.assign(options(), {text: text, seconds: +$('tseconds').value,
+                                           steps: +$('tsteps').value, seed: +$('tseed').value});
+    const res = await getJSON('/api/text', {method: 'POST', body: JSON.stringify(body),
+                                            headers: {'Content-Type': 'application/json'}});
+    $('player').src = res.query.audio;  // the tune searched with, served back by the server
+    $('playing').textContent = 'generated: ' + text;
+    await show(res);
+  } catch (e) { $('err').textContent = e.message; $('status').textContent = ''; }
+  finally { textControls(); }
+}
+
 (async () => {
   try {
     spaces = await getJSON('/api/spaces');
@@ -149,15 +185,22 @@ async function upload() {
     if (params.get('k')) $('k').value = params.get('k');
     $('cross').checked = params.get('cross') === '1';
     $('same').checked = params.get('same') === '1';
+    await textSetup();
     await loadSpace();
     $('embedder').onchange = loadSpace;
-    $('go').onclick = neighbours; $('send').onclick = upload;
+    $('go').onclick = neighbours; $('send').onclick = upload; $('tsend').onclick = textQuery;
     // The player's state on <body data-audio>: 'loaded' once the browser has decoded the header of
     // what the server rendered, 'playing' once it plays, 'error N' (a MediaError code) otherwise.
     const state = s => () => { if (document.body.dataset.audio !== 'playing') document.body.dataset.audio = s; };
     $('player').addEventListener('loadedmetadata', state('loaded'));
     $('player').addEventListener('playing', () => { document.body.dataset.audio = 'playing'; });
     $('player').addEventListener('error', () => { document.body.dataset.audio = 'error ' + ($('player').error || {}).code; });
+    if (params.get('text')) {  // auto=1: act as a click on the text button (the browser test)
+      $('text').value = params.get('text');
+      if (params.get('seconds')) $('tseconds').value = params.get('seconds');
+      if (params.get('steps')) $('tsteps').value = params.get('steps');
+      if (params.get('auto') === '1') await textQuery();
+    }
     if (params.get('item')) {
       $('item').value = params.get('item');
       // auto=1: act as a click on the item's point (the browser test drives the page so)
