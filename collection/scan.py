@@ -132,11 +132,14 @@ def _hidden(name: str) -> bool:
     return name.startswith(".")
 
 
-def scan_dataset(root: str | os.PathLike) -> ScanResult:
+def scan_dataset(root: str | os.PathLike, *, follow_symlinks: bool = False) -> ScanResult:
     """Walk ``root`` and list every file as an :class:`Item`, with labels and pairs.
 
-    Symbolic links are followed, but a folder reached twice (a symlink loop, or two links to
-    the same place) is walked only once and reported in ``warnings``.
+    Symbolic links that stay inside the collection are followed; one whose target lies outside
+    ``root`` is not, unless ``follow_symlinks`` (a planted link must not make a run read, embed
+    or serve files from elsewhere): a file is listed as skipped with the reason, a folder is
+    not walked and named in ``warnings``. A folder reached twice (a symlink loop, or two links
+    to the same place) is walked only once and reported in ``warnings``.
 
     Raises
     ------
@@ -151,6 +154,7 @@ def scan_dataset(root: str | os.PathLike) -> ScanResult:
     if not root_path.is_dir():
         raise NotADirectoryError(f"dataset path {str(root)!r} is not a folder")
     root_abs = os.path.abspath(root_path)
+    root_real = os.path.realpath(root_abs)
     result = ScanResult(root=root_abs)
     seen_dirs: set[tuple[int, int]] = set()
     class_file_counts: Counter = Counter()
@@ -167,12 +171,20 @@ def scan_dataset(root: str | os.PathLike) -> ScanResult:
                 is_dir = entry.is_dir(follow_symlinks=True)
             except OSError:
                 is_dir = False
+            outside = (not follow_symlinks and entry.is_symlink()
+                       and not _inside(os.path.realpath(entry.path), root_real))
+            if outside and is_dir:
+                result.warnings.append(f"{child_rel}: {LINK_LEAVES}; not walked "
+                                       "(--follow-symlinks walks it)")
+                continue
             if is_dir:
                 if not rel:
                     class_dirs.append(entry.name)
                 walk(entry.path, child_rel)
                 continue
             item = _file_item(entry, child_rel, label if rel else "")
+            if outside and not item.skip_reason:
+                item.skip_reason = f"{LINK_LEAVES} (--follow-symlinks reads it)"
             result.items.append(item)
             if not item.skip_reason:
                 class_file_counts[label] += 1
@@ -183,6 +195,15 @@ def scan_dataset(root: str | os.PathLike) -> ScanResult:
         result.warnings.append(f"class folder {c!r} has no audio or MIDI files")
     _assign_pairs(result)
     return result
+
+
+#: The skip reason of a symbolic link whose target lies outside the collection.
+LINK_LEAVES = "symbolic link leaves the collection"
+
+
+def _inside(path: str, root: str) -> bool:
+    """Whether the resolved ``path`` is ``root`` or lies below it (both resolved)."""
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
 
 def _list_folder(folder: str, rel: str, seen_dirs: set[tuple[int, int]],

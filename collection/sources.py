@@ -39,11 +39,13 @@ __all__ = ["CollectionSource", "SourceError", "add_source_arguments", "scan_sour
 
 #: The flags :func:`add_source_arguments` adds (``--dataset`` only when asked to).
 SOURCE_FLAGS = ("--manifest", "--label-column", "--mirdata", "--data-home", "--label-field",
-                "--mirdata-version", "--download", "--mirdata-validate", "--mirdata-index")
+                "--mirdata-version", "--download", "--mirdata-validate", "--mirdata-index",
+                "--follow-symlinks")
 
 #: Their ``argparse`` destinations (to drop from a command's saved configuration).
 SOURCE_DESTS = ("manifest", "label_column", "mirdata", "data_home", "label_field",
-                "mirdata_version", "download", "mirdata_validate", "mirdata_index")
+                "mirdata_version", "download", "mirdata_validate", "mirdata_index",
+                "follow_symlinks")
 
 DATASET, MANIFEST, MIRDATA = "dataset", "manifest", "mirdata"
 
@@ -85,7 +87,7 @@ class CollectionSource:
 
     def to_config(self) -> str | dict:
         """JSON-able: a folder stays a plain path string (as run configs always held it)."""
-        if self.kind == DATASET:
+        if self.kind == DATASET and not self.options:
             return self.location
         return {"kind": self.kind, "location": self.location,
                 **{k: v for k, v in self.options.items() if v is not None}}
@@ -117,7 +119,8 @@ class CollectionSource:
             return mirdata_scan(self.location, log=log, **opts)
         from .scan import scan_dataset
         try:
-            return scan_dataset(self.location)
+            return scan_dataset(self.location,
+                                follow_symlinks=bool(self.options.get("follow_symlinks")))
         except (FileNotFoundError, NotADirectoryError) as exc:
             raise SourceError(str(exc)) from None
 
@@ -175,6 +178,9 @@ def add_source_arguments(parser, *, dataset: bool = False) -> None:
     g.add_argument("--mirdata-validate", action="store_true",
                    help="with --mirdata: run mirdata's checksum validation first (one summary "
                         "line; files that fail are listed in the manifest and skipped)")
+    g.add_argument("--follow-symlinks", action="store_true",
+                   help="for a folder: also read files and folders behind symbolic links that "
+                        "lead outside it (by default they are skipped, with the reason listed)")
     g.add_argument("--mirdata-index", metavar="FILE",
                    help="with --mirdata: an index JSON in mirdata's format to use instead of "
                         "the installed one (e.g. a subset, or a machine without network)")
@@ -206,6 +212,8 @@ def source_from_args(args: argparse.Namespace, *, dataset: str | None = None,
     if stray:
         raise SourceError(f"{', '.join(stray)} {'needs' if len(stray) == 1 else 'need'} "
                           "--mirdata NAME")
+    if getattr(args, "follow_symlinks", False) and not dataset:
+        raise SourceError(f"--follow-symlinks applies to a folder ({dataset_flag})")
     if args.label_column and not args.manifest:
         raise SourceError("--label-column needs --manifest FILE.csv (for --mirdata: "
                           "--label-field)")
@@ -221,4 +229,5 @@ def source_from_args(args: argparse.Namespace, *, dataset: str | None = None,
             "data_home": args.data_home, "label_field": args.label_field,
             "version": args.mirdata_version, "download": args.download,
             "validate": bool(args.mirdata_validate), "index_file": args.mirdata_index})
-    return CollectionSource(DATASET, dataset)
+    follow = getattr(args, "follow_symlinks", False)
+    return CollectionSource(DATASET, dataset, {"follow_symlinks": True} if follow else {})
