@@ -79,6 +79,10 @@ class DamagedIndexError(SearchError):
     """The shard cannot be opened or read, or disagrees with index.json."""
 
 
+class LinkedIndexError(DamagedIndexError):
+    """An index folder (or the index root) is a symbolic link: refused, never followed."""
+
+
 class DamagedExportError(SearchError):
     """An embedder's export (what an index is built from) cannot be read."""
 
@@ -91,6 +95,24 @@ def rebuild_hint(folder: str | os.PathLike) -> str:
 def index_root(emb_dir: str | os.PathLike) -> Path:
     """``<emb-dir>/index``: where every index of this embeddings folder lives."""
     return Path(emb_dir) / "index"
+
+
+def index_folder(emb_dir: str | os.PathLike, name: str) -> Path:
+    """``<emb-dir>/index/<name>``, the folder of one index.
+
+    Raises
+    ------
+    DamagedIndexError
+        It, or ``<emb-dir>/index``, is a symbolic link: a planted link would make queries read
+        and ``index`` write somewhere else, so it is refused, never followed.
+    """
+    root = index_root(emb_dir)
+    for path in (root, root / name):
+        if path.is_symlink():
+            raise LinkedIndexError(
+                f"{path}: is a symbolic link, not followed (an index lives in a real folder of "
+                f"the emb-dir); remove the link and {rebuild_hint(root / name)}")
+    return root / name
 
 
 def point_id(item_id: str, content_hash: str) -> int:
@@ -640,7 +662,7 @@ def build_index(emb_dir: str | os.PathLike, name: str, *, hnsw: str = "auto", lo
     modality = export_modality(export)
     meta = dict(config_identity(export.meta), modality=modality,
                 export_run=export.meta.get("run_id"), space=name)
-    return sync_shard(index_root(emb_dir) / name, meta, np.asarray(export.clip),
+    return sync_shard(index_folder(emb_dir, name), meta, np.asarray(export.clip),
                       _payloads(export, modality), hnsw=hnsw, log=log)
 
 
@@ -660,7 +682,7 @@ def build_cross_index(emb_dir: str | os.PathLike, source: str, target: str, *,
         return None
     fit = fit_procrustes_alignment(np.asarray(src.clip)[ia], np.asarray(tgt.clip)[ib],
                                    max_components=max_components)
-    folder = index_root(emb_dir) / f"{source}{CROSS_SEPARATOR}{target}"
+    folder = index_folder(emb_dir, f"{source}{CROSS_SEPARATOR}{target}")
     folder.mkdir(parents=True, exist_ok=True)
     from common.fsutil import atomic_path
     with atomic_path(folder / "alignment.npz", suffix=".npz") as tmp:
@@ -686,15 +708,16 @@ def build_indexes(emb_dir: str | os.PathLike, names: list[str] | None = None, *,
     """Index every named embedder (default: every export) and every audio/symbolic pair of them.
 
     ``on_error(name, exc)``, when given, is called for an export that cannot be read
-    (:class:`DamagedExportError`) and the other embedders are indexed; without it the error is
-    raised.
+    (:class:`DamagedExportError`) or an index folder that is a link (:class:`LinkedIndexError`)
+    and the other embedders are indexed; without it the error is raised.
     """
     names = list(names) if names else available_exports(emb_dir)
     results, modality = {}, {}
     for name in names:
         try:
+            index_folder(emb_dir, name)  # before the export is even read
             result = build_index(emb_dir, name, hnsw=hnsw, log=log)
-        except DamagedExportError as exc:
+        except (DamagedExportError, LinkedIndexError) as exc:
             if on_error is None:
                 raise
             on_error(name, exc)
@@ -703,7 +726,7 @@ def build_indexes(emb_dir: str | os.PathLike, names: list[str] | None = None, *,
             (log or (lambda msg: None))(f"index {name}: its export holds no item; not indexed")
             continue
         results[name] = result
-        modality[name] = read_index_meta(index_root(emb_dir) / name)["modality"]
+        modality[name] = read_index_meta(index_folder(emb_dir, name))["modality"]
     for a in modality:
         for b in modality:
             if modality[a] != modality[b]:

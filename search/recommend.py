@@ -16,9 +16,9 @@ import numpy as np
 from common.exits import first_line
 
 from .index import (CROSS_SEPARATOR, VECTOR_NAME, DamagedIndexError, IndexMismatchError,
-                    IndexMissingError, SearchError, config_identity, index_root, load_export,
-                    open_shard, read_alignment, read_index_meta, rebuild_hint, search_params,
-                    shard_path)
+                    IndexMissingError, SearchError, config_identity, index_folder, index_root,
+                    load_export, open_shard, read_alignment, read_index_meta, rebuild_hint,
+                    search_params, shard_path)
 
 #: Candidates fetched from the index before mutual proximity re-ranks them.
 MP_CANDIDATES = 200
@@ -94,7 +94,7 @@ class Recommender:
 
     def _shard(self, name: str):
         """The shard of index ``name``: the held one while its link still points at it."""
-        path = shard_path(index_root(self.emb_dir) / name)
+        path = shard_path(index_folder(self.emb_dir, name))
         held = self._open.get(name)
         if held is not None and held[0] == path:
             return held[1]
@@ -108,7 +108,7 @@ class Recommender:
 
     # -- the indexes ----------------------------------------------------------------------------
     def _meta(self, name: str) -> dict:
-        folder = index_root(self.emb_dir) / name
+        folder = index_folder(self.emb_dir, name)
         meta = read_index_meta(folder)
         if meta is None or meta.get("state") != "complete":
             raise IndexMissingError(
@@ -241,7 +241,7 @@ class Recommender:
         name = self.name
         if cross_modal:
             name = self._cross_name()
-            fit = read_alignment(index_root(self.emb_dir) / name)
+            fit = read_alignment(index_folder(self.emb_dir, name))
             if vector.shape[0] != fit["source_mean"].shape[0]:
                 raise IndexMismatchError(f"query vector has {vector.shape[0]} dimensions, the "
                                          f"alignment of {name!r} {fit['source_mean'].shape[0]}")
@@ -281,7 +281,7 @@ class Recommender:
                    if v]
         must_not = [q.FieldCondition(f, match=q.MatchValue(v)) for f, v in exclude]
         must = [q.FieldCondition("label", match=q.MatchValue(label))] if label else None
-        folder = index_root(self.emb_dir) / name
+        folder = index_folder(self.emb_dir, name)
         shard = self._shard(name)
         try:
             count = shard.count(q.CountRequest(exact=True))

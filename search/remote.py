@@ -30,7 +30,7 @@ import urllib.request
 import numpy as np
 
 from .index import (FILTER_FIELDS, HNSW_EF, HNSW_EF_CONSTRUCT, HNSW_M, QUERY_OVERSAMPLING,
-                    VECTOR_NAME, IndexMissingError, SearchError, _edge, index_root, open_shard,
+                    VECTOR_NAME, IndexMissingError, SearchError, _edge, index_folder, open_shard,
                     read_index_meta, shard_path)
 from .recommend import Recommender
 
@@ -153,7 +153,7 @@ def push_index(emb_dir, name: str, url: str) -> dict:
     """Copy one embedded index to the server (collection recreated) unless the server's copy is
     already this one. Returns ``points`` (the server's count) and ``pushed`` (bool)."""
     q = _edge()
-    folder = index_root(emb_dir) / name
+    folder = index_folder(emb_dir, name)
     meta = read_index_meta(folder)
     if meta is None or meta.get("state") != "complete":
         raise IndexMissingError(f"{folder}: no finished index to push; build it with 'python "

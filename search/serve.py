@@ -48,7 +48,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .index import CROSS_SEPARATOR, SearchError, index_root, read_index_meta, shard_path
+from .index import CROSS_SEPARATOR, SearchError, index_folder, index_root, read_index_meta, shard_path
 from .recommend import Recommender
 from .text_query import DEFAULT_SEED, DEFAULT_SECONDS, DEFAULT_STEPS, DEFAULT_TEXT_MODEL
 
@@ -122,8 +122,8 @@ def _mirror_indexes(emb_dir: Path, mirror: Path, names: list[str]) -> None:
     server maps its own files, so another process rebuilding or truncating the originals cannot
     crash it with a bus error, and a query never writes into the real index."""
     for name in names:
-        src = index_root(emb_dir) / name
-        dst = index_root(mirror) / name
+        src = index_folder(emb_dir, name)
+        dst = index_folder(mirror, name)
         dst.mkdir(parents=True)
         for f in ("index.json", "alignment.npz"):
             if (src / f).is_file():
@@ -266,7 +266,7 @@ def _space_map(emb_dir: Path, mirror: Path, name: str) -> dict:
     export = read_export(export_dir(emb_dir, source[-1]))
     X = np.array(export.clip, dtype=np.float64)
     if len(source) == 2:
-        with np.load(index_root(mirror) / name / "alignment.npz") as fit:
+        with np.load(index_folder(mirror, name) / "alignment.npz") as fit:
             X = (X - fit["target_mean"]) @ fit["target_basis"]
     dataset = export.meta.get("dataset")
     root = Path(dataset).resolve() if dataset and Path(dataset).is_dir() else None
@@ -346,7 +346,7 @@ def recommend(spaces: _Spaces, opts: dict, vector: np.ndarray, *, content_hash: 
             vector, opts["k"], content_hash=content_hash, pair_id=pair_id, cross_modal=cross,
             exclude_same_piece=opts["exclude_same_piece"], label=opts["label"])
     if cross:
-        with np.load(index_root(spaces.mirror) / space / "alignment.npz") as fit:
+        with np.load(index_folder(spaces.mirror, space) / "alignment.npz") as fit:
             qv = (vector - fit["source_mean"]) @ fit["source_basis"] @ fit["rotation"]
     else:
         qv = np.asarray(vector, dtype=np.float64)

@@ -269,3 +269,24 @@ def test_index_that_fails_its_check_after_writing_is_not_declared_ready(corpus, 
     monkeypatch.undo()
     status, err, _ = _recommend(root, emb, capsys)
     assert status == 2 and "no finished index" in err[0]
+
+
+def test_an_index_folder_that_is_a_link_is_refused_not_followed(corpus, tmp_path, capsys):
+    """index/<name> planted as a link (here to a copy of the real index): queries and `index`
+    refuse it in one line naming the link, and nothing is read or written through it."""
+    root, emb = corpus
+    folder = index_root(emb) / "audio-stats"
+    elsewhere = tmp_path / "elsewhere"
+    shutil.move(folder, elsewhere)
+    os.symlink(elsewhere, folder)
+    before = _tree_digest(elsewhere)
+    status, err, _ = _recommend(root, emb, capsys)
+    assert status == 2 and len(err) == 1 and f"{folder}: is a symbolic link" in err[0], err
+    assert "python main.py index" in err[0]
+    status, err, _ = _run(["index", "--emb-dir", str(emb), "--embedders", "audio-stats"], capsys)
+    assert status == 2 and any(f"{folder}: is a symbolic link" in e for e in err), err
+    assert _tree_digest(elsewhere) == before
+    # the link removed, `index` rebuilds a real folder and queries answer again
+    folder.unlink()
+    assert _run(["index", "--emb-dir", str(emb), "--embedders", "audio-stats"], capsys)[0] == 0
+    assert not folder.is_symlink() and _recommend(root, emb, capsys)[0] == 0

@@ -160,8 +160,8 @@ def test_queries_are_exact_while_hnsw_builds_in_the_background(tmp_path):
     rec.keep_open, rec._open = False, {}
     rec._meta = lambda name: read_index_meta(folder)
     import search.recommend as sr
-    old = sr.index_root
-    sr.index_root = lambda emb_dir: tmp_path
+    old = sr.index_folder
+    sr.index_folder = lambda emb_dir, name: tmp_path / name
     try:
         plain = shard_path(folder)
         hits = rec._search("idx", X[0], limit=10, label=None, exclude_hash="", exclude_pair="",
@@ -173,7 +173,7 @@ def test_queries_are_exact_while_hnsw_builds_in_the_background(tmp_path):
         hits = rec._search("idx", X[1], limit=10, label=None, exclude_hash="h1",
                            exclude_pair="", with_vector=False)
     finally:
-        sr.index_root = old
+        sr.index_folder = old
     assert len(hits) == 10 and "h1" not in [p["content_hash"] for _, p, _ in hits]
     assert read_index_meta(folder)["hnsw"] == "ready"
 
