@@ -20,10 +20,12 @@ one ordinary run per space (:func:`embed_spaces`; ``DatasetEmbeddings.layers`` l
 """
 from __future__ import annotations
 
+import itertools
 import os
 import time
 from collections import Counter, deque
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
@@ -31,6 +33,7 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 
 from embedders import Embedder, Embedding
+from .crashes import InFlight, embed_alone
 from .export import ExportWriter, export_dir
 from .manifest import manifest_rows, write_manifest
 from .runs import CHUNK_FILES, RunEntry, store_result, store_spaces
@@ -190,22 +193,52 @@ def _worker_embed(path: str):
         return path, exc
 
 
-def _embed_stream(embedder: Embedder, paths: list[str], workers: int
+def _embed_stream(embedder: Embedder, paths: list[str], workers: int, inflight: InFlight
                   ) -> Iterator[tuple[str, dict[str, Embedding] | Exception]]:
-    """``embedder.embed_many_spaces`` in chunks, or a process pool for per-file embedders."""
-    if workers > 1 and embedder.parallel_files and len(paths) > 1:
+    """``embedder.embed_many_spaces`` in chunks, or a process pool for per-file embedders;
+    ``inflight`` records the files being embedded (a chunk, or the pool's window)."""
+    try:
+        if workers > 1 and embedder.parallel_files and len(paths) > 1:
+            yield from _pool_stream(embedder, paths, workers, inflight)
+            return
+        for start in range(0, len(paths), CHUNK_FILES):
+            chunk = paths[start:start + CHUNK_FILES]
+            inflight.begin(chunk)
+            yield from embedder.embed_many_spaces(chunk)
+    finally:  # any Python-level end (done, Ctrl-C, an error): only a native crash leaves it
+        inflight.end()
+
+
+def _pool_stream(embedder: Embedder, paths: list[str], workers: int, inflight: InFlight
+                 ) -> Iterator[tuple[str, dict[str, Embedding] | Exception]]:
+    """Per-file embedding in ``workers`` processes, results in input order. A worker killed by
+    a signal breaks the pool: the files it had in flight are then embedded one at a time in
+    child processes (:func:`collection.crashes.embed_alone`) and a new pool takes the rest."""
+    todo = iter(paths)
+    while True:
         with ProcessPoolExecutor(max_workers=workers, initializer=_worker_init,
                                  initargs=(embedder.name, dict(embedder.options))) as pool:
             # A bounded window of files in flight (``pool.map`` would submit them all, and
             # finished results would pile up in memory while the store writes lag behind).
-            todo = iter(paths)
-            window = deque(pool.submit(_worker_embed, p) for p in _take(todo, 2 * workers))
-            while window:
-                yield window.popleft().result()
-                window.extend(pool.submit(_worker_embed, p) for p in _take(todo, 1))
-        return
-    for start in range(0, len(paths), CHUNK_FILES):
-        yield from embedder.embed_many_spaces(paths[start:start + CHUNK_FILES])
+            window = deque((p, pool.submit(_worker_embed, p)) for p in _take(todo, 2 * workers))
+            try:
+                while window:
+                    inflight.begin(p for p, _ in window)
+                    out = window[0][1].result()
+                    window.popleft()
+                    yield out
+                    window.extend((p, pool.submit(_worker_embed, p)) for p in _take(todo, 1))
+                return
+            except BrokenProcessPool:
+                broken = [p for p, _ in window]
+        for path in broken:  # outside the broken pool
+            yield inflight.settle(path, embed_alone(embedder, path))
+
+
+def _then(action: Callable[[], None], iterator: Iterator) -> Iterator:
+    """``iterator``, with ``action()`` run before its first item is asked for."""
+    action()
+    yield from iterator
 
 
 def _take(iterator: Iterator[str], n: int) -> list[str]:
@@ -230,7 +263,13 @@ def local_results(todo: list[Item], embedder: Embedder, store: EmbeddingStore, *
         Per item, as it finishes: its run entry per space, or the reason it is skipped.
     """
     by_path = {it.path: it for it in todo}
-    for path, out in _embed_stream(embedder, [it.path for it in todo], workers):
+    inflight = InFlight(store.root, embedder.name)
+    suspects = inflight.suspects() & set(by_path)
+    # files being embedded when an earlier run died: each alone in a child process first
+    first = (inflight.settle(path, embed_alone(embedder, path)) for path in sorted(suspects))
+    rest = _embed_stream(embedder, [it.path for it in todo if it.path not in suspects], workers,
+                         inflight)
+    for path, out in itertools.chain(first, _then(inflight.forget_dead, rest)):
         it = by_path[path]
         entry = store_spaces(it, out, embedder, store, keys=keys[it.id], options=options)
         del out  # this file's frames are in the cache now; keep only its clip vectors

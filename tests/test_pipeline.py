@@ -199,7 +199,8 @@ KILL_SCRIPT = """
 import sys
 sys.path[:0] = [{root!r}, {tests!r}]
 import toy_embedders, main
-sys.exit(main.main(sys.argv[1:]))
+if __name__ == "__main__":  # a spawned child imports this file again
+    sys.exit(main.main(sys.argv[1:]))
 """
 
 
@@ -234,7 +235,7 @@ def test_killed_run_resumes_and_matches_uninterrupted(tmp_path, sig):
     for name in ("toy-audio", "toy-midi"):
         got = load_export(export_dir(emb_dir, name))
         want = reference.sets[name]
-        assert got.ids.tolist() == want.ids.tolist()
+        assert got.ids.tolist() == want.ids.tolist(), resumed.stdout
         np.testing.assert_array_equal(got.vectors, want.vectors)
     lines = resumed.stdout.splitlines()
     row = next(line for line in lines if line.startswith("toy-audio"))

@@ -51,3 +51,18 @@ class ToyMidi(_ToyBase):
     name = "toy-midi"
     modality = SYMBOLIC
     extensions = (".mid", ".midi")
+
+
+@register
+class ToySegfaultAudio(_ToyBase):
+    """toy-audio that kills its process with SIGSEGV on a file whose name holds 'crash', as a
+    native library's fault would (no Python exception to catch)."""
+    name = "toy-segfault-audio"
+    modality = AUDIO
+    extensions = (".wav", ".flac")
+
+    def _embed_file(self, path):
+        if "crash" in os.path.basename(path):
+            import signal
+            os.kill(os.getpid(), signal.SIGSEGV)
+        return super()._embed_file(path)
