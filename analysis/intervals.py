@@ -125,7 +125,9 @@ def rubin_interval(split_values: ArrayLike, within_variances: ArrayLike, *,
             n_eff = min(n_eff, mean * (1 - mean) / T)
         n_eff = max(n_eff, 1.0)
         info["n_effective"] = n_eff
-        return clopper_pearson(mean * n_eff, n_eff, alpha=alpha), info
+        # a mean of proportions can leave [0, 1] by round-off (1.0000000000000004 for splits
+        # that all scored 1): clipped, or the exact interval refuses it
+        return clopper_pearson(min(max(mean, 0.0), 1.0) * n_eff, n_eff, alpha=alpha), info
     h = float(norm.ppf(1 - alpha / 2)) * T ** 0.5
     return [max(0.0, mean - h), min(1.0, mean + h)], info
 

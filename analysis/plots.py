@@ -112,7 +112,9 @@ def plot_heatmap(M: ArrayLike, classes: Sequence, base: Path, *, title: str, ann
             for j in range(k):
                 v = M[i, j]
                 txt = "–" if not np.isfinite(v) else f"{v:.2f}"
-                ax.text(j, i, txt, ha="center", va="center", fontsize=7,
+                # kept out of the layout: each lies inside its cell, so the constrained layout
+                # (run per file written) need not measure k^2 texts; the figure is the same
+                ax.text(j, i, txt, ha="center", va="center", fontsize=7, in_layout=False,
                         color="white" if np.isfinite(v) and abs(v) > 0.6 * max(abs(vmin), vmax)
                         else "black")
     fig.colorbar(im, ax=ax, label=cbar_label, fraction=0.046, pad=0.04)

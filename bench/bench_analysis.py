@@ -233,7 +233,11 @@ def main(argv=None) -> int:
     header = (f"# bench_analysis: run_analysis, 2 embedders + pair, {a.classes} classes, "
               f"dim {a.dim}, maps {' '.join(a.methods) or 'none'}\n"
               f"code: {repo}\nCPU: {describe_cpu()}\n"
-              f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+              f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}\n"
+              # on 2 shared cores a second BLAS / OpenMP thread waiting for a busy core spins
+              # and inflates the CPU seconds: say which pools the figures ran with
+              "threads: " + ", ".join(f"{v}={os.environ.get(v, 'default')}" for v in
+                                      ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")))
     print(header, flush=True)
     sampler = PeakSampler()
     results = []

@@ -107,3 +107,63 @@ def test_class_matrix_high_dimension_is_cheap_and_equals_pairwise():
     assert m["matrix"][0, 1] == pytest.approx(
         F.frechet_distance(X[labels == "c0"], X[labels == "c1"]), rel=1e-12)
     assert np.all(m["matrix"][~np.eye(6, dtype=bool)] > 0)
+
+
+@pytest.mark.parametrize("shrinkage", ["ledoit-wolf", "oas", None])
+def test_rest_gaussian_from_one_scatter_equals_sklearn(shrinkage):
+    rng = np.random.default_rng(11)
+    X = rng.normal(size=(90, 12)) * rng.uniform(0.5, 3.0, 12) + 5.0
+    left_out = rng.random(90) < 0.2
+    rest = F.RestGaussians(X).without(left_out, shrinkage=shrinkage)
+    mu, C = F.gaussian(X[~left_out], shrinkage=shrinkage)
+    np.testing.assert_allclose(rest.mean, mu, rtol=1e-12)
+    np.testing.assert_allclose(rest.cov, C, rtol=1e-10, atol=1e-12 * np.abs(C).max())
+
+
+def _fd_inf_dense_reference(inside, rest, *, shrinkage, seed, n_sizes=4, n_draws=2):
+    """FD∞ with the same draws as frechet_distance_inf, every FD from sklearn's d x d
+    covariances and frechet_from_gaussians (square root, products, eigvalsh)."""
+    n = len(inside)
+    sizes = np.unique(np.linspace(max(2, n // 3), n, n_sizes).round().astype(int))
+    my, Cy = F.gaussian(rest, shrinkage=shrinkage)
+    rng, fds = np.random.default_rng(seed), []
+    for s in sizes:
+        vals = []
+        for _ in range(1 if s == n else n_draws):
+            idx = rng.choice(n, s, replace=False) if s < n else np.arange(n)
+            mx, Cx = F.gaussian(inside[idx], shrinkage=shrinkage)
+            vals.append(F.frechet_from_gaussians(my, Cy, mx, Cx))
+        fds.append(np.mean(vals))
+    return np.polyfit(1.0 / sizes, fds, 1)[1], fds
+
+
+@pytest.mark.parametrize("shrinkage", ["ledoit-wolf", "oas"])
+def test_class_vs_rest_fd_inf_equals_the_dense_computation(shrinkage):
+    # 150 items in 40-d, 6 classes: every rest outnumbers the dimensions (its Gaussian from
+    # the one scatter) and every class subset is low-rank (the dense-vs-low-rank path)
+    rng = np.random.default_rng(5)
+    labels = np.array(list("abcdef"))[rng.integers(0, 6, 150)]
+    X = rng.normal(size=(150, 40)) + 2.0 * rng.normal(size=(6, 40))[
+        np.searchsorted(np.unique(labels), labels)]
+    classes = sorted(set(labels))
+    got = F.frechet_inf_class_vs_rest(X, labels, classes, shrinkage=shrinkage, n_sizes=4,
+                                      n_draws=2, seed=3)
+    assert sorted(got) == classes
+    for i, c in enumerate(classes):
+        inside = labels == c
+        value, fds = _fd_inf_dense_reference(X[inside], X[~inside], shrinkage=shrinkage,
+                                             seed=3 + i)
+        np.testing.assert_allclose(got[c]["fd"], fds, rtol=1e-9)
+        assert got[c]["value"] == pytest.approx(value, rel=1e-9)
+        same = F.frechet_distance_inf(X[inside], X[~inside], shrinkage=shrinkage, n_sizes=4,
+                                      n_draws=2, seed=3 + i)
+        assert same["value"] == pytest.approx(got[c]["value"], rel=1e-12)
+
+
+def test_dense_against_low_rank_without_shrinkage_matches_high_precision():
+    # a rest of 20 rows in 12-d (dense) against 4 rows (rank 3): only the 3 x 3 block counts
+    X, Y = _pair(4, 20, 12, seed=19)
+    ref = _fd_mp(X, Y)
+    got = F.frechet_between(F.fit_gaussian_dense(Y, shrinkage=None),
+                            F.fit_gaussian(X, shrinkage=None))
+    assert got == pytest.approx(ref, rel=1e-10)

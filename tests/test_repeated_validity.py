@@ -103,3 +103,16 @@ def test_repeated_functions_refuse_bad_counts():
         separability.repeated_linear_probe(X, LABELS, n_repeats=0)
     with pytest.raises(ValueError):
         separability.repeated_cluster_agreement(X, LABELS, n_seeds=0)
+
+
+def test_cluster_scores_of_integer_codes_equal_those_of_strings():
+    # the k-means bootstrap scores resamples through integer label codes (faster); the scores
+    # depend on the partition only, so they must equal the string labels' exactly
+    from analysis.separability import clustering_scores
+    rng = np.random.default_rng(4)
+    names = np.array(["rock", "jazz", "blues", "pop", "folk"])
+    labels = names[rng.integers(0, 5, 200)]
+    clusters = np.where(rng.random(200) < 0.7, np.searchsorted(np.sort(names), labels),
+                        rng.integers(0, 5, 200))
+    codes = np.unique(labels, return_inverse=True)[1]
+    assert clustering_scores(codes, clusters) == clustering_scores(labels, clusters)

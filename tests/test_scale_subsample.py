@@ -57,3 +57,22 @@ def test_subspace_iteration_finds_the_top_pca_axes(monkeypatch):
         # same subspace: the projector difference vanishes
         P, Q = exact @ exact.T, approx @ approx.T
         assert np.linalg.norm(P - Q) < 1e-8
+
+
+def test_rsa_resampler_equals_ranking_each_resample():
+    from analysis._common import UndefinedMetricError, center_unit, cosine_distance_matrix
+    from analysis.rsa import RsaResampler, rsa_from_distances
+    X, Y, _ = _pair(60, seed=2)
+    X[7], Y[7] = X[3], Y[3]                         # a duplicated item: tied distances
+    Y[20:30] = Y[20]                                # ten copies: many ties in one matrix
+    DA, DB = (cosine_distance_matrix(center_unit(A)) for A in (X, Y))
+    resample = RsaResampler(DA, DB)
+    assert resample.starts_a is not None and resample.starts_b is not None
+    rng = np.random.default_rng(0)
+    for idx in [np.arange(60)] + [rng.integers(0, 60, 60) for _ in range(6)]:
+        want = rsa_from_distances(DA[np.ix_(idx, idx)], DB[np.ix_(idx, idx)], exclude=idx)
+        assert resample(idx) == pytest.approx(want, rel=1e-12)
+    with pytest.raises(UndefinedMetricError):       # drawn only from the ten copies
+        resample(np.array([20, 21, 22, 23, 24, 21]))
+    with pytest.raises(UndefinedMetricError):       # one distinct source: no pair at all
+        resample(np.array([5, 5, 5]))

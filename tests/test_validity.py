@@ -270,6 +270,10 @@ def test_rubin_interval_adds_between_split_spread():
     assert ci[1] - ci[0] > 2 * 1.96 * np.sqrt(0.001)
     ci, info = rubin_interval(np.ones(20), np.zeros(20), proportion_units=12)
     assert ci[1] == 1.0 and ci[0] == pytest.approx(0.025 ** (1 / 12))
+    # splits that all scored 1 up to round-off (seen at 1,000 items: 1000.0000000000005 of
+    # 1000 successes) give the all-agree interval, not a ValueError
+    ci, _ = rubin_interval(np.full(3, 1.0 + 4e-16), np.zeros(3), proportion_units=1000)
+    assert ci[1] == 1.0 and ci[0] == pytest.approx(0.025 ** (1 / 1000))
 
 
 # ----------------------------------------------------------------------------- chance levels

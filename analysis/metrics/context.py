@@ -18,6 +18,7 @@ from .._common import (UndefinedMetricError, center_unit, cosine_distance_matrix
                        cosine_neighbors, finite_or_none)
 from ..bootstrap import bootstrap_ci, bootstrap_values
 from ..intervals import finalize_interval
+from ..rsa import RsaResampler
 
 __all__ = ["Measured", "entry", "guard", "boot_params", "units_note", "EmbedderContext",
            "PairContext", "SetContext", "DEFAULT_N_BOOTSTRAP", "DEFAULT_N_PERMUTATIONS",
@@ -276,10 +277,10 @@ class PairContext(_Cache):
             DB = cosine_distance_matrix(center_unit(self.Y[sub]))
             r = crossspace.rsa(self.X[sub], self.Y[sub], n_permutations=plan["n_perm"],
                                seed=self.seed, distances=(DA, DB))
-            b = bootstrap_ci(lambda idx: crossspace.rsa_from_distances(
-                                DA[np.ix_(idx, idx)], DB[np.ix_(idx, idx)], exclude=idx),
-                             np.arange(plan["n_r"]), n_boot=plan["n_boot"], seed=self.seed,
-                             strata=self.labels[sub])
+            # each resample's Spearman from the triangles ranked once (RsaResampler): the
+            # values of ranking the resampled matrices, to round-off
+            b = bootstrap_ci(RsaResampler(DA, DB), np.arange(plan["n_r"]),
+                             n_boot=plan["n_boot"], seed=self.seed, strata=self.labels[sub])
             return {**r, "boot": b}
         return self.once("rsa", compute)
 

@@ -20,7 +20,7 @@ SHRINKAGE = "ledoit-wolf"
 #: items listed as outliers per embedder (highest scores)
 N_OUTLIERS = 10
 #: FD∞ of each class against the rest: subset sizes and draws per size (each draw costs a
-#: thin SVD of the subset and, where class + rest outnumber dim, a dim x dim eigendecomposition)
+#: thin SVD of the subset and, where class + rest outnumber dim, a dim x dim eigvalsh)
 FD_INF_SIZES, FD_INF_DRAWS = 4, 2
 
 
@@ -30,17 +30,12 @@ def class_structure(ctx: EmbedderContext, *, shrinkage: str = SHRINKAGE) -> dict
     def compute():
         m = kernel.frechet_class_matrix(ctx.X, ctx.labels, shrinkage=shrinkage)
         tv = m["total_variance"]
-        vs_rest = {}
-        for i, c in enumerate(m["classes"]):
-            inside = ctx.labels == c
-            try:
-                r = kernel.frechet_distance_inf(ctx.X[inside], ctx.X[~inside],
+        each = kernel.frechet_inf_class_vs_rest(ctx.X, ctx.labels, m["classes"],
                                                 shrinkage=shrinkage, n_sizes=FD_INF_SIZES,
-                                                n_draws=FD_INF_DRAWS, seed=ctx.seed + i)
-            except UndefinedMetricError:
-                continue
-            vs_rest[c] = {"value": r["value"], "normalized": r["value"] / tv if tv > 0 else None,
-                          "fd_full": r["fd_full"], "sizes": r["sizes"], "fd": r["fd"]}
+                                                n_draws=FD_INF_DRAWS, seed=ctx.seed)
+        vs_rest = {c: {"value": r["value"], "normalized": r["value"] / tv if tv > 0 else None,
+                       "fd_full": r["fd_full"], "sizes": r["sizes"], "fd": r["fd"]}
+                   for c, r in each.items()}
         return {**m, "vs_rest_inf": vs_rest,
                 "item_scores": kernel.frechet_item_scores(ctx.X, ctx.labels,
                                                           shrinkage=shrinkage)}
@@ -90,7 +85,8 @@ _P = {"shrinkage": SHRINKAGE,
       "covariance": "Ledoit-Wolf per class (sklearn's formula), kept as basis + floor",
       "trace_term": "eigenvalues of the symmetric C_a^1/2 C_b C_a^1/2, clipped at 0"}
 _COST = ("O(n dim min(n_c, dim)) for the class fits (one thin SVD each) + per class pair "
-         "O(dim n_a n_b + (n_a + n_b)^3) when n_a + n_b <= dim, else O(dim^3)")
+         "O(dim n_a n_b + (n_a + n_b)^3) when n_a + n_b <= dim, else O(dim^2 n_b) and one "
+         "dim x dim eigvalsh")
 _INTERVAL = None  # an interval would need the class pairs' eigendecompositions per resample
 register("frechet_class_mean", kind="embedder", section="frechet", family="frechet",
          fn=frechet_class_mean, interval=_INTERVAL, cost=_COST, higher_is_better=True,
@@ -105,8 +101,9 @@ register("frechet_class_mean_raw", kind="embedder", section="frechet", family="f
               "scale-dependent, so compare it only within one embedder.")
 register("frechet_inf_class_vs_rest", kind="embedder", section="frechet", family="frechet",
          fn=frechet_inf_class_vs_rest, interval=_INTERVAL, higher_is_better=True,
-         cost="O(classes x sizes x draws x (n_c dim min(n_c, dim) + pair cost as above)) + "
-              "O(classes x n dim min(n, dim)) for the rest's fits", context_params={"seed": "seed"},
+         cost="O(classes x sizes x draws x (n_c dim min(n_c, dim) + pair cost as above)); "
+              "the rest's Gaussians from one dim x dim scatter of all items, O(n dim^2) once "
+              "+ O(n_c dim^2 + n dim) per class", context_params={"seed": "seed"},
          params={**_P, "normalization": "FD / trace of the covariance of all items",
                  "extrapolation": f"FD of class subsets of {FD_INF_SIZES} sizes "
                                   f"({FD_INF_DRAWS} draws each but the full one) vs the rest, "

@@ -26,7 +26,8 @@ def rsa_mantel_p(ctx: PairContext) -> Measured:
     return Measured(r["p"], None, extra)
 
 
-_COST = ("O(m^2 (dx + dy) + m^2 log m) per resample on a seeded subsample of m = "
+_COST = ("O(m^2 (dx + dy) + m^2 log m) once, then O(m^2) per resample (triangles ranked once) "
+         "and per permutation, on a seeded subsample of m = "
          "min(n, RSA_MAX_ITEMS = 2500) items (params.items_subsampled), repetitions capped at a "
          "cell budget: bounded in n")
 register("rsa_spearman", kind="pair", fn=rsa_spearman, section="between",
