@@ -80,7 +80,8 @@ class AudioStats(Embedder):
         -------
         np.ndarray [shape=(n_stft_frames, n_frame_features)]
         """
-        import librosa
+        from .lib.jit import import_librosa
+        librosa = import_librosa()
 
         o = self.options
         sr, n_fft, hop = o["sample_rate"], o["n_fft"], o["hop_length"]

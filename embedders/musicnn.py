@@ -104,7 +104,8 @@ def patch_starts(n_spec_frames: int, n_frames: int, step: int) -> np.ndarray:
 
 def log_mel(y: np.ndarray) -> np.ndarray:
     """musicnn's input representation of 16 kHz mono float32 audio: ``(frames, 96)`` float32."""
-    import librosa
+    from .lib.jit import import_librosa
+    librosa = import_librosa()
 
     mel = librosa.feature.melspectrogram(y=y, sr=SR, hop_length=HOP, n_fft=N_FFT, n_mels=N_MELS)
     x = mel.T.astype(np.float16).astype(np.float32)
@@ -118,7 +119,8 @@ def load_audio(path: str) -> np.ndarray:
     y = audio.mean(axis=1) if audio.shape[1] > 1 else audio[:, 0]
     y = np.ascontiguousarray(y, dtype=np.float32)
     if sr != SR:
-        import librosa
+        from .lib.jit import import_librosa
+        librosa = import_librosa()
         y = librosa.resample(y, orig_sr=sr, target_sr=SR, res_type="soxr_hq")
     return np.ascontiguousarray(y, dtype=np.float32)
 
