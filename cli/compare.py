@@ -343,11 +343,31 @@ def run_probe_section(args: argparse.Namespace, plan: "RunPlan", result) -> Path
         return None
 
 
+def _load_embedders(plan, args: argparse.Namespace) -> None:
+    """Load every embedder of the plan before any work; an optional one (e.g. the demo's
+    learned model) without its weights is dropped with one note, any other problem is a
+    :class:`UsageError`."""
+    from embedders import EmbedderError, WeightsError
+
+    optional = set(getattr(args, "optional_embedders", None) or []) - set(args.embedders or [])
+    try:
+        for emb in list(plan.embedders):
+            try:
+                emb.load()
+            except WeightsError as exc:
+                if emb.name not in optional:
+                    raise
+                print(f"note: {' '.join(str(exc).split())} -- running the other embedders "
+                      f"without {emb.name}", file=sys.stderr)
+                plan.embedders.remove(emb)
+    except (WeightsError, EmbedderError) as exc:
+        raise UsageError(str(exc)) from None
+
+
 def run(args: argparse.Namespace) -> int:
     """Carry out a parsed command line; returns the exit status."""
     from collection import StoreError, embed_dataset
     from collection.ray_engine import RayClusterLostError, RayEngineError  # imports no ray
-    from embedders import EmbedderError, WeightsError
 
     plan = RunPlan(args)
     plan.check()
@@ -362,20 +382,7 @@ def run(args: argparse.Namespace) -> int:
         from collection.demo_corpus import build_demo_corpus
         info = build_demo_corpus(plan.dataset)
         print(f"demo corpus in {plan.dataset} (synth: {info.get('synth', '?')})")
-    optional = set(getattr(args, "optional_embedders", None) or []) - set(args.embedders or [])
-    try:
-        for emb in list(plan.embedders):
-            try:
-                emb.load()
-            except WeightsError as exc:
-                if emb.name not in optional:
-                    raise
-                # optional (e.g. the demo's learned model): say so once, go on without it
-                print(f"note: {' '.join(str(exc).split())} -- running the other embedders "
-                      f"without {emb.name}", file=sys.stderr)
-                plan.embedders.remove(emb)
-    except (WeightsError, EmbedderError) as exc:
-        raise UsageError(str(exc)) from None
+    _load_embedders(plan, args)
     try:
         result = embed_dataset(plan.dataset or scan.root, plan.embedders, emb_dir=plan.emb_dir,
                                out_dir=plan.out, workers=plan.workers, progress=progress,

@@ -346,6 +346,8 @@ def build_demo_corpus(root: str | os.PathLike, *, n_per_genre: int = 8,
     dict
         What ``.corpus.json`` holds: genres, pieces, synth used, sample rate, files made now.
     """
+    # long mostly by its docstring; the body: pick the renderer, write each missing piece (all
+    # of them when the corpus on disk is of another version), then .corpus.json
     import soundfile as sf
 
     if synth not in SYNTHS:
