@@ -144,7 +144,7 @@ def _knn_balanced_entry(ca, cb, labels, groups, edges, n_units, seed) -> dict:
             "n_units": n_units, "design_effect": var / v_item if v_item > 0 else 1.0, **flags}
 
 
-def _knn_rows(Xa, Xb, labels, groups, *, knn_ks, seed) -> list:
+def _knn_rows(Xa, Xb, labels, groups, *, knn_ks, seed, given=None) -> list:
     """k-NN entries. Leave-one-out correctness of items that are each other's neighbours is
     correlated (in a null simulation, treating items as independent rejected 12-13 % of the
     time at k = 1 at the 5 % level), so the variance of the difference counts each item's links to
@@ -152,11 +152,20 @@ def _knn_rows(Xa, Xb, labels, groups, *, knn_ks, seed) -> list:
     n = len(labels)
     n_units = _n_units(groups, n)
     rows_acc, rows_bal = [], []
+    # one exact search per space at the largest k: its first k columns are the k-NN (ties by
+    # index either way), so every k and the dependence edges share it (an O(n^2 dim) search)
+    kmax = min(max(knn_ks, default=1), n - 1)
+    tables = [np.asarray(t)[:, :kmax] if t is not None and np.shape(t)[1] >= kmax
+              else (cosine_neighbors(X, kmax) if kmax >= 1 else None)
+              for t, X in zip(given or (None, None), (Xa, Xb))]
     for k in knn_ks:
-        pa = separability.knn_predictions(Xa, labels, k=k)
-        pb = separability.knn_predictions(Xb, labels, k=k)
+        nb = [t[:, :k] if t is not None and k <= kmax else None for t in tables]
+        pa = separability.knn_predictions(Xa, labels, k=k, neighbors=nb[0])
+        pb = separability.knn_predictions(Xb, labels, k=k, neighbors=nb[1])
         ca, cb = (pa == labels).astype(float), (pb == labels).astype(float)
-        edges = _dependence_edges([cosine_neighbors(Xa, k), cosine_neighbors(Xb, k)], groups, n)
+        edges = _dependence_edges([nb[0] if nb[0] is not None else cosine_neighbors(Xa, k),
+                                   nb[1] if nb[1] is not None else cosine_neighbors(Xb, k)],
+                                  groups, n)
         params = {"k": k, "scheme": "leave-one-out, cosine",
                   "dependence": f"{k} nearest neighbours in either space, and pieces"}
         acc = _knn_accuracy_entry(ca, cb, edges, n_units)
@@ -179,6 +188,16 @@ def _reusable(r: dict | None, *, n_repeats: int, seed: int, n: int) -> bool:
 def _probe_rows(Xa, Xb, labels, groups, *, n_repeats, n_splits, seed, given=None) -> list:
     """Probe entries; ``given`` = the two embedders' :func:`repeated_linear_probe` results on
     these rows (reused, not refitted, when made with these settings on the same folds)."""
+    # above FIT_MAX_ITEMS shared items both probes are fitted on one seeded subsample of
+    # them, as each embedder's own probe is (its own subsample is not reusable here)
+    n_all = len(labels)
+    sub = separability.subsample_rows(labels, groups, max_items=separability.FIT_MAX_ITEMS,
+                                      seed=seed)
+    if sub is not None:
+        Xa, Xb, labels = Xa[sub], Xb[sub], labels[sub]
+        groups = None if groups is None else groups[sub]
+        given = None
+
     def fit(X):
         return separability.repeated_linear_probe(X, labels, groups, n_repeats=n_repeats,
                                                   n_splits=n_splits, seed=seed)
@@ -196,7 +215,9 @@ def _probe_rows(Xa, Xb, labels, groups, *, n_repeats, n_splits, seed, given=None
               "probe_fits": ("refitted on the shared items" if not reused else
                              f"reused for {' and '.join(reused)}: the embedder's own repeated "
                              "probe (its items are the shared items, same folds)"
-                             + ("" if len(reused) == 2 else "; the other refitted"))}
+                             + ("" if len(reused) == 2 else "; the other refitted")),
+              **separability.subsample_params(sub, n_all, seed=seed,
+                                              max_items=separability.FIT_MAX_ITEMS)}
     return [(name, _weighted_paired(ra["correct"], rb["correct"], labels, groups,
                                     balanced=balanced, seed=seed), params)
             for name, balanced in (("probe_accuracy", False),
@@ -207,7 +228,8 @@ def compare_embedders(Xa: ArrayLike, Xb: ArrayLike, labels: ArrayLike,
                       groups: ArrayLike | None = None, *, names: Sequence[str] = ("a", "b"),
                       seed: int = 0, knn_ks: Sequence[int] = (1, 5), probe_repeats: int = 10,
                       n_splits: int = 5, families: Sequence[str] = ("knn", "probe"),
-                      probe_results: tuple | None = None) -> list[dict]:
+                      probe_results: tuple | None = None,
+                      neighbour_tables: tuple | None = None) -> list[dict]:
     """Paired comparison of two embedders on the same items, one entry per accuracy-type metric.
 
     Parameters
@@ -226,6 +248,9 @@ def compare_embedders(Xa: ArrayLike, Xb: ArrayLike, labels: ArrayLike,
         Each embedder's :func:`analysis.separability.repeated_linear_probe` result on these
         rows, in this order, with these settings: reused instead of refitting when it was
         split as here (``params.probe_fits`` says which happened).
+    neighbour_tables : (np.ndarray or None, np.ndarray or None) or None
+        Each space's :func:`~analysis._common.cosine_neighbors` table of these rows at
+        k' >= max(knn_ks) [shape=(n, k')] (reused instead of searching again).
 
     Returns
     -------
@@ -244,7 +269,8 @@ def compare_embedders(Xa: ArrayLike, Xb: ArrayLike, labels: ArrayLike,
     if groups is not None:
         groups = as_labels(groups, Xa.shape[0], name="groups").astype(str)
     compute_family = {
-        "knn": lambda: _knn_rows(Xa, Xb, labels, groups, knn_ks=knn_ks, seed=seed),
+        "knn": lambda: _knn_rows(Xa, Xb, labels, groups, knn_ks=knn_ks, seed=seed,
+                                 given=neighbour_tables),
         "probe": lambda: _probe_rows(Xa, Xb, labels, groups, n_repeats=probe_repeats,
                                      n_splits=n_splits, seed=seed, given=probe_results)}
     wanted = {"knn": [f"knn_accuracy_k{k}" for k in knn_ks]
@@ -299,14 +325,34 @@ def _given_probes(a, b, ia, ib, probe_of) -> tuple | None:
                  for s, rows in ((a, ia), (b, ib)))
 
 
-def compare_sets(a, b, *, probe_of=None, **kwargs) -> list[dict]:
+def _given_neighbours(a, b, ia, ib, neighbours_of) -> tuple | None:
+    """Each set's own neighbour table on the shared rows where the shared items are all its
+    items, renumbered to the shared order (None for a set with more items). Exact ties
+    between other items then keep the set's own index order."""
+    if neighbours_of is None:
+        return None
+    out = []
+    for s, rows in ((a, ia), (b, ib)):
+        table = neighbours_of(s) if len(rows) == len(s) else None
+        if table is None:
+            out.append(None)
+            continue
+        shared_row = np.empty(len(s), dtype=np.int64)
+        shared_row[rows] = np.arange(len(rows))
+        out.append(shared_row[np.asarray(table)[rows]])
+    return tuple(out)
+
+
+def compare_sets(a, b, *, probe_of=None, neighbours_of=None, **kwargs) -> list[dict]:
     """:func:`compare_embedders` of two EmbeddingSets on their shared items
     (:func:`shared_items`), items whose labels disagree dropped; pieces = ``a``'s pair ids.
 
     Each entry also gets ``n_items_a_all`` / ``n_items_b_all`` (what each embedder's
     all-items value in ``metrics.json["embedders"]`` was computed on), ``matched_by`` and
     ``n_label_mismatch``. ``probe_of(set)`` (optional) returns the set's repeated probe on all
-    its items (or None): reused for a set whose items are all shared.
+    its items (or None): reused for a set whose items are all shared; ``neighbours_of(set)``
+    likewise its cosine neighbour table (:func:`~analysis._common.cosine_neighbors`, k' >=
+    max(knn_ks)).
     """
     ia, ib, how = shared_items(a, b)
     keep = a.labels[ia] == b.labels[ib]
@@ -319,7 +365,9 @@ def compare_sets(a, b, *, probe_of=None, **kwargs) -> list[dict]:
                  "b": b.name, "n_items": int(len(ia)), "note": note, **extra}]
     entries = compare_embedders(a.vectors[ia], b.vectors[ib], a.labels[ia], a.pair_ids[ia],
                                 names=(a.name, b.name),
-                                probe_results=_given_probes(a, b, ia, ib, probe_of), **kwargs)
+                                probe_results=_given_probes(a, b, ia, ib, probe_of),
+                                neighbour_tables=_given_neighbours(a, b, ia, ib, neighbours_of),
+                                **kwargs)
     return [{**e, **extra} for e in entries]
 
 

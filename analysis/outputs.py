@@ -211,7 +211,8 @@ def draw_maps(sets: list, plot_dir: Path, *, methods: tuple, seed: int, all_clas
             bar.set_postfix_str(f"{method} {s.name}")
             bar.update()
             try:
-                Y, p = projection.project(s.vectors, method, s.labels, seed=seed)
+                Y, p = projection.project(s.vectors, method, s.labels, seed=seed,
+                                          groups=s.pair_ids)
             except UndefinedMetricError as exc:
                 notes.append(f"{s.name}: no {method} map: {exc}")
                 continue
@@ -224,10 +225,13 @@ def draw_maps(sets: list, plot_dir: Path, *, methods: tuple, seed: int, all_clas
             projections.setdefault(s.name, {})[method] = p
             if coords is not None:
                 coords.setdefault(method, OrderedDict())[s.name] = Y
+            sub = p.get("items_subsampled")
+            shown = (f" ({sub['n_items']:,} of {sub['of']:,} items, seeded subsample)"
+                     if sub else "")
             images[f"{s.name}_{method}"] = plots.plot_map(
                 Y, s.labels, plot_dir / f"{safe_name(s.name)}_{method}",
-                title=f"{prefix}{s.name} — {method.upper()}", classes=all_classes)
-            panels.append((s.name, Y, s.labels))
+                title=f"{prefix}{s.name} — {method.upper()}{shown}", classes=all_classes)
+            panels.append((s.name + shown, Y, s.labels))
         if panels:
             images[f"all_{method}"] = plots.plot_maps_side_by_side(
                 panels, plot_dir / f"all_embedders_{method}",

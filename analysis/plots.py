@@ -49,7 +49,10 @@ def save(fig: Any, base: Path) -> list[Path]:
 
 
 def _scatter(ax, Y, labels, colors, title):
-    labels = np.asarray(labels)
+    labels, Y = np.asarray(labels), np.asarray(Y, dtype=float)
+    drawn = np.all(np.isfinite(Y), axis=1)  # a map of a subsample leaves the other rows NaN
+    if not drawn.all():
+        labels, Y = labels[drawn], Y[drawn]
     n = len(labels)
     # smaller, lighter markers for many points, so dense regions stay readable
     size = float(np.clip(MARKER_SIZE * np.sqrt(500.0 / max(n, 1)), 2.0, MARKER_SIZE))

@@ -168,11 +168,19 @@ def _compare(sets: list, contexts: dict, *, seed: int, notes: list) -> list:
             return None if ctx is None else ctx.repeated_probe()
         except Exception:  # undefined there: compare_embedders notes it on the shared items
             return None
+    settings = _comparison_settings()
+
+    def neighbours_of(s):  # the embedder's one neighbour search, not a second one
+        ctx, ks = contexts.get(s.name), settings["knn_ks"]
+        try:
+            return None if ctx is None or not ks else ctx.neighbours(max(ks))
+        except Exception:
+            return None
     if len(sets) < 2:
         return []
     try:
         return comparisons.compare_all(sets, seed=seed, probe_of=probe_of,
-                                       **_comparison_settings())
+                                       neighbours_of=neighbours_of, **settings)
     except Exception as exc:
         notes.append(f"paired comparisons failed: {type(exc).__name__}: {exc}")
         traceback.print_exc()
@@ -303,7 +311,8 @@ def run_analysis(sets: Sequence, out: str | Path, *, plot_dir: str | Path, cos_d
     bar.close()
     params["seconds_total"] = round(time.perf_counter() - t_start, 3)
     write_json_atomic(metrics, out / "metrics.json")
-    maps = _interactive_maps(coords, sets, out, notes, report_audio=report_audio)
+    maps = _interactive_maps(coords, sets, out, notes, report_audio=report_audio,
+                             seed=seed)
     sections = _probe_sections(probe_dir, out, metrics)
     _write_report(metrics, images, out, title=title, maps_html=maps, sections=sections)
     write_json_atomic(metrics, out / "metrics.json")
@@ -311,11 +320,12 @@ def run_analysis(sets: Sequence, out: str | Path, *, plot_dir: str | Path, cos_d
 
 
 def _interactive_maps(coords: dict, sets: list, out: Path, notes: list, *,
-                      report_audio: str) -> str:
+                      report_audio: str, seed: int = 0) -> str:
     """The report's interactive maps of the coordinates just drawn ("" if none or failed)."""
     if not coords:
         return ""
     from . import interactive
+    coords, sets = _map_subsample(coords, sets, notes, seed=seed)
     try:
         maps = interactive.maps_html(coords, sets, report_dir=out, audio=report_audio)
     except ImportError as exc:
@@ -327,6 +337,34 @@ def _interactive_maps(coords: dict, sets: list, out: Path, notes: list, *,
         return ""
     notes.extend(f"interactive maps: {n}" for n in maps.notes)
     return str(maps)
+
+
+def _map_subsample(coords: dict, sets: list, notes: list, *, seed: int = 0) -> tuple:
+    """The interactive page of a large set shows the rows its t-SNE map was fitted on
+    (:func:`analysis.projection.map_rows`, above MAP_MAX_ITEMS items): its file grows with the
+    items, and its neighbour lists cost O(n^2 dim). Returns (coords, sets) restricted."""
+    import dataclasses
+
+    from .projection import MAP_MAX_ITEMS, map_rows
+    out_sets, keep = [], {}
+    for s in sets:
+        rows = map_rows(len(s), s.labels, s.pair_ids, seed=seed)
+        if rows is None:
+            out_sets.append(s)
+            continue
+        keep[s.name] = rows
+        out_sets.append(dataclasses.replace(
+            s, ids=s.ids[rows], labels=s.labels[rows], pair_ids=s.pair_ids[rows],
+            vectors=s.vectors[rows], paths=s.paths[rows]))
+        notes.append(f"interactive maps: {s.name} shows a seeded subsample of {len(rows):,} of "
+                     f"{len(s):,} items (MAP_MAX_ITEMS = {MAP_MAX_ITEMS:,}); the static maps "
+                     "and every metric use all items")
+    if not keep:
+        return coords, sets
+    coords = OrderedDict((m, OrderedDict((name, Y[keep[name]] if name in keep else Y)
+                                         for name, Y in per.items()))
+                         for m, per in coords.items())
+    return coords, out_sets
 
 
 def _probe_sections(probe_dir, out: Path, metrics: OrderedDict) -> list:

@@ -198,19 +198,55 @@ class EmbedderContext(_Cache):
     #: k-means seeds of the cluster-agreement metrics (seed + s)
     kmeans_seeds = 10
 
+    #: the iterative fits' subsample size (None: the module's FIT_MAX_ITEMS at compute time)
+    fit_max_items: int | None = None
+
+    def fit_rows(self) -> np.ndarray | None:
+        """Rows the probe and the k-means agreement are fitted on: a seeded, class-stratified
+        subsample of whole pieces above ``FIT_MAX_ITEMS`` items, None (all items) below
+        (:func:`analysis.separability.subsample_rows`)."""
+        cap = self.fit_cap()
+        return self.once("fit_rows", lambda: separability.subsample_rows(
+            self.labels, self.groups, max_items=cap, seed=self.seed))
+
+    def fit_cap(self) -> int:
+        return separability.FIT_MAX_ITEMS if self.fit_max_items is None else int(
+            self.fit_max_items)
+
+    def fit_subset(self) -> tuple:
+        """(X, labels, groups, units) of :meth:`fit_rows` (all items when it is None)."""
+        rows = self.fit_rows()
+        if rows is None:
+            return self.X, self.labels, self.groups, self.units
+        return self.X[rows], self.labels[rows], self.groups[rows], self.units[rows]
+
+    def fit_params(self) -> dict:
+        """``params.items_subsampled`` of the probe and k-means entries ({} on all items)."""
+        return separability.subsample_params(self.fit_rows(), self.n, seed=self.seed,
+                                             max_items=self.fit_cap())
+
     def repeated_probe(self) -> dict:
-        """:func:`analysis.separability.repeated_linear_probe` (the three probe metrics and the
-        paired comparisons on all items share it: ``probe_repeats x n_splits`` fits, once)."""
-        return self.once("repeated_probe", lambda: separability.repeated_linear_probe(
-            self.X, self.labels, self.groups, n_repeats=self.probe_repeats,
-            n_splits=self.n_splits, seed=self.seed))
+        """:func:`analysis.separability.repeated_linear_probe` on :meth:`fit_subset` (the three
+        probe metrics and the paired comparisons on all items share it: ``probe_repeats x
+        n_splits`` fits, once). ``rows`` says which items it was fitted on (None: all)."""
+        def compute():
+            X, labels, groups, _ = self.fit_subset()
+            r = separability.repeated_linear_probe(X, labels, groups,
+                                                   n_repeats=self.probe_repeats,
+                                                   n_splits=self.n_splits, seed=self.seed)
+            return {**r, "rows": self.fit_rows()}
+        return self.once("repeated_probe", compute)
 
     def cluster_agreement(self) -> dict:
         """:func:`analysis.separability.repeated_cluster_agreement` over ``kmeans_seeds``
-        seeds (v_measure, adjusted_rand and adjusted_mutual_info share it)."""
-        return self.once("cluster_agreement", lambda: separability.repeated_cluster_agreement(
-            self.X, self.labels, self.groups, n_seeds=self.kmeans_seeds, seed=self.seed,
-            n_boot=self.n_bootstrap))
+        seeds on :meth:`fit_subset` (v_measure, adjusted_rand and adjusted_mutual_info share
+        it)."""
+        def compute():
+            X, labels, groups, _ = self.fit_subset()
+            return separability.repeated_cluster_agreement(
+                X, labels, groups, n_seeds=self.kmeans_seeds, seed=self.seed,
+                n_boot=self.n_bootstrap)
+        return self.once("cluster_agreement", compute)
 
 
 class PairContext(_Cache):

@@ -82,8 +82,9 @@ def _repeated_probe_score(ctx: EmbedderContext, key: str, extra: dict) -> Measur
         "between_split_sd": s["between_split_sd"], "within_split_sd": s["within_split_sd"],
         "total_sd": s["total_sd"], "n_effective": s["n_effective"],
         "ci_method": "rubin + clopper-pearson",
-        "ci_note": _PROBE_NOTE.format(m=len(r["seeds"]), k=r["n_splits"])},
-        n_units=ctx.n_units, bounds=(0.0, 1.0))
+        "ci_note": _PROBE_NOTE.format(m=len(r["seeds"]), k=r["n_splits"]),
+        **ctx.fit_params()},
+        n_units=r["n_units"], bounds=(0.0, 1.0))
 
 
 def probe_accuracy(ctx: EmbedderContext) -> Measured:
@@ -109,13 +110,13 @@ def probe_macro_f1(ctx: EmbedderContext) -> Measured:
     from ..agreement import macro_f1
     from ..intervals import rubin_interval
     r = ctx.repeated_probe()
-    y = ctx.labels
+    _, y, _, units = ctx.fit_subset()
     per_boot = max(20, ctx.n_bootstrap // len(r["seeds"]))
     per_split, within = [], []
     for s, pred in zip(r["seeds"], r["y_pred"]):
         per_split.append(macro_f1(y, pred))
         boot = bootstrap_values(lambda idx: macro_f1(y[idx], pred[idx]),
-                                ctx.n, n_boot=per_boot, seed=s, strata=y, groups=ctx.units)
+                                len(y), n_boot=per_boot, seed=s, strata=y, groups=units)
         within.append(float(boot[:, 0].var(ddof=1)) if len(boot) > 1 else 0.0)
     ci, info = rubin_interval(per_split, within)
     return Measured(float(np.mean(per_split)), ci, {
@@ -124,8 +125,9 @@ def probe_macro_f1(ctx: EmbedderContext) -> Measured:
         "n_boot_per_split": per_boot,
         "ci_method": "rubin (between splits + within-split bootstrap variance), normal",
         "ci_note": _PROBE_NOTE.format(m=len(r["seeds"]), k=r["n_splits"]).replace(
-            "sampling variance over pieces", "bootstrap variance over pieces")},
-        n_units=ctx.n_units, bounds=(0.0, 1.0))
+            "sampling variance over pieces", "bootstrap variance over pieces"),
+        **ctx.fit_params()},
+        n_units=r["n_units"], bounds=(0.0, 1.0))
 
 
 def _cluster_score(ctx: EmbedderContext, name: str) -> Measured:
@@ -141,8 +143,8 @@ def _cluster_score(ctx: EmbedderContext, name: str) -> Measured:
         "total_sd": s["total_sd"], "ci_method": c["ci_method"], **flags,
         "ci_note": f"mean over {len(c['seeds'])} k-means seeds; value +- 1.96 sd, variance = "
                    "within-seed bootstrap variance (clusters fixed, pieces resampled within "
-                   "classes) + (1 + 1/seeds) x between-seed variance"},
-        n_units=ctx.n_units, bounds=kernel.CLUSTER_SCORE_BOUNDS[name])
+                   "classes) + (1 + 1/seeds) x between-seed variance", **ctx.fit_params()},
+        n_units=c["n_units"], bounds=kernel.CLUSTER_SCORE_BOUNDS[name])
 
 
 def v_measure(ctx: EmbedderContext) -> Measured:
@@ -192,13 +194,16 @@ _RUBIN_BOOT = (f"rubin (between {_R} seeded splits + within-split bootstrap vari
                "pieces), normal")
 _RUBIN_SEEDS = (f"rubin (between {_S} k-means seeds + within-seed bootstrap variance over "
                 "pieces), normal, centred on the value")
-_PROBE_COST = (f"O(repeats x folds x n dim x classes x iterations) ({_R} x folds fits, "
-               "shared by the three and by the paired comparisons on all items)")
-_KMEANS_COST = (f"O(seeds x (n_init x iterations x n dim x classes + n_boot/seeds x n)) ({_S} "
-                "seeds shared by the three)")
+_FIT_N = f"min(n, FIT_MAX_ITEMS = {kernel.FIT_MAX_ITEMS:,})"
+_PROBE_COST = (f"O(repeats x folds x m dim x classes x iterations), m = {_FIT_N} items "
+               f"(params.items_subsampled) ({_R} x folds fits, shared by the three and by the "
+               "paired comparisons on all items)")
+_KMEANS_COST = (f"O(seeds x (n_init x iterations x m dim x classes + n_boot/seeds x m)), m = "
+                f"{_FIT_N} items (params.items_subsampled) ({_S} seeds shared by the three)")
 
 register("silhouette_cosine", kind="embedder", fn=silhouette_cosine, interval=_BOOT,
-         cost="O(n^2 dim)", higher_is_better=True, params={"metric": "cosine",
+         cost="O(n classes dim) (class sums replace the n x n distances)",
+         higher_is_better=True, params={"metric": "cosine",
                                                            "centered": False},
          read="Mean silhouette with cosine distance, -1..1: near 1 = tight, well separated "
               "classes; near 0 = overlapping classes; negative = items sit closer to another "
