@@ -98,3 +98,22 @@ def test_interactive_page_shows_the_mapped_subsample(monkeypatch):
     assert np.array_equal(s2[0].pair_ids, s2[1].pair_ids)
     assert np.array_equal(c2["tsne"]["a"], coords["tsne"]["a"][rows])
     assert len(notes) == 2 and "subsample" in notes[0]
+
+
+def test_cka_on_a_subsample_lies_in_the_full_interval():
+    from analysis.metrics import PairContext
+    X, y = _clustered(1500, dim=12)
+    rng = np.random.default_rng(5)
+    Y = X @ rng.normal(size=(12, 10)) + 3.0 * rng.normal(size=(1500, 10))
+    kw = {"n_bootstrap": 100, "n_permutations": 99}
+    full, sub = PairContext(X, Y, y, **kw), PairContext(X, Y, y, **kw)
+    sub.cka_max_items = 600
+    for name in ("cka_debiased", "cka_linear"):
+        ef, es = guard(get(name), full), guard(get(name), sub)
+        assert "items_subsampled" not in ef["params"]
+        assert es["params"]["items_subsampled"]["of"] == 1500
+        assert 600 <= es["params"]["items_subsampled"]["n_items"] <= 605
+        assert ef["ci95"][0] <= es["value"] <= ef["ci95"][1], (name, es["value"], ef["ci95"])
+        assert es["value"] != ef["value"]
+    p = guard(get("cka_permutation_p"), sub)
+    assert p["params"]["items_subsampled"]["of"] == 1500 and 0 < p["value"] <= 1

@@ -22,7 +22,7 @@ from ..rsa import RsaResampler
 
 __all__ = ["Measured", "entry", "guard", "boot_params", "units_note", "EmbedderContext",
            "PairContext", "SetContext", "DEFAULT_N_BOOTSTRAP", "DEFAULT_N_PERMUTATIONS",
-           "DEFAULT_RETRIEVAL_SPLITS", "RSA_MAX_ITEMS"]
+           "DEFAULT_RETRIEVAL_SPLITS", "RSA_MAX_ITEMS", "CKA_MAX_ITEMS"]
 
 DEFAULT_N_BOOTSTRAP = 200
 DEFAULT_N_PERMUTATIONS = 999
@@ -33,6 +33,11 @@ RSA_CELL_BUDGET_PERM = 200_000_000
 #: when there are more: its cost is quadratic (5000 items took ~260 s on 2 cores, 2000 ~30 s),
 #: and 2500 items already give ~3.1 million distance pairs.
 RSA_MAX_ITEMS = 2500
+#: Above this many shared items the three CKA entries (value, bootstrap, permutation test) are
+#: computed on a seeded, class-stratified subsample of this size: each bootstrap resample and
+#: permutation costs O(n (dx^2 + dy^2)) above CKA_GRAM_MAX_ITEMS (~200 s per 200 resamples at
+#: 100,000 items x 512-d on one core), and at 5,000 items the interval is already ~0.01 wide.
+CKA_MAX_ITEMS = 5000
 #: Retrieval is scored over this many seeded, label-stratified train/test splits.
 DEFAULT_RETRIEVAL_SPLITS = 20
 #: the neighbour table of an embedder is searched once at this k (the largest default k of the
@@ -278,12 +283,36 @@ class PairContext(_Cache):
         self.test_fraction = test_fraction
         self.max_components, self.retrieval_splits = max_components, retrieval_splits
 
+    #: CKA subsample size (None: the module's CKA_MAX_ITEMS at compute time)
+    cka_max_items: int | None = None
+
+    def cka_rows(self) -> np.ndarray | None:
+        """Rows of the CKA entries: a seeded, class-stratified subsample above CKA_MAX_ITEMS
+        shared items, None (all) below."""
+        return self.once("cka_rows", lambda: separability.subsample_rows(
+            self.labels, None, max_items=self._cka_cap(), seed=self.seed))
+
+    def _cka_cap(self) -> int:
+        return CKA_MAX_ITEMS if self.cka_max_items is None else int(self.cka_max_items)
+
+    def cka_data(self) -> tuple:
+        """(X, Y, labels) on :meth:`cka_rows`."""
+        rows = self.cka_rows()
+        if rows is None:
+            return self.X, self.Y, self.labels
+        return self.X[rows], self.Y[rows], self.labels[rows]
+
+    def cka_params(self) -> dict:
+        return separability.subsample_params(self.cka_rows(), self.n, seed=self.seed,
+                                             max_items=self._cka_cap())
+
     def cka_resamples(self) -> np.ndarray:
         """(cka_linear, cka_debiased) of each bootstrap resample [shape=(n_valid, 2)]."""
         def compute():
-            f = crossspace.linear_cka_resampler(self.X, self.Y)
-            return bootstrap_values(f.both, self.n, n_boot=self.n_bootstrap, seed=self.seed,
-                                    strata=self.labels)
+            X, Y, labels = self.cka_data()
+            f = crossspace.linear_cka_resampler(X, Y)
+            return bootstrap_values(f.both, len(X), n_boot=self.n_bootstrap, seed=self.seed,
+                                    strata=labels)
         return self.once("cka_boot", compute)
 
     def rsa_plan(self) -> dict:
@@ -334,8 +363,11 @@ class PairContext(_Cache):
             max_components=self.max_components))
 
     def permutation_test(self) -> dict:
-        return self.once("cka_perm", lambda: crossspace.cka_permutation_test(
-            self.X, self.Y, n_permutations=self.n_permutations, seed=self.seed))
+        def compute():
+            X, Y, _ = self.cka_data()
+            return crossspace.cka_permutation_test(X, Y, n_permutations=self.n_permutations,
+                                                   seed=self.seed)
+        return self.once("cka_perm", compute)
 
 
 class SetContext(_Cache):
