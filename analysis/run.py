@@ -22,6 +22,7 @@ import numpy as np
 from common.progress import progress_bar
 
 from . import comparisons, outputs
+from ._common import UndefinedMetricError
 from . import layers as layer_plots
 from . import metrics as registry
 from .evaluate import evaluate_embedder_context, evaluate_pair
@@ -116,30 +117,115 @@ def _analyse_pair(a, b, *, seed: int, n_bootstrap: int, n_permutations: int) -> 
 
 
 def _analyse_all(sets, metrics: OrderedDict, bar, *, seed: int, n_bootstrap: int,
-                 n_permutations: int, hubness_reduction: str | None = None) -> None:
-    """Fill ``metrics["embedders"]`` and ``metrics["pairs"]``; collect their notes."""
+                 n_permutations: int, hubness_reduction: str | None = None,
+                 workers: int = 1) -> None:
+    """Fill ``metrics["embedders"]`` and ``metrics["pairs"]``; collect their notes. With
+    ``workers`` > 1 the embedders and pairs are analysed in that many processes (each seeded
+    as here, so the entries are the same whatever the count), and filled in the same order."""
     notes = metrics["notes"]
     contexts: dict = {}
+    pairs = [(a, b) for i, a in enumerate(sets) for b in sets[i + 1:]]
+    emb_kw = {"seed": seed, "n_bootstrap": n_bootstrap, "hubness_reduction": hubness_reduction}
+    pair_kw = {"seed": seed, "n_bootstrap": n_bootstrap, "n_permutations": n_permutations}
+    done = (_analyse_in_workers(sets, pairs, emb_kw, pair_kw, workers, contexts, bar, notes)
+            if workers > 1 and len(sets) + len(pairs) > 1 else {})
     for s in sets:
         bar.set_postfix_str(s.name)
-        bar.update()
-        r = _analyse_embedder(s, seed=seed, n_bootstrap=n_bootstrap,
-                              hubness_reduction=hubness_reduction, contexts=contexts)
+        if ("embedder", s.name) in done:
+            r = done[("embedder", s.name)]
+        else:
+            bar.update()
+            r = _analyse_embedder(s, contexts=contexts, **emb_kw)
         metrics["embedders"][s.name] = r
         notes.extend(f"{s.name}: {n}" for n in r.get("notes", []))
-    for i in range(len(sets)):
-        for j in range(i + 1, len(sets)):
-            key = f"{sets[i].name}__vs__{sets[j].name}"
-            bar.set_postfix_str(key)
+    for a, b in pairs:
+        key = f"{a.name}__vs__{b.name}"
+        bar.set_postfix_str(key)
+        if ("pair", key) in done:
+            r = done[("pair", key)]
+        else:
             bar.update()
-            r = _analyse_pair(sets[i], sets[j], seed=seed, n_bootstrap=n_bootstrap,
-                              n_permutations=n_permutations)
-            metrics["pairs"][key] = r
-            notes.extend(f"{key}: {n}" for n in r.get("notes", []))
+            r = _analyse_pair(a, b, **pair_kw)
+        metrics["pairs"][key] = r
+        notes.extend(f"{key}: {n}" for n in r.get("notes", []))
     if len(sets) == 1:
         notes.append("only one embedder: no between-embedder comparison")
     bar.set_postfix_str("paired comparisons")
     metrics["comparisons"] = _compare(sets, contexts, seed=seed, notes=notes)
+
+
+class _SharedResults:
+    """What the paired comparisons reuse of an embedder analysed in a worker process (its
+    repeated probe, its neighbour table), in place of the context that stayed there."""
+
+    def __init__(self, probe, table):
+        self._probe, self._table = probe, table
+
+    def repeated_probe(self) -> dict:
+        if self._probe is None:
+            raise UndefinedMetricError("no repeated probe")
+        return self._probe
+
+    def neighbours(self, k: int) -> np.ndarray:
+        if self._table is None or self._table.shape[1] < k:
+            raise UndefinedMetricError(f"no neighbour table at k={k}")
+        return self._table[:, :k]
+
+
+def _embedder_job(s, kwargs: dict, knn_k: int | None) -> tuple:
+    """A worker's :func:`_analyse_embedder`, with what the comparisons reuse."""
+    contexts: dict = {}
+    r = _analyse_embedder(s, contexts=contexts, **kwargs)
+    ctx = contexts.get(s.name)
+    if ctx is None:
+        return r, None
+    probe, table = ctx.peek("repeated_probe"), None
+    if knn_k:
+        try:  # computed (and cached) by the k-NN metrics already
+            table = ctx.neighbours(min(knn_k, len(s) - 1))
+        except Exception:
+            table = None
+    return r, _SharedResults(probe, table)
+
+
+def _worker_init() -> None:
+    """One BLAS / OpenMP thread per worker process: the workers are the parallelism."""
+    global _WORKER_THREADS
+    from threadpoolctl import threadpool_limits
+    _WORKER_THREADS = threadpool_limits(limits=1)
+
+
+_WORKER_THREADS = None
+
+
+def _analyse_in_workers(sets, pairs, emb_kw, pair_kw, workers, contexts, bar, notes) -> dict:
+    """Every embedder and pair analysed in ``workers`` spawned processes: {(kind, name): r}.
+    A broken pool (a worker killed) leaves its tasks to the sequential loop, with a note."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    ks = _comparison_settings()["knn_ks"]
+    done: dict = {}
+    try:
+        with ProcessPoolExecutor(max_workers=workers, initializer=_worker_init,
+                                 mp_context=multiprocessing.get_context("spawn")) as ex:
+            futures = [(("embedder", s.name), ex.submit(_embedder_job, s, emb_kw,
+                                                         max(ks) if ks else None))
+                       for s in sets]
+            futures += [(("pair", f"{a.name}__vs__{b.name}"),
+                         ex.submit(_analyse_pair, a, b, **pair_kw)) for a, b in pairs]
+            for key, fut in futures:
+                res = fut.result()
+                bar.update()
+                if key[0] == "embedder":
+                    res, shared = res
+                    if shared is not None:
+                        contexts[key[1]] = shared
+                done[key] = res
+    except Exception as exc:  # e.g. BrokenProcessPool: the rest runs here, one at a time
+        notes.append(f"analysis workers failed ({type(exc).__name__}: {exc}); the "
+                     f"{len(sets) + len(pairs) - len(done)} remaining analyses ran in the main "
+                     "process")
+    return done
 
 
 def _compared_metrics() -> list:
@@ -247,7 +333,8 @@ def run_analysis(sets: Sequence, out: str | Path, *, plot_dir: str | Path, cos_d
                  n_bootstrap: int = DEFAULT_N_BOOTSTRAP,
                  n_permutations: int = DEFAULT_N_PERMUTATIONS, progress: bool = False,
                  hubness_reduction: str | None = None, report_audio: str = "link",
-                 probe_dir: str | Path | None = None, layers: dict | None = None) -> dict:
+                 probe_dir: str | Path | None = None, layers: dict | None = None,
+                 workers: int = 1) -> dict:
     """Analyse every embedding set and every pair; write metrics, tables, plots and the report.
 
     Parameters
@@ -266,6 +353,10 @@ def run_analysis(sets: Sequence, out: str | Path, *, plot_dir: str | Path, cos_d
     report_audio : {"link", "embed"}
         How the report's interactive maps play audio: a link relative to ``out``, or an embedded
         excerpt (:mod:`analysis.interactive`).
+    workers : int
+        Processes analysing the embedders and pairs side by side (1: all in this process).
+        The entries are the same whatever the count (each analysis is seeded on its own);
+        each worker runs one BLAS thread.
     layers : dict, optional
         Embedder -> its layers' space names in order (``layer=all``); default: the dataset
         summary's ``layers``. Recorded as ``metrics["layers"]``, drawn as metric by layer.
@@ -298,7 +389,8 @@ def run_analysis(sets: Sequence, out: str | Path, *, plot_dir: str | Path, cos_d
     bar = progress_bar(n_steps, desc="analysis", unit="step", enabled=progress, leave=False)
     params["hubness_reduction"] = hubness_reduction
     _analyse_all(sets, metrics, bar, seed=seed, n_bootstrap=n_bootstrap,
-                 n_permutations=n_permutations, hubness_reduction=hubness_reduction)
+                 n_permutations=n_permutations, hubness_reduction=hubness_reduction,
+                 workers=max(1, int(workers)))
     params["seconds_metrics"] = round(time.perf_counter() - t_start, 3)
     write_json_atomic(metrics, out / "metrics.json")  # early copy; rewritten at the end
     all_classes = sorted({c for s in sets for c in s.labels.tolist()}

@@ -21,7 +21,9 @@ loaded machine the CPU seconds are the comparable ones. Before / after figures: 
 same script with ``--repo`` on the older checkout at the same time, side by side.
 
 Peak memory is sampled from /proc/self/status (VmRSS, every 20 ms) in a background thread:
-the peak inside a stage, not the process's all-time peak.
+the peak inside a stage, not the process's all-time peak -- of the main process only: with
+``--workers N`` the worker processes' memory is not in it (measure memory with one worker).
+CPU seconds include the workers' once their pool has shut down.
 
 Usage::
 
@@ -61,6 +63,14 @@ def _rss_mb() -> float:
     return float("nan")
 
 
+def _cpu_seconds() -> float:
+    """CPU seconds of this process (all threads) and of its finished child processes (the
+    analysis workers: counted once the pool has shut down)."""
+    import resource
+    c = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + c.ru_utime + c.ru_stime
+
+
 class PeakSampler:
     """Samples VmRSS in a thread; :meth:`window` gives the peak since it was opened."""
 
@@ -79,14 +89,14 @@ class PeakSampler:
     def window(self, record: dict):
         outer = self.current_peak
         self.current_peak = _rss_mb()
-        t0, c0 = time.perf_counter(), time.process_time()
+        t0, c0 = time.perf_counter(), _cpu_seconds()
         try:
             yield
         finally:
             record["seconds"] = record.get("seconds", 0.0) + time.perf_counter() - t0
             # CPU seconds of the whole process (all threads): on a machine shared with other
             # jobs the wall clock mostly measures the others, the CPU time is this run's work
-            record["cpu_seconds"] = record.get("cpu_seconds", 0.0) + time.process_time() - c0
+            record["cpu_seconds"] = record.get("cpu_seconds", 0.0) + _cpu_seconds() - c0
             peak = max(self.current_peak, _rss_mb())
             record["peak_rss_mb"] = max(record.get("peak_rss_mb", 0.0), peak)
             self.current_peak = max(outer, peak)
@@ -141,7 +151,8 @@ def _instrument(sampler: PeakSampler, per_metric: dict, stages: dict) -> None:
     wrap(run, "_write_report", lambda *a, **kw: "report")
 
 
-def measure(n: int, dim: int, *, classes: int, methods: tuple, sampler: PeakSampler) -> dict:
+def measure(n: int, dim: int, *, classes: int, methods: tuple, sampler: PeakSampler,
+            workers: int = 1) -> dict:
     from analysis.run import run_analysis
     per_metric, stages = OrderedDict(), OrderedDict()
     sets = synthetic_sets(n, dim, classes=classes)
@@ -152,8 +163,12 @@ def measure(n: int, dim: int, *, classes: int, methods: tuple, sampler: PeakSamp
         with _swap_instruments(sampler, per_metric, stages):
             total = {}
             with sampler.window(total):
+                # workers: only passed when asked (older checkouts measured with --repo
+                # have no such argument); the per-metric rows then stay empty (the metrics
+                # run in the worker processes)
                 run_analysis(sets, d / "out", plot_dir=d / "plots", cos_dir=d / "cos",
-                             var_dir=d / "var", methods=methods, seed=0)
+                             var_dir=d / "var", methods=methods, seed=0,
+                             **({"workers": workers} if workers > 1 else {}))
     return {"n": n, "dim": dim, "seconds": total["seconds"], "cpu_seconds": total["cpu_seconds"],
             "peak_rss_mb": total["peak_rss_mb"],
             "rss_before_mb": base_rss, "vectors_mb": vectors_mb, "stages": stages,
@@ -225,13 +240,15 @@ def main(argv=None) -> int:
     ap.add_argument("--methods", nargs="*", default=["pca", "tsne"])
     ap.add_argument("--json", help="write the figures here too")
     ap.add_argument("--repo", help="measure this checkout instead of the one beside this script")
+    ap.add_argument("--workers", type=int, default=1,
+                    help="run_analysis(workers=N): embedders and pairs in N processes")
     a = ap.parse_args(argv)
     repo = Path(a.repo).resolve() if a.repo else HERE.parent
     sys.path[:0] = [str(repo), str(HERE)]
     from machine import describe_cpu
     sizes = sorted(set(a.sizes + ([100_000] if a.large else [])))
     header = (f"# bench_analysis: run_analysis, 2 embedders + pair, {a.classes} classes, "
-              f"dim {a.dim}, maps {' '.join(a.methods) or 'none'}\n"
+              f"dim {a.dim}, maps {' '.join(a.methods) or 'none'}, workers {a.workers}\n"
               f"code: {repo}\nCPU: {describe_cpu()}\n"
               f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}\n"
               # on 2 shared cores a second BLAS / OpenMP thread waiting for a busy core spins
@@ -242,7 +259,8 @@ def main(argv=None) -> int:
     sampler = PeakSampler()
     results = []
     for n in sizes:
-        r = measure(n, a.dim, classes=a.classes, methods=tuple(a.methods), sampler=sampler)
+        r = measure(n, a.dim, classes=a.classes, methods=tuple(a.methods), sampler=sampler,
+                    workers=a.workers)
         r["load_after"] = os.getloadavg()
         results.append(r)
         print(f"n={n:,}: {r['seconds']:.1f} s ({r['cpu_seconds']:.1f} CPU s), peak "

@@ -85,9 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
     emb.add_argument("--batch-size", type=positive_int, metavar="N",
                      help="frames (OpenL3) or segments (CLaMP 2) per forward pass")
     emb.add_argument("--workers", type=positive_int, metavar="N",
-                     help="worker processes for embedders that embed file by file (default 1); "
-                          "with --engine ray: Ray workers (default: one per CPU, or per "
-                          "--ray-gpus-per-worker GPUs, of the cluster)")
+                     help="worker processes for embedders that embed file by file, and for "
+                          "the analysis of the embedders and pairs side by side (default 1; "
+                          "the numbers are the same whatever N); with --engine ray: Ray "
+                          "workers (default: one per CPU, or per --ray-gpus-per-worker GPUs, "
+                          "of the cluster; the analysis then uses this machine's CPUs)")
     emb.add_argument("--engine", choices=("local", "ray"), default="local",
                      help="where files are embedded: this machine (default) or the actors of a "
                           "Ray cluster, which write to the same --emb-dir (needs `pip install "
@@ -364,6 +366,14 @@ def _load_embedders(plan, args: argparse.Namespace) -> None:
         raise UsageError(str(exc)) from None
 
 
+def analysis_workers(workers: int) -> int:
+    """Processes of the analysis: --workers, capped at this machine's CPUs (0, Ray's "one per
+    CPU of the cluster", means this machine's)."""
+    import os
+    cpus = os.cpu_count() or 1
+    return max(1, min(workers or cpus, cpus))
+
+
 def run(args: argparse.Namespace) -> int:
     """Carry out a parsed command line; returns the exit status."""
     from collection import StoreError, embed_dataset
@@ -402,7 +412,8 @@ def run(args: argparse.Namespace) -> int:
         t0 = time.perf_counter()
         kwargs = {"progress": not args.quiet,
                   "hubness_reduction": None if args.hubness_reduction == "none" else "mp",
-                  "report_audio": getattr(args, "report_audio", "link")}
+                  "report_audio": getattr(args, "report_audio", "link"),
+                  "workers": analysis_workers(plan.workers)}
         if args.bootstrap is not None:
             kwargs["n_bootstrap"] = args.bootstrap
         run_analysis(list(result.analysis_sets().values()), plan.out, plot_dir=plan.plot_dir,

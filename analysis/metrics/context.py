@@ -130,6 +130,11 @@ class _Cache:
 
     _once = once  # the earlier private name
 
+    def peek(self, key):
+        """The result ``once(key, ...)`` computed, or None if it has not been or failed."""
+        ok, v = self._memo.get(key, (False, None))
+        return v if ok else None
+
 
 class EmbedderContext(_Cache):
     """One embedder's validated arrays and the results its metrics share, each computed once:

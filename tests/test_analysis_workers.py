@@ -1,0 +1,47 @@
+"""Issue 27: the analysis in worker processes (run_analysis(workers=2), `--workers`) writes the
+same numbers as in one process."""
+import json
+
+import numpy as np
+import pytest
+
+from analysis.run import run_analysis
+from collection.embedding_set import EmbeddingSet
+
+
+def _sets(n=90, seed=0):
+    rng = np.random.default_rng(seed)
+    labels = np.array([f"g{i % 3}" for i in range(n)])
+    centres = rng.normal(size=(3, 16))
+    A = centres[np.arange(n) % 3] + rng.normal(size=(n, 16))
+    B = A @ rng.normal(size=(16, 12)) + rng.normal(size=(n, 12))
+    stems = np.array([f"{labels[i]}/p{i:03d}" for i in range(n)])
+    return [EmbeddingSet("a", "audio", np.char.add(stems, ".wav"), labels, stems, A),
+            EmbeddingSet("b", "symbolic", np.char.add(stems, ".mid"), labels, stems, B),
+            EmbeddingSet("c", "audio", np.char.add(stems, ".wav"), labels, stems,
+                         A + rng.normal(size=A.shape))]
+
+
+def _numbers(m: dict) -> dict:
+    m = json.loads(json.dumps(m))
+    for k in ("seconds_metrics", "seconds_total"):
+        m["parameters"].pop(k, None)
+    m.pop("files", None)
+    m.pop("software", None)
+    return m
+
+
+@pytest.mark.slow
+def test_two_workers_give_the_same_metrics(tmp_path):
+    runs = []
+    for workers in (1, 2):
+        d = tmp_path / f"w{workers}"
+        m = run_analysis(_sets(), d / "out", plot_dir=d / "plots", cos_dir=d / "cos",
+                         var_dir=d / "var", methods=(), seed=3, n_bootstrap=40,
+                         n_permutations=49, workers=workers)
+        runs.append(_numbers(m))
+    one, two = runs
+    assert one["embedders"].keys() == two["embedders"].keys() == {"a", "b", "c"}
+    assert len(one["pairs"]) == 3 and len(one["comparisons"]) > 0
+    assert not any("workers failed" in n for n in two["notes"])
+    assert one == two
