@@ -13,7 +13,8 @@ from typing import Callable
 import numpy as np
 from numpy.typing import ArrayLike
 
-__all__ = ["resample_indices", "bootstrap_ci", "bootstrap_mean_ci", "bootstrap_values"]
+__all__ = ["resample_indices", "resample_counts", "bootstrap_ci", "bootstrap_mean_ci",
+           "bootstrap_values", "percentile_interval"]
 
 
 class _Plan:
@@ -64,6 +65,33 @@ def resample_indices(n: int, rng: np.random.Generator, *, strata: ArrayLike | No
         Resample whole groups (all rows of a drawn group come along).
     """
     return _Plan(n, strata, groups).draw(rng)
+
+
+def resample_counts(n: int, *, n_boot: int, seed: int = 0, strata: ArrayLike | None = None,
+                    groups: ArrayLike | None = None, chunk: int = 64):
+    """How often each row is drawn in the resamples :func:`bootstrap_ci` draws with these
+    arguments, in the same order, yielded ``chunk`` resamples at a time [shape=(<= chunk, n)]:
+    a metric linear in item weights scores many resamples in one matrix product."""
+    rng = np.random.default_rng(seed)
+    plan = _Plan(n, strata, groups)
+    for start in range(0, int(n_boot), chunk):
+        W = np.zeros((min(chunk, int(n_boot) - start), n))
+        for row in W:
+            row += np.bincount(plan.draw(rng), minlength=n)
+        yield W
+
+
+def percentile_interval(values: ArrayLike, *, n_boot: int, seed: int, method: str,
+                        alpha: float = 0.05) -> dict:
+    """:func:`bootstrap_ci`'s result for the resamples' metric ``values`` (undefined ones:
+    None or non-finite, left out and counted)."""
+    vals = [float(v) for v in values if v is not None and np.isfinite(v)]
+    res = {"ci95": None, "n_boot": int(n_boot), "n_valid": len(vals), "seed": int(seed),
+           "method": method}
+    if len(vals) >= 2:
+        lo, hi = np.percentile(vals, [100 * alpha / 2, 100 * (1 - alpha / 2)])
+        res["ci95"] = [float(lo), float(hi)]
+    return res
 
 
 def bootstrap_ci(metric: Callable, *arrays: ArrayLike, n_boot: int = 200, seed: int = 0,

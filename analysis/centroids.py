@@ -12,7 +12,8 @@ from ._common import UndefinedMetricError, l2_normalize
 from .structure import centroid_cosine_matrix
 from .aligned import validate
 
-__all__ = ["centroid_matrix_correlation", "centroid_matrix_correlation_resampler"]
+__all__ = ["centroid_matrix_correlation", "centroid_matrix_correlation_resampler",
+           "centroid_matrix_correlation_resamples"]
 
 def centroid_matrix_correlation(X: ArrayLike, Y: ArrayLike, labels: ArrayLike, *,
                                 center: bool = True) -> float:
@@ -88,3 +89,49 @@ def centroid_matrix_correlation_resampler(X: ArrayLike, Y: ArrayLike, labels: Ar
     return f
 
 
+
+
+def centroid_matrix_correlation_resamples(X: ArrayLike, Y: ArrayLike, labels: ArrayLike,
+                                          weight_chunks, *, center: bool = True) -> list:
+    """:func:`centroid_matrix_correlation` of many resamples at once, given as item weights
+    (counts): ``weight_chunks`` yields arrays [shape=(b, n)] (e.g.
+    :func:`analysis.bootstrap.resample_counts`). Returns one value per resample, None where it
+    is undefined (a class absent from both spaces' ... constant entries).
+
+    Each class's weighted sums for b resamples are one product W_c V_c [shape=(b, d)]: O(n d)
+    per resample in a matrix product, where the per-resample one-hot form multiplied k times
+    as many zeros (~20x the work at 20 classes).
+    """
+    X, Y, labels = validate(X, Y, labels)
+    classes, inv = np.unique(np.asarray(labels).astype(str), return_inverse=True)
+    k = len(classes)
+    if k < 3:
+        raise UndefinedMetricError(f"centroid matrix correlation needs >= 3 classes, got {k}")
+    rows = [np.flatnonzero(inv == c) for c in range(k)]
+    units = [l2_normalize(V) for V in (X, Y)]
+    parts = [[np.ascontiguousarray(V[r]) for r in rows] for V in units]
+    iu = np.triu_indices(k, k=1)
+    out = []
+    for W in weight_chunks:
+        Wc = [np.ascontiguousarray(W[:, r]) for r in rows]
+        counts = np.stack([w.sum(axis=1) for w in Wc], axis=1)           # (b, k)
+        entries = []
+        for part in parts:
+            S = np.stack([w @ v for w, v in zip(Wc, part)], axis=1)       # (b, k, d) sums
+            with np.errstate(invalid="ignore", divide="ignore"):
+                C = S / counts[:, :, None]                                # absent class: NaN
+                if center:
+                    C = C - (S.sum(axis=1) / counts.sum(axis=1)[:, None])[:, None, :]
+                norms = np.linalg.norm(C, axis=2)
+                Cn = C / norms[:, :, None]
+            Cn[~np.isfinite(norms) | (norms < 1e-12)] = np.nan
+            G = np.clip(np.einsum("bkd,bld->bkl", Cn, Cn), -1.0, 1.0)
+            entries.append(G[:, iu[0], iu[1]])
+        for a, b in zip(*entries):
+            ok = np.isfinite(a) & np.isfinite(b)
+            a, b = a[ok], b[ok]
+            if len(a) < 3 or np.std(a) < 1e-12 or np.std(b) < 1e-12:
+                out.append(None)
+            else:
+                out.append(float(np.corrcoef(a, b)[0, 1]))
+    return out
