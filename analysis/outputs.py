@@ -53,9 +53,10 @@ def _write_table(path: Path, header: list, rows: list) -> Path:
 def write_tables_and_figures(metrics: dict, sets: list, out: Path, plot_dir: Path,
                              cos_dir: Path, var_dir: Path, *, title: str, methods: tuple,
                              seed: int, all_classes: list, bar: Any,
-                             coords: dict | None = None) -> OrderedDict:
+                             coords: dict | None = None, given: dict | None = None) -> OrderedDict:
     """Every CSV and figure; file paths go to ``metrics["files"]``, failures to its notes.
-    ``coords``, if given, receives the maps' 2-d coordinates (see :func:`draw_maps`).
+    ``coords``, if given, receives the maps' 2-d coordinates; ``given`` holds projections
+    already computed (see :func:`draw_maps`).
 
     Returns
     -------
@@ -72,7 +73,8 @@ def write_tables_and_figures(metrics: dict, sets: list, out: Path, plot_dir: Pat
     try:
         draw_maps(sets, plot_dir, methods=methods, seed=seed, all_classes=all_classes,
                   prefix=prefix, images=images, notes=notes,
-                  projections=metrics["parameters"]["projections"], bar=bar, coords=coords)
+                  projections=metrics["parameters"]["projections"], bar=bar, coords=coords,
+                  given=given)
         draw_matrices(metrics, plot_dir, cos_dir, prefix=prefix, images=images)
     except Exception as exc:
         notes.append(f"plotting failed: {type(exc).__name__}: {exc}")
@@ -199,20 +201,24 @@ def write_embedder_tables(metrics: dict, out: Path, cos_dir: Path, var_dir: Path
 
 def draw_maps(sets: list, plot_dir: Path, *, methods: tuple, seed: int, all_classes: list,
               prefix: str, images: dict, notes: list, projections: dict, bar: Any,
-              coords: dict | None = None) -> None:
+              coords: dict | None = None, given: dict | None = None) -> None:
     """2-d maps per embedder and method, and one side-by-side panel per method.
 
     ``coords`` (optional) receives {method: {embedder: Y [shape=(n, 2)]}}, for the report's
-    interactive maps (:mod:`analysis.interactive`), so they draw the same coordinates."""
-    from . import plots, projection
+    interactive maps (:mod:`analysis.interactive`), so they draw the same coordinates.
+    ``given`` (optional): {(method, embedder): :func:`project_set`'s result, or the exception
+    it raised}, computed elsewhere (the analysis workers); the rest are computed here."""
+    from . import plots
     for method in methods:
         panels = []
         for s in sets:
             bar.set_postfix_str(f"{method} {s.name}")
             bar.update()
             try:
-                Y, p = projection.project(s.vectors, method, s.labels, seed=seed,
-                                          groups=s.pair_ids)
+                done = (given or {}).get((method, s.name))
+                if isinstance(done, BaseException):
+                    raise done
+                Y, p = done if done is not None else project_set(s, method, seed=seed)
             except UndefinedMetricError as exc:
                 notes.append(f"{s.name}: no {method} map: {exc}")
                 continue
@@ -236,6 +242,13 @@ def draw_maps(sets: list, plot_dir: Path, *, methods: tuple, seed: int, all_clas
             images[f"all_{method}"] = plots.plot_maps_side_by_side(
                 panels, plot_dir / f"all_embedders_{method}",
                 title=f"{prefix}all embedders — {method.upper()}", classes=all_classes)
+
+
+def project_set(s, method: str, *, seed: int) -> tuple:
+    """:func:`analysis.projection.project` of an EmbeddingSet (pieces kept whole when a map
+    is fitted on a subsample): (Y [shape=(n, 2)], params)."""
+    from . import projection
+    return projection.project(s.vectors, method, s.labels, seed=seed, groups=s.pair_ids)
 
 
 def draw_matrices(metrics: dict, plot_dir: Path, cos_dir: Path, *, prefix: str,

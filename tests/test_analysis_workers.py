@@ -17,9 +17,7 @@ def _sets(n=90, seed=0):
     B = A @ rng.normal(size=(16, 12)) + rng.normal(size=(n, 12))
     stems = np.array([f"{labels[i]}/p{i:03d}" for i in range(n)])
     return [EmbeddingSet("a", "audio", np.char.add(stems, ".wav"), labels, stems, A),
-            EmbeddingSet("b", "symbolic", np.char.add(stems, ".mid"), labels, stems, B),
-            EmbeddingSet("c", "audio", np.char.add(stems, ".wav"), labels, stems,
-                         A + rng.normal(size=A.shape))]
+            EmbeddingSet("b", "symbolic", np.char.add(stems, ".mid"), labels, stems, B)]
 
 
 def _numbers(m: dict) -> dict:
@@ -37,11 +35,21 @@ def test_two_workers_give_the_same_metrics(tmp_path):
     for workers in (1, 2):
         d = tmp_path / f"w{workers}"
         m = run_analysis(_sets(), d / "out", plot_dir=d / "plots", cos_dir=d / "cos",
-                         var_dir=d / "var", methods=(), seed=3, n_bootstrap=40,
+                         var_dir=d / "var", methods=("tsne",), seed=3, n_bootstrap=40,
                          n_permutations=49, workers=workers)
         runs.append(_numbers(m))
     one, two = runs
-    assert one["embedders"].keys() == two["embedders"].keys() == {"a", "b", "c"}
-    assert len(one["pairs"]) == 3 and len(one["comparisons"]) > 0
+    assert one["embedders"].keys() == two["embedders"].keys() == {"a", "b"}
+    assert len(one["pairs"]) == 1 and len(one["comparisons"]) > 0
     assert not any("workers failed" in n for n in two["notes"])
     assert one == two
+    assert one["parameters"]["projections"]["a"]["tsne"]["method"] == "tsne"
+    # the maps projected in the workers are the ones projected here
+    from analysis import outputs, run
+    s = _sets()[1]
+    Y1, p1 = outputs.project_set(s, "tsne", seed=3)
+    Y2, p2 = run._map_job(s, "tsne", 3)
+    assert p1 == p2 and np.array_equal(Y1, Y2)
+    for workers in (1, 2):
+        png = tmp_path / f"w{workers}" / "plots" / "all_embedders_tsne.png"
+        assert png.stat().st_size > 10_000
