@@ -53,7 +53,8 @@ def _write_table(path: Path, header: list, rows: list) -> Path:
 def write_tables_and_figures(metrics: dict, sets: list, out: Path, plot_dir: Path,
                              cos_dir: Path, var_dir: Path, *, title: str, methods: tuple,
                              seed: int, all_classes: list, bar: Any,
-                             coords: dict | None = None, given: dict | None = None) -> OrderedDict:
+                             coords: dict | None = None, given: dict | None = None,
+                             pool: Any = None) -> OrderedDict:
     """Every CSV and figure; file paths go to ``metrics["files"]``, failures to its notes.
     ``coords``, if given, receives the maps' 2-d coordinates; ``given`` holds projections
     already computed (see :func:`draw_maps`).
@@ -75,7 +76,7 @@ def write_tables_and_figures(metrics: dict, sets: list, out: Path, plot_dir: Pat
                   prefix=prefix, images=images, notes=notes,
                   projections=metrics["parameters"]["projections"], bar=bar, coords=coords,
                   given=given)
-        draw_matrices(metrics, plot_dir, cos_dir, prefix=prefix, images=images)
+        draw_matrices(metrics, plot_dir, cos_dir, prefix=prefix, images=images, pool=pool)
     except Exception as exc:
         notes.append(f"plotting failed: {type(exc).__name__}: {exc}")
         traceback.print_exc()
@@ -244,6 +245,38 @@ def draw_maps(sets: list, plot_dir: Path, *, methods: tuple, seed: int, all_clas
                 title=f"{prefix}all embedders — {method.upper()}", classes=all_classes)
 
 
+_MATRIX_KEYS = tuple(k for k, _, _ in CENTROID_MATRICES) + ("frechet", "confusion")
+
+
+def embedder_matrices(name: str, r: dict, plot_dir: Path, cos_dir: Path, *,
+                      prefix: str) -> OrderedDict:
+    """One embedder's class x class figures (centroid cosines, Fréchet distances, confusion)
+    from its metrics entry ``r``: {image key: written paths}."""
+    from . import plots
+    images, safe = OrderedDict(), safe_name(name)
+    for key, suffix, what in CENTROID_MATRICES:
+        cc = r.get(key) or {}
+        if cc.get("matrix") is not None:
+            images[f"{name}_{suffix}"] = plots.plot_heatmap(
+                cc["matrix"], cc["classes"], cos_dir / f"{safe}_{suffix}",
+                title=f"{prefix}{name}: {what}")
+    fr = r.get("frechet") or {}
+    for key, suffix, what in FRECHET_MATRICES:
+        if fr.get(key) is not None:
+            M = np.asarray(fr[key], dtype=float)
+            top = float(np.nanmax(M)) if np.isfinite(M).any() else 0.0
+            images[f"{name}_{suffix}"] = plots.plot_heatmap(
+                M, fr["classes"], cos_dir / f"{safe}_{suffix}",
+                title=f"{prefix}{name}: {what}", vmin=0.0, vmax=top if top > 0 else 1.0,
+                cmap="viridis_r", cbar_label="Fréchet distance")
+    conf = r.get("confusion") or {}
+    if conf.get("matrix") is not None:
+        images[f"{name}_confusion"] = plots.plot_confusion(
+            conf["matrix"], conf["classes"], plot_dir / f"{safe}_confusion",
+            title=f"{prefix}{name}: nearest-centroid confusion (leave-one-out)")
+    return images
+
+
 def project_set(s, method: str, *, seed: int) -> tuple:
     """:func:`analysis.projection.project` of an EmbeddingSet (pieces kept whole when a map
     is fitted on a subsample): (Y [shape=(n, 2)], params)."""
@@ -252,31 +285,26 @@ def project_set(s, method: str, *, seed: int) -> tuple:
 
 
 def draw_matrices(metrics: dict, plot_dir: Path, cos_dir: Path, *, prefix: str,
-                  images: dict) -> None:
-    """Centroid cosine heatmaps (fixed -1..1), confusion matrices and the metric bar chart."""
+                  images: dict, pool: Any = None) -> None:
+    """Centroid cosine heatmaps (fixed -1..1), confusion matrices and the metric bar chart.
+    ``pool`` (a concurrent.futures executor, optional) draws each embedder's matrices in a
+    worker; the images are the same, listed in the same order."""
     from . import plots
-    for name, r in metrics["embedders"].items():
-        safe = safe_name(name)
-        for key, suffix, what in CENTROID_MATRICES:
-            cc = r.get(key) or {}
-            if cc.get("matrix") is not None:
-                images[f"{name}_{suffix}"] = plots.plot_heatmap(
-                    cc["matrix"], cc["classes"], cos_dir / f"{safe}_{suffix}",
-                    title=f"{prefix}{name}: {what}")
-        fr = r.get("frechet") or {}
-        for key, suffix, what in FRECHET_MATRICES:
-            if fr.get(key) is not None:
-                M = np.asarray(fr[key], dtype=float)
-                top = float(np.nanmax(M)) if np.isfinite(M).any() else 0.0
-                images[f"{name}_{suffix}"] = plots.plot_heatmap(
-                    M, fr["classes"], cos_dir / f"{safe}_{suffix}",
-                    title=f"{prefix}{name}: {what}", vmin=0.0, vmax=top if top > 0 else 1.0,
-                    cmap="viridis_r", cbar_label="Fréchet distance")
-        conf = r.get("confusion") or {}
-        if conf.get("matrix") is not None:
-            images[f"{name}_confusion"] = plots.plot_confusion(
-                conf["matrix"], conf["classes"], plot_dir / f"{safe}_confusion",
-                title=f"{prefix}{name}: nearest-centroid confusion (leave-one-out)")
+    jobs = [(name, {k: r.get(k) for k in _MATRIX_KEYS}) for name, r in
+            metrics["embedders"].items()]
+    drawn: dict = {}
+    if pool is not None:
+        from concurrent.futures import BrokenExecutor
+        try:
+            futures = [pool.submit(embedder_matrices, name, part, plot_dir, cos_dir,
+                                   prefix=prefix) for name, part in jobs]
+            for (name, _), fut in zip(jobs, futures):
+                drawn[name] = fut.result()
+        except BrokenExecutor:  # a worker died: the rest are drawn here
+            pass
+    for name, part in jobs:
+        images.update(drawn[name] if name in drawn else
+                      embedder_matrices(name, part, plot_dir, cos_dir, prefix=prefix))
     if metrics["embedders"]:
         table = {name: {m: ((r.get(m) or {}).get("value"), (r.get(m) or {}).get("ci95"))
                         for m in EMBEDDER_METRICS}

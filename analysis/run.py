@@ -118,11 +118,10 @@ def _analyse_pair(a, b, *, seed: int, n_bootstrap: int, n_permutations: int) -> 
 
 def _analyse_all(sets, metrics: OrderedDict, bar, *, seed: int, n_bootstrap: int,
                  n_permutations: int, hubness_reduction: str | None = None,
-                 workers: int = 1, methods: Sequence[str] = (), maps: dict | None = None
-                 ) -> None:
+                 methods: Sequence[str] = (), maps: dict | None = None, pool=None) -> None:
     """Fill ``metrics["embedders"]`` and ``metrics["pairs"]``; collect their notes. With
-    ``workers`` > 1 the embedders and pairs are analysed in that many processes (each seeded
-    as here, so the entries are the same whatever the count), and filled in the same order;
+    a ``pool`` of worker processes the embedders and pairs are analysed there (each seeded as
+    here, so the entries are the same whatever the count), and filled in the same order;
     the maps of ``methods`` are projected there too, into ``maps`` (see
     :func:`analysis.outputs.draw_maps`'s ``given``)."""
     notes = metrics["notes"]
@@ -130,9 +129,9 @@ def _analyse_all(sets, metrics: OrderedDict, bar, *, seed: int, n_bootstrap: int
     pairs = [(a, b) for i, a in enumerate(sets) for b in sets[i + 1:]]
     emb_kw = {"seed": seed, "n_bootstrap": n_bootstrap, "hubness_reduction": hubness_reduction}
     pair_kw = {"seed": seed, "n_bootstrap": n_bootstrap, "n_permutations": n_permutations}
-    done = (_analyse_in_workers(sets, pairs, emb_kw, pair_kw, workers, contexts, bar, notes,
+    done = (_analyse_in_workers(sets, pairs, emb_kw, pair_kw, pool, contexts, bar, notes,
                                 methods=methods, seed=seed)
-            if workers > 1 and len(sets) + len(pairs) + len(sets) * len(methods) > 1 else {})
+            if pool is not None else {})
     if maps is not None:
         maps.update({key[1:]: r for key, r in done.items() if key[0] == "map"})
     for s in sets:
@@ -213,36 +212,42 @@ def _map_job(s, method: str, seed: int):
         return exc
 
 
-def _analyse_in_workers(sets, pairs, emb_kw, pair_kw, workers, contexts, bar, notes, *,
-                        methods=(), seed: int = 0) -> dict:
-    """Every embedder and pair analysed, and every map projected, in ``workers`` spawned
-    processes: {(kind, name...): result}. A broken pool (a worker killed) leaves its tasks
-    to the sequential code, with a note."""
+def _worker_pool(workers: int):
+    """The run's worker processes (spawned, one BLAS thread each), or None for one."""
+    if workers <= 1:
+        return None
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
+    return ProcessPoolExecutor(max_workers=workers, initializer=_worker_init,
+                               mp_context=multiprocessing.get_context("spawn"))
+
+
+def _analyse_in_workers(sets, pairs, emb_kw, pair_kw, ex, contexts, bar, notes, *,
+                        methods=(), seed: int = 0) -> dict:
+    """Every embedder and pair analysed, and every map projected, in the executor ``ex``:
+    {(kind, name...): result}. A broken pool (a worker killed) leaves its tasks to the
+    sequential code, with a note."""
     ks = _comparison_settings()["knn_ks"]
     done: dict = {}
     futures: list = []
     try:
-        with ProcessPoolExecutor(max_workers=workers, initializer=_worker_init,
-                                 mp_context=multiprocessing.get_context("spawn")) as ex:
-            futures += [(("embedder", s.name), ex.submit(_embedder_job, s, emb_kw,
-                                                         max(ks) if ks else None))
-                       for s in sets]
-            # the slowest maps first (t-SNE): they overlap with the pairs' metrics
-            futures += [(("map", m, s.name), ex.submit(_map_job, s, m, seed))
-                        for m in sorted(methods, key=lambda m: m == "pca") for s in sets]
-            futures += [(("pair", f"{a.name}__vs__{b.name}"),
-                         ex.submit(_analyse_pair, a, b, **pair_kw)) for a, b in pairs]
-            for key, fut in futures:
-                res = fut.result()
-                if key[0] != "map":  # a map's step is counted where it is drawn
-                    bar.update()
-                if key[0] == "embedder":
-                    res, shared = res
-                    if shared is not None:
-                        contexts[key[1]] = shared
-                done[key] = res
+        futures += [(("embedder", s.name), ex.submit(_embedder_job, s, emb_kw,
+                                                     max(ks) if ks else None))
+                   for s in sets]
+        # the slowest maps first (t-SNE): they overlap with the pairs' metrics
+        futures += [(("map", m, s.name), ex.submit(_map_job, s, m, seed))
+                    for m in sorted(methods, key=lambda m: m == "pca") for s in sets]
+        futures += [(("pair", f"{a.name}__vs__{b.name}"),
+                     ex.submit(_analyse_pair, a, b, **pair_kw)) for a, b in pairs]
+        for key, fut in futures:
+            res = fut.result()
+            if key[0] != "map":  # a map's step is counted where it is drawn
+                bar.update()
+            if key[0] == "embedder":
+                res, shared = res
+                if shared is not None:
+                    contexts[key[1]] = shared
+            done[key] = res
     except Exception as exc:  # e.g. BrokenProcessPool: the rest runs here, one at a time
         notes.append(f"analysis workers failed ({type(exc).__name__}: {exc}); the "
                      f"{sum(1 for k, _ in futures if k[0] != 'map' and k not in done)} "
@@ -411,17 +416,23 @@ def run_analysis(sets: Sequence, out: str | Path, *, plot_dir: str | Path, cos_d
     bar = progress_bar(n_steps, desc="analysis", unit="step", enabled=progress, leave=False)
     params["hubness_reduction"] = hubness_reduction
     maps_done: dict = {}
-    _analyse_all(sets, metrics, bar, seed=seed, n_bootstrap=n_bootstrap,
-                 n_permutations=n_permutations, hubness_reduction=hubness_reduction,
-                 workers=max(1, int(workers)), methods=methods, maps=maps_done)
-    params["seconds_metrics"] = round(time.perf_counter() - t_start, 3)
-    write_json_atomic(metrics, out / "metrics.json")  # early copy; rewritten at the end
-    all_classes = sorted({c for s in sets for c in s.labels.tolist()}
-                         | set(dataset_summary.get("classes", []) or []))
-    coords: OrderedDict = OrderedDict()
-    images = outputs.write_tables_and_figures(
-        metrics, sets, *dirs, title=title, methods=methods, seed=seed,
-        all_classes=all_classes, bar=bar, coords=coords, given=maps_done)
+    tasks = len(sets) * (len(sets) + 1) // 2 + len(sets) * len(methods)
+    pool = _worker_pool(int(workers) if tasks > 1 else 1)
+    try:
+        _analyse_all(sets, metrics, bar, seed=seed, n_bootstrap=n_bootstrap,
+                     n_permutations=n_permutations, hubness_reduction=hubness_reduction,
+                     methods=methods, maps=maps_done, pool=pool)
+        params["seconds_metrics"] = round(time.perf_counter() - t_start, 3)
+        write_json_atomic(metrics, out / "metrics.json")  # early copy; rewritten at the end
+        all_classes = sorted({c for s in sets for c in s.labels.tolist()}
+                             | set(dataset_summary.get("classes", []) or []))
+        coords: OrderedDict = OrderedDict()
+        images = outputs.write_tables_and_figures(
+            metrics, sets, *dirs, title=title, methods=methods, seed=seed,
+            all_classes=all_classes, bar=bar, coords=coords, given=maps_done, pool=pool)
+    finally:
+        if pool is not None:
+            pool.shutdown()
     layer_plots.add_layer_figures(metrics, images, dirs[1], prefix=f"{title}: " if title else "")
     bar.close()
     params["seconds_total"] = round(time.perf_counter() - t_start, 3)

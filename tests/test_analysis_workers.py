@@ -53,3 +53,8 @@ def test_two_workers_give_the_same_metrics(tmp_path):
     for workers in (1, 2):
         png = tmp_path / f"w{workers}" / "plots" / "all_embedders_tsne.png"
         assert png.stat().st_size > 10_000
+    # the class x class figures drawn in the workers are the ones drawn here
+    heat = sorted((tmp_path / "w1" / "cos").glob("*.png"))
+    assert len(heat) >= 4
+    for f in heat:
+        assert f.read_bytes() == (tmp_path / "w2" / "cos" / f.name).read_bytes(), f.name
