@@ -12,6 +12,7 @@ raise ``ValueError``.
 from __future__ import annotations
 
 import contextlib
+import math
 import warnings
 from collections import Counter
 
@@ -206,14 +207,85 @@ def effective_n_splits(labels: ArrayLike, groups: ArrayLike | None = None, *,
     return int(min(n_splits, min(per_class), len(set(g.tolist()))))
 
 
+def _stratified_group_folds(class_codes: np.ndarray, group_codes: np.ndarray, *,
+                            n_splits: int, random_state) -> np.ndarray:
+    """Test-fold index [shape=(n,)] of each item: scikit-learn's shuffled StratifiedGroupKFold
+    greedy (groups in a seeded random order, stable-sorted by the spread of their class counts,
+    each put in the fold that keeps the per-class fold shares most even, ties to the smaller
+    fold), reimplemented to give the same folds with one numpy pass per group.
+
+    Parameters
+    ----------
+    class_codes : np.ndarray [shape=(n,)]
+        Class index of each item, 0..n_classes-1 in sorted-label order (every code used).
+    group_codes : np.ndarray [shape=(n,)]
+        Group index of each item, 0..n_groups-1 in sorted-group order (every code used).
+    n_splits : int
+        Number of folds, 2 <= n_splits <= n_groups.
+    random_state : int, np.random.RandomState or None
+        Seeds the group shuffle (as ``StratifiedGroupKFold(shuffle=True, random_state=...)``).
+    """
+    from sklearn.utils import check_random_state
+    rng = check_random_state(random_state)
+    n_classes = int(class_codes.max()) + 1
+    n_groups = int(group_codes.max()) + 1
+    class_sizes = np.bincount(class_codes, minlength=n_classes)
+    group_class_counts = np.bincount(group_codes * n_classes + class_codes,
+                                     minlength=n_groups * n_classes)
+    group_class_counts = group_class_counts.reshape(n_groups, n_classes).astype(np.float64)
+    # The same draw as scikit-learn: the rows are shuffled, and the greedy works on (and
+    # assigns) shuffled rows; the stable sort keeps that order among equal spreads.
+    perm = np.arange(n_groups)
+    rng.shuffle(perm)
+    group_class_counts = group_class_counts[perm]
+    row_of_group = np.empty_like(perm)
+    row_of_group[perm] = np.arange(n_groups)
+    order = np.argsort(-np.std(group_class_counts, axis=1), kind="stable")
+
+    group_sizes = group_class_counts.sum(axis=1).tolist()
+    fold_counts = np.zeros((n_splits, n_classes))
+    fold_shares = fold_counts / class_sizes          # [shape=(n_splits, n_classes)]
+    fold_sizes = [0.0] * n_splits
+    # candidates[i] = the fold shares if the group joined fold i; the std runs over the folds
+    # axis (not the contiguous one), so it accumulates in the same order as scikit-learn's std
+    # over axis 0 of one candidate, and gives the same bits.
+    candidates = np.empty((n_splits, n_splits, n_classes))
+    joined = candidates.reshape(n_splits * n_splits, n_classes)[::n_splits + 1]  # [i, i] view
+    joined_counts = np.empty((n_splits, n_classes))
+    fold_of_row = np.empty(n_groups, dtype=np.int64)
+    for row in order.tolist():
+        counts = group_class_counts[row]
+        np.copyto(candidates, fold_shares)
+        np.add(fold_counts, counts, out=joined_counts)
+        np.divide(joined_counts, class_sizes, out=joined)
+        # the mean over classes as np.mean computes it: a sum along the contiguous axis / count
+        evals = (np.add.reduce(np.std(candidates, axis=1), axis=1) / n_classes).tolist()
+        best, min_eval, min_size = -1, math.inf, math.inf
+        # Sequential on purpose: np.isclose is not transitive, so the winner depends on order.
+        for i, (ev, size) in enumerate(zip(evals, fold_sizes)):
+            if ev < min_eval or (size < min_size and _isclose(ev, min_eval)):
+                best, min_eval, min_size = i, ev, size
+        fold_counts[best] += counts
+        np.divide(fold_counts[best], class_sizes, out=fold_shares[best])
+        fold_sizes[best] += group_sizes[row]
+        fold_of_row[row] = best
+    return fold_of_row[row_of_group[group_codes]]
+
+
+def _isclose(a: float, b: float) -> bool:
+    """``np.isclose(a, b)`` (rtol 1e-5, atol 1e-8) on two floats, without numpy's overhead."""
+    return (abs(a - b) <= 1e-08 + 1e-05 * abs(b) and math.isfinite(b)) or a == b
+
+
 def probe_folds(labels: ArrayLike, groups: ArrayLike | None = None, *, n_splits: int = 5,
                 seed: int = 0) -> np.ndarray:
     """Test-fold index [shape=(n,)] of each item under StratifiedGroupKFold.
 
-    Items with an empty group are their own group. Raises UndefinedMetricError if fewer than 2
-    folds are possible.
+    The same folds as scikit-learn's ``StratifiedGroupKFold(n_splits, shuffle=True,
+    random_state=seed)`` (tests/test_probe_folds.py checks), computed by
+    :func:`_stratified_group_folds` at a fraction of the cost. Items with an empty group are
+    their own group. Raises UndefinedMetricError if fewer than 2 folds are possible.
     """
-    from sklearn.model_selection import StratifiedGroupKFold
     labels = np.asarray(labels)
     n = len(labels)
     g = groups_or_self(groups, n)
@@ -222,14 +294,12 @@ def probe_folds(labels: ArrayLike, groups: ArrayLike | None = None, *, n_splits:
         raise UndefinedMetricError(
             "linear probe impossible: the smallest class has fewer than 2 distinct groups "
             "(pieces), so no grouped split keeps every class on both sides")
-    cv = StratifiedGroupKFold(n_splits=ns, shuffle=True, random_state=seed)
-    fold = np.full(n, -1, dtype=np.int64)
-    _, g_codes = np.unique(g.astype(str), return_inverse=True)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for f, (_, te) in enumerate(cv.split(np.zeros((n, 1)), labels, g_codes)):
-            fold[te] = f
-    return fold
+    # codes in sorted order, as scikit-learn numbers classes and groups: the seeded shuffle
+    # permutes the groups in that order, so another numbering would give other folds
+    _, class_codes = np.unique(labels, return_inverse=True)
+    _, group_codes = np.unique(g.astype(str), return_inverse=True)
+    return _stratified_group_folds(class_codes.ravel(), group_codes.ravel(), n_splits=ns,
+                                   random_state=seed)
 
 
 def linear_probe(X: ArrayLike, labels: ArrayLike, groups: ArrayLike | None = None, *,
