@@ -12,20 +12,22 @@ from .aligned import validate
 __all__ = ["knn_jaccard_per_item", "knn_jaccard", "knn_jaccard_chance"]
 
 def knn_jaccard_per_item(X: ArrayLike, Y: ArrayLike, *, k: int = 10,
-                         center: bool = True) -> np.ndarray:
+                         center: bool = True, rows: ArrayLike | None = None) -> np.ndarray:
     """Per-item Jaccard index [shape=(n,)] of the k-nearest-neighbour sets (cosine) in X and Y.
 
     ``center``: neighbours by cosine of centred unit vectors (default; see
-    :func:`analysis._common.center_unit`) or of the raw vectors.
+    :func:`analysis._common.center_unit`) or of the raw vectors. ``rows``: only these items'
+    values [shape=(len(rows),)], their neighbours still searched among all n (the search
+    costs O(len(rows) n dim)).
     """
     X, Y, _ = validate(X, Y)
     n = X.shape[0]
     if n < k + 1:
         raise UndefinedMetricError(f"kNN Jaccard with k={k} needs at least {k + 1} items, got {n}")
-    A = cosine_neighbors(cosine_geometry(X, center=center), k)
-    B = cosine_neighbors(cosine_geometry(Y, center=center), k)
-    out = np.empty(n)
-    for i in range(n):
+    A = cosine_neighbors(cosine_geometry(X, center=center), k, rows=rows)
+    B = cosine_neighbors(cosine_geometry(Y, center=center), k, rows=rows)
+    out = np.empty(len(A))
+    for i in range(len(A)):
         sa, sb = set(A[i].tolist()), set(B[i].tolist())
         out[i] = len(sa & sb) / len(sa | sb)
     return out

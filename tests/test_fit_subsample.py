@@ -117,3 +117,19 @@ def test_cka_on_a_subsample_lies_in_the_full_interval():
         assert es["value"] != ef["value"]
     p = guard(get("cka_permutation_p"), sub)
     assert p["params"]["items_subsampled"]["of"] == 1500 and 0 < p["value"] <= 1
+
+
+def test_jaccard_over_query_items_lies_in_the_full_interval(monkeypatch):
+    from analysis.metrics import PairContext
+    from analysis.metrics import neighbourhood
+    X, y = _clustered(1200, dim=10)
+    rng = np.random.default_rng(7)
+    Y = X @ rng.normal(size=(10, 10)) + 2.0 * rng.normal(size=(1200, 10))
+    m = get("knn_jaccard_k10")
+    full = guard(m, PairContext(X, Y, y, n_bootstrap=200))
+    monkeypatch.setattr(neighbourhood, "JACCARD_MAX_QUERIES", 400)
+    sub = guard(m, PairContext(X, Y, y, n_bootstrap=200))
+    s = sub["params"]["items_subsampled"]
+    assert s["of"] == 1200 and 400 <= s["n_items"] <= 405 and "query" in s["how"]
+    assert sub["params"]["chance"] == full["params"]["chance"]
+    assert full["ci95"][0] <= sub["value"] <= full["ci95"][1], (sub["value"], full["ci95"])
