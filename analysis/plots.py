@@ -21,6 +21,8 @@ __all__ = ["class_colors", "save", "plot_map", "plot_maps_side_by_side", "plot_h
 HEATMAP_VMIN, HEATMAP_VMAX, HEATMAP_CMAP = -1.0, 1.0, "RdBu_r"
 MARKER_SIZE = 18
 DPI = 110
+#: maps with more points than this rasterise their markers in the SVG (see :func:`_scatter`)
+RASTER_POINTS = 20_000
 
 
 def class_colors(classes: Sequence) -> dict:
@@ -61,8 +63,10 @@ def _scatter(ax, Y, labels, colors, title):
     order = np.random.default_rng(0).permutation(n)
     order = order[np.isin(labels[order], list(colors))]
     if len(order):
+        # above RASTER_POINTS points the SVG holds the markers as one image (axes and text
+        # stay vector): 100,000 vector markers made a ~20 MB file that drew slowly everywhere
         ax.scatter(Y[order, 0], Y[order, 1], s=size, c=[colors[c] for c in labels[order]],
-                   alpha=alpha, edgecolors="none")
+                   alpha=alpha, edgecolors="none", rasterized=n > RASTER_POINTS)
     for c in sorted(colors):  # legend entries (no data)
         if np.any(labels == c):
             ax.scatter([], [], s=MARKER_SIZE, color=colors[c], label=str(c))

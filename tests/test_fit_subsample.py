@@ -133,3 +133,14 @@ def test_jaccard_over_query_items_lies_in_the_full_interval(monkeypatch):
     assert s["of"] == 1200 and 400 <= s["n_items"] <= 405 and "query" in s["how"]
     assert sub["params"]["chance"] == full["params"]["chance"]
     assert full["ci95"][0] <= sub["value"] <= full["ci95"][1], (sub["value"], full["ci95"])
+
+
+def test_large_maps_rasterise_their_markers_in_the_svg(tmp_path, monkeypatch):
+    from analysis import plots
+    rng = np.random.default_rng(0)
+    Y, y = rng.normal(size=(600, 2)), np.array([f"c{i % 4}" for i in range(600)])
+    small = plots.plot_map(Y, y, tmp_path / "vector", title="t")[1].read_text()
+    monkeypatch.setattr(plots, "RASTER_POINTS", 500)
+    big = plots.plot_map(Y, y, tmp_path / "raster", title="t")[1].read_text()
+    assert "<image" not in small and "<image" in big
+    assert len(big) < len(small)
