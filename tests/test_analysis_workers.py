@@ -58,3 +58,14 @@ def test_two_workers_give_the_same_metrics(tmp_path):
     assert len(heat) >= 4
     for f in heat:
         assert f.read_bytes() == (tmp_path / "w2" / "cos" / f.name).read_bytes(), f.name
+
+
+def test_cli_workers_are_capped_at_this_machines_cpus(monkeypatch):
+    import os
+
+    from cli.compare import analysis_workers
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    assert analysis_workers(1) == 1
+    assert analysis_workers(2) == 2
+    assert analysis_workers(8) == 2   # more processes than cores only adds switching
+    assert analysis_workers(0) == 2   # --engine ray's "one per CPU": this machine's
