@@ -349,10 +349,12 @@ def linear_probe(X: ArrayLike, labels: ArrayLike, groups: ArrayLike | None = Non
 
 # ----------------------------------------------------------------------------- clustering
 def kmeans_clusters(X: ArrayLike, labels: ArrayLike, *, seed: int = 0,
-                    n_init: int = 10) -> np.ndarray:
+                    n_init: int = 10, check_distinct: bool = True) -> np.ndarray:
     """k-means cluster ids [shape=(n,)] with k = number of classes, on L2-normalised vectors.
 
     Clustering unit vectors makes the result cosine-consistent and scale-free.
+    ``check_distinct=False`` skips the check that there are at least k distinct vectors (a
+    caller clustering the same X with several seeds checks once).
     """
     from sklearn.cluster import KMeans
     X, labels, _ = validate(X, labels)
@@ -361,9 +363,10 @@ def kmeans_clusters(X: ArrayLike, labels: ArrayLike, *, seed: int = 0,
         raise UndefinedMetricError(f"k-means with {k} clusters needs more than {k} items, "
                                    f"got {len(labels)}")
     Xn = l2_normalize(X)
-    n_distinct = len(np.unique(np.round(Xn, 10), axis=0))
-    if n_distinct < k:
-        raise UndefinedMetricError(f"only {n_distinct} distinct vectors for {k} clusters")
+    if check_distinct:
+        n_distinct = len(np.unique(np.round(Xn, 10), axis=0))
+        if n_distinct < k:
+            raise UndefinedMetricError(f"only {n_distinct} distinct vectors for {k} clusters")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         km = KMeans(n_clusters=k, n_init=n_init, random_state=seed).fit(Xn)
@@ -537,12 +540,13 @@ CLUSTER_SCORE_BOUNDS = {"adjusted_mutual_info": (-1.0, 1.0), "v_measure": (0.0, 
                         "adjusted_rand": (-1.0, 1.0)}
 
 
-def _seed_agreement(X, labels, units, *, seed: int, n_boot: int, n_init: int) -> tuple:
+def _seed_agreement(X, labels, units, *, seed: int, n_boot: int, n_init: int,
+                    check_distinct: bool = True) -> tuple:
     """(scores, bootstrap variances) [shape=(3,)] each, in CLUSTER_SCORE_BOUNDS order, of one
     k-means seed; the bootstrap resamples whole pieces within classes, clusters held fixed."""
     from .bootstrap import bootstrap_values
     names = list(CLUSTER_SCORE_BOUNDS)
-    cl = kmeans_clusters(X, labels, seed=seed, n_init=n_init)
+    cl = kmeans_clusters(X, labels, seed=seed, n_init=n_init, check_distinct=check_distinct)
     sc = clustering_scores(labels, cl)
     # the scores depend on the partition only: integer codes give the same values and spare
     # each resample sklearn's sorting of strings (about 4x faster per resample)
@@ -590,8 +594,9 @@ def repeated_cluster_agreement(X: ArrayLike, labels: ArrayLike, groups: ArrayLik
     n_units = len(set(units.tolist()))
     seeds = [seed + s for s in range(n_seeds)]
     per_boot = max(20, n_boot // n_seeds)
-    per = [_seed_agreement(X, labels, units, seed=s, n_boot=per_boot, n_init=n_init)
-           for s in seeds]
+    # the first seed checks that there are enough distinct vectors; the others reuse that
+    per = [_seed_agreement(X, labels, units, seed=s, n_boot=per_boot, n_init=n_init,
+                           check_distinct=i == 0) for i, s in enumerate(seeds)]
     values, within = np.array([v for v, _ in per]), np.array([w for _, w in per])
     z = float(norm.ppf(1 - alpha / 2))
     res = {"seeds": seeds, "n_boot_per_seed": per_boot, "n_units": n_units,
