@@ -84,9 +84,10 @@ def frechet_inf_to_reference(ctx: SetContext, *, shrinkage: str = SHRINKAGE) -> 
 _P = {"shrinkage": SHRINKAGE,
       "covariance": "Ledoit-Wolf per class (sklearn's formula), kept as basis + floor",
       "trace_term": "eigenvalues of the symmetric C_a^1/2 C_b C_a^1/2, clipped at 0"}
-_COST = ("O(n dim min(n_c, dim)) for the class fits (one thin SVD each) + per class pair "
-         "O(dim n_a n_b + (n_a + n_b)^3) when n_a + n_b <= dim, else O(dim^2 n_b) and one "
-         "dim x dim eigvalsh")
+_COST = ("O(n dim min(n_c, dim)) for the class fits (a thin SVD each; the dim x dim scatter "
+         "for a class of more than dim items) + per class pair O(dim n_a n_b + (n_a + n_b)^3) "
+         "when n_a + n_b <= dim, else O(dim^2 min(n_b, dim)) and one dim x dim eigvalsh (two "
+         "dense classes: products with a Cholesky factor kept per class)")
 _INTERVAL = None  # an interval would need the class pairs' eigendecompositions per resample
 register("frechet_class_mean", kind="embedder", section="frechet", family="frechet",
          fn=frechet_class_mean, interval=_INTERVAL, cost=_COST, higher_is_better=True,
