@@ -10,7 +10,6 @@ Usage: ``python bench/bench_probe_folds.py [--sizes 1000 10000] [--classes 20] [
 import argparse
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -18,24 +17,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from machine import describe_cpu  # noqa: E402
 from analysis import separability  # noqa: E402
-
-
-def sklearn_folds(labels, groups, *, n_splits, seed):
-    """probe_folds as it was: scikit-learn's StratifiedGroupKFold on the same group ids."""
-    from sklearn.model_selection import StratifiedGroupKFold
-    n = len(labels)
-    g = separability.groups_or_self(groups, n)
-    ns = separability.effective_n_splits(labels, g, n_splits=n_splits)
-    cv = StratifiedGroupKFold(n_splits=ns, shuffle=True, random_state=seed)
-    fold = np.full(n, -1, dtype=np.int64)
-    _, g_codes = np.unique(g.astype(str), return_inverse=True)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for f, (_, te) in enumerate(cv.split(np.zeros((n, 1)), labels, g_codes)):
-            fold[te] = f
-    return fold
+# the scikit-learn route probe_folds took before: the tests' reference, measured here
+from test_probe_folds import sklearn_folds  # noqa: E402
 
 
 def best_seconds(fn, repeats):
