@@ -69,3 +69,31 @@ def test_cli_workers_are_capped_at_this_machines_cpus(monkeypatch):
     assert analysis_workers(2) == 2
     assert analysis_workers(8) == 2   # more processes than cores only adds switching
     assert analysis_workers(0) == 2   # --engine ray's "one per CPU": this machine's
+
+
+class _KillsItsWorker(EmbeddingSet):
+    """An EmbeddingSet whose copy in a worker process ends that process when it arrives
+    (unpickling calls os._exit): a worker dying mid-run, e.g. of a native crash."""
+
+    def __reduce__(self):
+        import os
+        return os._exit, (3,)
+
+
+@pytest.mark.slow
+def test_a_dead_worker_leaves_its_analyses_to_the_main_process(tmp_path):
+    a, b = _sets()
+    crash = _KillsItsWorker(b.name, b.modality, b.ids, b.labels, b.pair_ids, b.vectors)
+    runs = {}
+    for workers, sets in ((1, [a, b]), (2, [a, crash])):
+        d = tmp_path / f"w{workers}"
+        runs[workers] = run_analysis(sets, d / "out", plot_dir=d / "plots", cos_dir=d / "cos",
+                                     var_dir=d / "var", methods=(), seed=3, n_bootstrap=40,
+                                     n_permutations=49, workers=workers)
+    notes = runs[2]["notes"]
+    assert any("analysis workers failed" in n and "main process" in n for n in notes)
+    one, two = _numbers(runs[1]), _numbers(runs[2])
+    two["notes"] = [n for n in two["notes"] if "analysis workers failed" not in n]
+    assert one == two
+    assert len(list((tmp_path / "w2" / "cos").glob("*.png"))) == \
+        len(list((tmp_path / "w1" / "cos").glob("*.png"))) >= 4
