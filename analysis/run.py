@@ -141,6 +141,9 @@ def _analyse_all(sets, metrics: OrderedDict, bar, *, seed: int, n_bootstrap: int
         else:
             bar.update()
             r = _analyse_embedder(s, contexts=contexts, **emb_kw)
+            # keep what the comparisons reuse, not the context (its float64 copy of the
+            # vectors and every cached intermediate: ~1 GB per space at 100,000 x 512-d)
+            contexts[s.name] = _shared_parts(contexts.get(s.name), len(s))
         metrics["embedders"][s.name] = r
         notes.extend(f"{s.name}: {n}" for n in r.get("notes", []))
     for a, b in pairs:
@@ -177,20 +180,26 @@ class _SharedResults:
         return self._table[:, :k]
 
 
-def _embedder_job(s, kwargs: dict, knn_k: int | None) -> tuple:
+def _shared_parts(ctx, n: int) -> _SharedResults | None:
+    """What the comparisons reuse of an embedder's context: its repeated probe and its
+    neighbour table at the comparisons' largest k (both computed and cached by its metrics)."""
+    if ctx is None:
+        return None
+    ks = _comparison_settings()["knn_ks"]
+    table = None
+    if ks:
+        try:
+            table = ctx.neighbours(min(max(ks), n - 1))
+        except Exception:
+            table = None
+    return _SharedResults(ctx.peek("repeated_probe"), table)
+
+
+def _embedder_job(s, kwargs: dict) -> tuple:
     """A worker's :func:`_analyse_embedder`, with what the comparisons reuse."""
     contexts: dict = {}
     r = _analyse_embedder(s, contexts=contexts, **kwargs)
-    ctx = contexts.get(s.name)
-    if ctx is None:
-        return r, None
-    probe, table = ctx.peek("repeated_probe"), None
-    if knn_k:
-        try:  # computed (and cached) by the k-NN metrics already
-            table = ctx.neighbours(min(knn_k, len(s) - 1))
-        except Exception:
-            table = None
-    return r, _SharedResults(probe, table)
+    return r, _shared_parts(contexts.get(s.name), len(s))
 
 
 def _worker_init() -> None:
@@ -227,13 +236,10 @@ def _analyse_in_workers(sets, pairs, emb_kw, pair_kw, ex, contexts, bar, notes, 
     """Every embedder and pair analysed, and every map projected, in the executor ``ex``:
     {(kind, name...): result}. A broken pool (a worker killed) leaves its tasks to the
     sequential code, with a note."""
-    ks = _comparison_settings()["knn_ks"]
     done: dict = {}
     futures: list = []
     try:
-        futures += [(("embedder", s.name), ex.submit(_embedder_job, s, emb_kw,
-                                                     max(ks) if ks else None))
-                   for s in sets]
+        futures += [(("embedder", s.name), ex.submit(_embedder_job, s, emb_kw)) for s in sets]
         # the slowest maps first (t-SNE): they overlap with the pairs' metrics
         futures += [(("map", m, s.name), ex.submit(_map_job, s, m, seed))
                     for m in sorted(methods, key=lambda m: m == "pca") for s in sets]
