@@ -144,3 +144,22 @@ def test_large_maps_rasterise_their_markers_in_the_svg(tmp_path, monkeypatch):
     big = plots.plot_map(Y, y, tmp_path / "raster", title="t")[1].read_text()
     assert "<image" not in small and "<image" in big
     assert len(big) < len(small)
+
+
+def test_retrieval_over_sampled_queries_lies_in_the_full_interval(monkeypatch):
+    from analysis import retrieval
+    from analysis.metrics import PairContext
+    X, y = _clustered(1000, dim=12)
+    rng = np.random.default_rng(9)
+    Y = X @ rng.normal(size=(12, 12)) + 1.5 * rng.normal(size=(1000, 12))
+    full = {k: guard(get(k), PairContext(X, Y, y, retrieval_splits=6))
+            for k in ("retrieval_recall_at_5", "retrieval_mrr")}
+    monkeypatch.setattr(retrieval, "RETRIEVAL_MAX_QUERIES", 120)
+    ctx = PairContext(X, Y, y, retrieval_splits=6)
+    for name, ef in full.items():
+        es = guard(get(name), ctx)
+        assert ef["params"]["n_queries"] == ef["params"]["n_test"] == 300
+        assert es["params"]["n_queries"] == 120 and es["params"]["n_test"] == 300
+        assert es["params"]["items_subsampled"]["of"] == 300
+        assert ef["ci95"][0] <= es["value"] <= ef["ci95"][1], (name, es["value"], ef["ci95"])
+        assert es["ci95"][1] - es["ci95"][0] > ef["ci95"][1] - ef["ci95"][0]

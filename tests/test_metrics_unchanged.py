@@ -41,6 +41,8 @@ CHANGED = {
     "parameters/probe_repeats": "issue 21: the probe's number of seeded splits recorded",
     "parameters/kmeans_seeds": "issue 21: the number of k-means seeds recorded",
     "parameters/comparisons": "issue 21: what metrics.json comparisons compares, on which items",
+    "pairs/*/retrieval_*/params/n_queries": "issue 27: the held-out pairs queried per split "
+                                            "recorded (all of them up to 3,000)",
 }
 TOL = 1e-12
 #: path pattern -> (relative tolerance, why): values computed in float32 on purpose, whose
