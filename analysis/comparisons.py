@@ -309,8 +309,10 @@ def add_holm(entries: list[dict]) -> list[dict]:
 
 
 def _probe_on_rows(r: dict | None, rows: np.ndarray) -> dict | None:
-    """A repeated-probe result on all of a set's items, restricted (reordered) to ``rows``."""
-    if r is None:
+    """A repeated-probe result on all of a set's items, restricted (reordered) to ``rows``;
+    None for one fitted on a subsample of them (``r["rows"]``, above FIT_MAX_ITEMS): the
+    comparison then fits its own subsample of the shared items."""
+    if r is None or r.get("rows") is not None or np.shape(r.get("correct"))[-1] != len(rows):
         return None
     return {**r, "correct": np.asarray(r["correct"])[:, rows],
             "folds": np.asarray(r["folds"])[:, rows]}

@@ -163,3 +163,23 @@ def test_retrieval_over_sampled_queries_lies_in_the_full_interval(monkeypatch):
         assert es["params"]["items_subsampled"]["of"] == 300
         assert ef["ci95"][0] <= es["value"] <= ef["ci95"][1], (name, es["value"], ef["ci95"])
         assert es["ci95"][1] - es["ci95"][0] > ef["ci95"][1] - ef["ci95"][0]
+
+
+def test_a_run_above_the_cap_compares_embedders_on_a_subsample(tmp_path, monkeypatch):
+    from analysis.run import run_analysis
+    from collection.embedding_set import EmbeddingSet
+    monkeypatch.setattr(separability, "FIT_MAX_ITEMS", 150)
+    X, y = _clustered(300, dim=8)
+    rng = np.random.default_rng(3)
+    stems = np.array([f"{y[i]}/p{i:03d}" for i in range(300)])
+    sets = [EmbeddingSet("a", "audio", np.char.add(stems, ".wav"), y, stems, X),
+            EmbeddingSet("b", "symbolic", np.char.add(stems, ".mid"), y, stems,
+                         X @ rng.normal(size=(8, 8)) + rng.normal(size=(300, 8)))]
+    m = run_analysis(sets, tmp_path / "out", plot_dir=tmp_path / "p", cos_dir=tmp_path / "c",
+                     var_dir=tmp_path / "v", methods=(), seed=0, n_bootstrap=30,
+                     n_permutations=19)
+    assert not any("comparisons failed" in n for n in m["notes"]), m["notes"]
+    probe = [c for c in m["comparisons"] if c["metric"] == "probe_accuracy"]
+    assert len(probe) == 1 and probe[0]["p_value"] is not None
+    assert probe[0]["params"]["items_subsampled"]["of"] == 300
+    assert m["embedders"]["a"]["probe_accuracy"]["params"]["items_subsampled"]["of"] == 300
