@@ -291,10 +291,15 @@ def fit_gaussian(X: ArrayLike, *, shrinkage="ledoit-wolf") -> ClassGaussian:
 
 def fit_gaussian_auto(X: ArrayLike, *, shrinkage="ledoit-wolf") -> ClassGaussian | DenseGaussian:
     """The cheaper exact form of the rows' Gaussian: :func:`fit_gaussian` (thin SVD) for at most
-    as many rows as dimensions, :func:`fit_gaussian_dense` (one d x d scatter, no SVD: a
-    5,000 x 512 class costs a product instead of an SVD) for more."""
+    half as many rows as dimensions, :func:`fit_gaussian_dense` (one d x d scatter, no SVD: a
+    5,000 x 512 class costs a product instead of an SVD) for more. Two classes of more than
+    d/2 rows each take the dense comparison anyway (r_x + r_y > d), which is then one Cholesky
+    per class and two products per pair instead of rebuilding a d x d matrix per pair.
+    Without shrinkage a class of at most d rows has a singular covariance, whose dense square
+    root would take square roots of round-off eigenvalues: it keeps the thin form."""
     X = np.asarray(X, dtype=np.float64)
-    if X.shape[0] > X.shape[1]:
+    n, d = X.shape
+    if n > d or (shrinkage is not None and 2 * n > d):
         return fit_gaussian_dense(X, shrinkage=shrinkage)
     return fit_gaussian(X, shrinkage=shrinkage)
 
