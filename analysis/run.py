@@ -202,6 +202,13 @@ def _embedder_job(s, kwargs: dict) -> tuple:
     return r, _shared_parts(contexts.get(s.name), len(s))
 
 
+def _pair_job(a, b, kwargs: dict):
+    """A worker's :func:`_analyse_pair` (named here, so the worker looks it up in its own copy
+    of this module: a caller that wrapped the main process's, e.g. a benchmark's timer, is not
+    sent to the worker)."""
+    return _analyse_pair(a, b, **kwargs)
+
+
 def _worker_init() -> None:
     """One BLAS / OpenMP thread per worker process: the workers are the parallelism."""
     global _WORKER_THREADS
@@ -244,7 +251,7 @@ def _analyse_in_workers(sets, pairs, emb_kw, pair_kw, ex, contexts, bar, notes, 
         futures += [(("map", m, s.name), ex.submit(_map_job, s, m, seed))
                     for m in sorted(methods, key=lambda m: m == "pca") for s in sets]
         futures += [(("pair", f"{a.name}__vs__{b.name}"),
-                     ex.submit(_analyse_pair, a, b, **pair_kw)) for a, b in pairs]
+                     ex.submit(_pair_job, a, b, pair_kw)) for a, b in pairs]
         for key, fut in futures:
             res = fut.result()
             if key[0] != "map":  # a map's step is counted where it is drawn
