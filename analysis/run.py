@@ -209,11 +209,28 @@ def _pair_job(a, b, kwargs: dict):
     return _analyse_pair(a, b, **kwargs)
 
 
-def _worker_init() -> None:
-    """One BLAS / OpenMP thread per worker process: the workers are the parallelism."""
+def _worker_init(parent: int) -> None:
+    """One BLAS / OpenMP thread per worker process: the workers are the parallelism. A worker
+    also ends when the run's process is gone (killed, not interrupted): it would otherwise
+    wait on its queue forever, holding its copy of the vectors."""
     global _WORKER_THREADS
+    import threading
     from threadpoolctl import threadpool_limits
     _WORKER_THREADS = threadpool_limits(limits=1)
+    # the run's pid comes from the run: a worker that starts after the run died would read
+    # its new parent (init) here and wait for it forever
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
+
+
+def _worker_pid(_=None) -> int:
+    """The worker's process id (a test's probe of the pool)."""
+    return os.getpid()
+
+
+def _exit_with_parent(parent: int, every: float = 1.0) -> None:
+    while os.getppid() == parent:
+        time.sleep(every)
+    os._exit(1)
 
 
 _WORKER_THREADS = None
@@ -235,6 +252,7 @@ def _worker_pool(workers: int):
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
     return ProcessPoolExecutor(max_workers=workers, initializer=_worker_init,
+                               initargs=(os.getpid(),),
                                mp_context=multiprocessing.get_context("spawn"))
 
 

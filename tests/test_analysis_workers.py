@@ -102,3 +102,32 @@ def test_a_dead_worker_leaves_its_analyses_to_the_main_process(tmp_path):
     assert one == two
     assert len(list((tmp_path / "w2" / "cos").glob("*.png"))) == \
         len(list((tmp_path / "w1" / "cos").glob("*.png"))) >= 4
+
+
+def test_workers_end_when_the_run_is_killed(tmp_path):
+    import os
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+    script = tmp_path / "killed_run.py"
+    script.write_text(
+        "import os, sys, time\n"
+        f"sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})\n"
+        "from analysis import run\n"
+        "if __name__ == '__main__':\n"
+        "    pool = run._worker_pool(2)\n"
+        "    pids = list(pool.map(run._worker_pid, range(8)))\n"
+        "    print(' '.join(map(str, sorted(set(pids)))), flush=True)\n"
+        "    os._exit(9)  # killed: no shutdown, no cleanup\n")
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                         timeout=120)
+    pids = [int(p) for p in out.stdout.split()]
+    assert pids, out.stderr
+    deadline = time.time() + 20
+    alive = pids
+    while alive and time.time() < deadline:
+        time.sleep(0.5)
+        alive = [p for p in pids if os.path.exists(f"/proc/{p}")
+                 and "zombie" not in open(f"/proc/{p}/status").read().lower()]
+    assert not alive, f"workers {alive} outlived the run"
