@@ -261,6 +261,7 @@ def compare_embedders(Xa: ArrayLike, Xb: ArrayLike, labels: ArrayLike,
     ``probe_repeats`` shared splits). A metric undefined on these items gets None values and a
     ``note``.
     """
+    # long by its docstring (every parameter and returned key documented)
     Xa, Xb = as_matrix(Xa, name="Xa"), as_matrix(Xb, name="Xb")
     if Xa.shape[0] != Xb.shape[0]:
         raise ValueError(f"Xa and Xb must hold the same items: {Xa.shape[0]} vs {Xb.shape[0]} "

@@ -225,6 +225,7 @@ def _stratified_group_folds(class_codes: np.ndarray, group_codes: np.ndarray, *,
     random_state : int, np.random.RandomState or None
         Seeds the group shuffle (as ``StratifiedGroupKFold(shuffle=True, random_state=...)``).
     """
+    # long by its docstring and the buffers the loop reuses (set up once, outside the loop)
     from sklearn.utils import check_random_state
     rng = check_random_state(random_state)
     n_classes = int(class_codes.max()) + 1
