@@ -215,11 +215,11 @@ class EmbedderContext(_Cache):
         """Rows the probe and the k-means agreement are fitted on: a seeded, class-stratified
         subsample of whole pieces above ``FIT_MAX_ITEMS`` items, None (all items) below
         (:func:`analysis.separability.subsample_rows`)."""
-        cap = self.fit_cap()
+        cap = self._fit_cap()
         return self.once("fit_rows", lambda: separability.subsample_rows(
             self.labels, self.groups, max_items=cap, seed=self.seed))
 
-    def fit_cap(self) -> int:
+    def _fit_cap(self) -> int:
         return separability.FIT_MAX_ITEMS if self.fit_max_items is None else int(
             self.fit_max_items)
 
@@ -233,7 +233,7 @@ class EmbedderContext(_Cache):
     def fit_params(self) -> dict:
         """``params.items_subsampled`` of the probe and k-means entries ({} on all items)."""
         return separability.subsample_params(self.fit_rows(), self.n, seed=self.seed,
-                                             max_items=self.fit_cap())
+                                             max_items=self._fit_cap())
 
     def repeated_probe(self) -> dict:
         """:func:`analysis.separability.repeated_linear_probe` on :meth:`fit_subset` (the three
