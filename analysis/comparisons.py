@@ -154,18 +154,17 @@ def _knn_rows(Xa, Xb, labels, groups, *, knn_ks, seed, given=None) -> list:
     rows_acc, rows_bal = [], []
     # one exact search per space at the largest k: its first k columns are the k-NN (ties by
     # index either way), so every k and the dependence edges share it (an O(n^2 dim) search)
+    # (compare_embedders checked n >= 2, so kmax >= 1; a k above n - 1 is refused by
+    # knn_predictions before its table is read)
     kmax = min(max(knn_ks, default=1), n - 1)
     tables = [np.asarray(t)[:, :kmax] if t is not None and np.shape(t)[1] >= kmax
-              else (cosine_neighbors(X, kmax) if kmax >= 1 else None)
-              for t, X in zip(given or (None, None), (Xa, Xb))]
+              else cosine_neighbors(X, kmax) for t, X in zip(given or (None, None), (Xa, Xb))]
     for k in knn_ks:
-        nb = [t[:, :k] if t is not None and k <= kmax else None for t in tables]
+        nb = [t[:, :k] for t in tables]
         pa = separability.knn_predictions(Xa, labels, k=k, neighbors=nb[0])
         pb = separability.knn_predictions(Xb, labels, k=k, neighbors=nb[1])
         ca, cb = (pa == labels).astype(float), (pb == labels).astype(float)
-        edges = _dependence_edges([nb[0] if nb[0] is not None else cosine_neighbors(Xa, k),
-                                   nb[1] if nb[1] is not None else cosine_neighbors(Xb, k)],
-                                  groups, n)
+        edges = _dependence_edges(nb, groups, n)
         params = {"k": k, "scheme": "leave-one-out, cosine",
                   "dependence": f"{k} nearest neighbours in either space, and pieces"}
         acc = _knn_accuracy_entry(ca, cb, edges, n_units)
